@@ -1,0 +1,250 @@
+"""Materials: compositions, mass attenuation, and the HU -> (material, density) model.
+
+Two steps turn a CT voxel into X-ray attenuation:
+
+1. **Density** from HU by a piecewise-linear calibration. The default,
+   :data:`DEEPDRR_DENSITY`, is DeepDRR's two-line fit
+   ``rho = max(min(0.001029 HU + 1.03, 0.0005886 HU + 1.03), 0)`` g/cm^3, so our
+   renders agree with SyntheX's simulator for the same CT.
+2. **Material** from HU by thresholds between materials ordered by HU
+   (:data:`DEFAULT_HU_MATERIALS`). Each threshold is a linear ramp of width
+   ``width`` HU: a voxel at the threshold is half one material and half the
+   next, so interpolated samples near a boundary get fractional weights and
+   edges are not staircased. A label map can instead assign materials (and
+   optionally fixed densities) per label.
+
+The projector accumulates *areal density per material* (g/cm^2); the physics
+turns it into attenuation with each material's mass attenuation coefficient
+mu/rho(E) (cm^2/g) from xraydb's Elam tables, mixed by mass fraction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+
+class MaterialError(ValueError):
+    """Unknown material or inconsistent material model."""
+
+
+@dataclass(frozen=True)
+class Material:
+    name: str
+    composition: dict[str, float]  # element symbol -> mass fraction (sums to 1)
+    density: float  # nominal density, g/cm^3
+    source: str = ""
+
+    def __post_init__(self):
+        total = sum(self.composition.values())
+        if not np.isclose(total, 1.0, atol=2e-3):
+            raise MaterialError(f"{self.name}: mass fractions sum to {total:.4f}, not 1")
+
+
+@lru_cache(maxsize=256)
+def _mass_attenuation_cached(name: str, energies: tuple[float, ...]) -> np.ndarray:
+    import xraydb
+
+    e_ev = np.asarray(energies, dtype=np.float64) * 1000.0
+    mat = MATERIALS[name]
+    mu = np.zeros_like(e_ev)
+    for el, frac in mat.composition.items():
+        mu += frac * xraydb.mu_elam(el, e_ev, kind="total")
+    return mu
+
+
+# Mass fractions: ICRU Report 44 (1989) / NIST tissue compositions (as tabulated in
+# NIST's "X-Ray Mass Attenuation Coefficients", Table 2); alloys: nominal grades.
+MATERIALS: dict[str, Material] = {}
+
+
+def register_material(material: Material) -> Material:
+    """Add a material (or replace one of the same name) to the registry."""
+    total = sum(material.composition.values())
+    comp = {el: frac / total for el, frac in material.composition.items()}
+    m = Material(material.name, comp, material.density, material.source)
+    MATERIALS[m.name] = m
+    _mass_attenuation_cached.cache_clear()
+    return m
+
+
+for _m in [
+    Material("air", {"C": 0.000124, "N": 0.755268, "O": 0.231781, "Ar": 0.012827}, 0.001205, "NIST dry air (sea level)"),
+    Material("water", {"H": 0.111894, "O": 0.888106}, 1.0, "NIST liquid water"),
+    Material(
+        "lung",
+        {"H": 0.103, "C": 0.105, "N": 0.031, "O": 0.749, "Na": 0.002, "P": 0.002, "S": 0.003, "Cl": 0.003, "K": 0.002},
+        1.05,
+        "ICRU-44 lung tissue",
+    ),
+    Material(
+        "adipose",
+        {"H": 0.114, "C": 0.598, "N": 0.007, "O": 0.278, "Na": 0.001, "S": 0.001, "Cl": 0.001},
+        0.95,
+        "ICRU-44 adipose tissue",
+    ),
+    Material(
+        "soft_tissue",
+        {"H": 0.102, "C": 0.143, "N": 0.034, "O": 0.710, "Na": 0.001, "P": 0.002, "S": 0.003, "Cl": 0.001, "K": 0.004},
+        1.05,
+        "ICRU-44 skeletal muscle",
+    ),
+    Material(
+        "bone_trabecular",
+        {
+            "H": 0.085, "C": 0.404, "N": 0.028, "O": 0.367, "Na": 0.001, "Mg": 0.001, "P": 0.034,
+            "S": 0.002, "Cl": 0.002, "K": 0.001, "Ca": 0.074, "Fe": 0.001,
+        },
+        1.18,
+        "ICRU-44 / White et al. 1987 cancellous bone (spongiosa)",
+    ),
+    Material(
+        "bone_cortical",
+        {"H": 0.034, "C": 0.155, "N": 0.042, "O": 0.435, "Na": 0.001, "Mg": 0.002, "P": 0.103, "S": 0.003, "Ca": 0.225},
+        1.92,
+        "ICRU-44 cortical bone",
+    ),
+    Material("titanium", {"Ti": 1.0}, 4.506, "pure titanium"),
+]:
+    register_material(_m)
+
+
+def mass_attenuation(name: str, energy_kev) -> np.ndarray:
+    """Total mass attenuation coefficient mu/rho (cm^2/g, coherent included) at ``energy_kev``."""
+    if name not in MATERIALS:
+        raise MaterialError(f"unknown material {name!r}; known: {', '.join(sorted(MATERIALS))}")
+    e = np.atleast_1d(np.asarray(energy_kev, dtype=np.float64))
+    if np.any(e < 1) or np.any(e > 500) or not np.all(np.isfinite(e)):
+        raise MaterialError(f"energies must lie in 1..500 keV, got {e.min()}..{e.max()}")
+    out = _mass_attenuation_cached(name, tuple(e.tolist()))
+    return out.copy() if np.ndim(energy_kev) else float(out[0])
+
+
+
+@dataclass(frozen=True)
+class DensityCalibration:
+    """Piecewise-linear HU -> density (g/cm^3), extrapolated linearly past the last knot, >= 0."""
+
+    hu: tuple[float, ...]
+    density: tuple[float, ...]
+
+    def __post_init__(self):
+        if len(self.hu) != len(self.density) or len(self.hu) < 2:
+            raise MaterialError("density calibration needs at least two (HU, density) knots of equal count")
+        if np.any(np.diff(self.hu) <= 0):
+            raise MaterialError(f"calibration HU knots must increase strictly, got {self.hu}")
+
+    def __call__(self, hu) -> np.ndarray:
+        x = np.asarray(hu, dtype=np.float64)
+        k, d = np.asarray(self.hu), np.asarray(self.density)
+        y = np.interp(x, k, d)
+        hi = x > k[-1]
+        slope = (d[-1] - d[-2]) / (k[-1] - k[-2])
+        y = np.where(hi, d[-1] + slope * (x - k[-1]), y)
+        lo = x < k[0]
+        slope0 = (d[1] - d[0]) / (k[1] - k[0])
+        y = np.where(lo, d[0] + slope0 * (x - k[0]), y)
+        return np.maximum(y, 0.0)
+
+
+#: DeepDRR's calibration: max(min(0.001029 HU + 1.03, 0.0005886 HU + 1.03), 0).
+DEEPDRR_DENSITY = DensityCalibration(hu=(-1001.0, 0.0, 1000.0), density=(1.03 - 1001 * 0.001029, 1.03, 1.03 + 0.5886))
+
+
+@dataclass(frozen=True)
+class HUMaterialMap:
+    """Materials ordered by HU with the thresholds between them.
+
+    ``materials[i]`` holds for HU below ``thresholds[i]`` (and above the previous
+    threshold); each threshold is a linear ramp ``width`` HU wide.
+    """
+
+    materials: tuple[str, ...]
+    thresholds: tuple[float, ...]
+    width: float = 60.0
+    density: DensityCalibration = DEEPDRR_DENSITY
+
+    def __post_init__(self):
+        if len(self.thresholds) != len(self.materials) - 1:
+            raise MaterialError("an HU material map needs exactly one threshold between each pair of materials")
+        for m in self.materials:
+            if m not in MATERIALS:
+                raise MaterialError(f"unknown material {m!r} in HU material map; known: {', '.join(sorted(MATERIALS))}")
+        th = np.asarray(self.thresholds, dtype=np.float64)
+        if np.any(np.diff(th) <= self.width):
+            raise MaterialError(
+                f"HU thresholds {self.thresholds} must increase by more than the ramp width {self.width}"
+            )
+        if self.width < 0:
+            raise MaterialError("ramp width must be >= 0")
+
+    def material_coordinate(self, hu) -> np.ndarray:
+        """Continuous material coordinate q: floor(q) is the lower material, q - floor(q) the upper's weight."""
+        x = np.asarray(hu, dtype=np.float64)
+        q = np.zeros_like(x)
+        half = max(self.width / 2.0, 1e-6)
+        for t in self.thresholds:
+            q += np.clip((x - (t - half)) / (2 * half), 0.0, 1.0)
+        return q
+
+    def weights(self, hu) -> np.ndarray:
+        """Material weights, shape (..., n_materials), summing to 1."""
+        q = self.material_coordinate(hu)
+        lo = np.minimum(np.floor(q).astype(int), len(self.materials) - 1)
+        f = q - lo
+        w = np.zeros(q.shape + (len(self.materials),))
+        np.put_along_axis(w, lo[..., None], (1 - f)[..., None], axis=-1)
+        hi = np.minimum(lo + 1, len(self.materials) - 1)
+        w_hi = np.take_along_axis(w, hi[..., None], axis=-1) + f[..., None]
+        np.put_along_axis(w, hi[..., None], w_hi, axis=-1)
+        return w
+
+    def lut(self, hu_min: float = -1024.0, hu_max: float = 4095.0) -> tuple[float, np.ndarray, np.ndarray]:
+        """Table at 1 HU steps: (hu_min, density[n], material_coordinate[n]).
+
+        Both functions are piecewise linear; with integer knots linear
+        interpolation of this table is exact (thresholds +- width/2 are rounded
+        to whole HU only if they are not whole already).
+        """
+        h = np.arange(hu_min, hu_max + 1.0, 1.0)
+        return float(hu_min), self.density(h).astype(np.float32), self.material_coordinate(h).astype(np.float32)
+
+
+#: Default HU thresholds (ours; documented in the README): air | lung at -900 HU,
+#: lung | adipose at -400, adipose | soft tissue at -30, soft tissue | trabecular
+#: bone at 300 (DeepDRR uses 350 for soft tissue | bone), trabecular | cortical
+#: bone at 1000, each a 60 HU ramp (weights above are fractional inside the ramp).
+DEFAULT_HU_MATERIALS = HUMaterialMap(
+    materials=("air", "lung", "adipose", "soft_tissue", "bone_trabecular", "bone_cortical"),
+    thresholds=(-900.0, -400.0, -30.0, 300.0, 1000.0),
+)
+
+
+@dataclass(frozen=True)
+class LabelMaterial:
+    """Material (and optionally a fixed density, g/cm^3) for voxels of one label."""
+
+    material: str
+    density: float | None = None
+
+    def __post_init__(self):
+        if self.material not in MATERIALS:
+            raise MaterialError(f"unknown material {self.material!r}; known: {', '.join(sorted(MATERIALS))}")
+        if self.density is not None and not (self.density >= 0 and np.isfinite(self.density)):
+            raise MaterialError(f"label density must be >= 0 g/cm^3, got {self.density}")
+
+
+@dataclass(frozen=True)
+class MaterialModel:
+    """How one volume's voxels become material areal densities.
+
+    ``hu_map`` assigns materials and densities from HU; ``label_materials``
+    overrides the material (and, if given, the density) of voxels whose label
+    is listed; ``structures`` maps labels to structure names whose path lengths
+    are reported (default: every named label of the volume).
+    """
+
+    hu_map: HUMaterialMap = DEFAULT_HU_MATERIALS
+    label_materials: dict[int, LabelMaterial] = field(default_factory=dict)
