@@ -180,7 +180,7 @@ def read_volume(path, labels=None, label_names=None, **options) -> Volume:
     names: dict[int, str] = {}
     if lab is not None:
         lab = _as_label_array(lab, lab_path)
-        present = [int(v) for v in np.unique(lab) if v != 0]
+        present = [int(v) for v in np.flatnonzero(np.bincount(lab.ravel())) if v != 0]
         if label_names is None:
             names = {v: f"label_{v}" for v in present}
         else:
@@ -195,7 +195,7 @@ def read_volume(path, labels=None, label_names=None, **options) -> Volume:
     elif label_names is not None:
         raise VolumeError(f"{path}: label_names were given but there is no label map (pass labels=...)")
     return Volume(
-        image.array.astype(np.float32, copy=False),
+        np.ascontiguousarray(image.array, dtype=np.float32),  # readers may return Fortran order (nibabel)
         Transform(image.world_from_ijk),
         labels=lab,
         label_names=names,
@@ -227,7 +227,7 @@ def _as_label_array(lab: np.ndarray, path) -> np.ndarray:
     lo, hi = lab.min(), lab.max()
     if lo < 0 or hi > 65535:
         raise VolumeError(f"{path}: label values must lie in 0..65535, found {lo}..{hi}")
-    return lab.astype(np.int32)
+    return np.ascontiguousarray(lab, dtype=np.int32)
 
 
 def _stem(path: Path) -> str:
