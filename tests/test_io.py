@@ -731,16 +731,42 @@ def test_shared_chest_ct_las(tmp_path):
     assert vol.hu[np.isin(vol.labels, [36, 37, 38])].mean() > 150  # vertebrae T6-T8
 
 
-def test_shared_pelvis_ct_ras_and_dicom_roundtrip(tmp_path):
-    """TotalSegmentator's abdomen-pelvis CT (RAS), its 61-class map, and the same CT as a DICOM series."""
+@pytest.fixture(scope="module")
+def pelvis_as_dicom(tmp_path_factory):
+    """TotalSegmentator's pelvis CT (RAS NIfTI) rewritten as a standard axial DICOM series.
+
+    Independent of the reader: nibabel gives the HU and the RAS affine; the
+    series stores columns towards patient left, rows towards posterior (LPS),
+    files named in a shuffled slice order.
+    """
     import nibabel as nib
 
     ct_path = _shared("totalseg_abdomen_pelvis/example_ct.nii.gz")
-    vol = read_volume(ct_path, labels=_shared("totalseg_abdomen_pelvis/example_seg_total_fast.nii.gz"),
+    img = nib.load(str(ct_path))
+    hu = np.asarray(img.dataobj).astype(np.int32)
+    a = img.affine
+    assert np.allclose(a[:3, :3], np.diag(np.diag(a)[:3])) and np.all(np.diag(a)[:3] > 0)  # RAS, axis-aligned
+    nx, ny, nz = hu.shape
+    sp = np.diag(a)[:3]
+    folder = tmp_path_factory.mktemp("pelvis_dcm")
+    rng = np.random.default_rng(4)
+    for n, k in enumerate(rng.permutation(nz)):
+        corner = a[:3, 3] + sp * [nx - 1, ny - 1, k]
+        pixels = (hu[::-1, ::-1, k].T + 2048).astype(np.uint16)  # this CT goes down to -1207 HU
+        write_ct_slice(folder / f"{n:05d}.dcm", pixels, [-corner[0], -corner[1], corner[2]], [1, 0, 0, 0, 1, 0],
+                       [sp[1], sp[0]], instance=n + 1, series_uid="1.2.3.77", study_uid="1.2.3", intercept=-2048)
+    return ct_path, folder, hu, a
+
+
+def test_shared_pelvis_ct_ras(tmp_path):
+    """TotalSegmentator's abdomen-pelvis CT (RAS) with its 61-class map and the TotalSegmentator class map."""
+    vol = read_volume(_shared("totalseg_abdomen_pelvis/example_ct.nii.gz"),
+                      labels=_shared("totalseg_abdomen_pelvis/example_seg_total_fast.nii.gz"),
                       label_names=_shared("totalseg_total_classmap.json"))
     assert vol.shape == (122, 101, 112)
     np.testing.assert_allclose(vol.spacing, 3.0, atol=1e-4)
     assert -1300 < vol.hu.min() < -900 and vol.hu.max() > 2500  # air ... metal implant
+    assert len(np.unique(vol.labels)) - 1 == 61 and len(vol.label_names) == 117
     femur_l, femur_r = _centroid(vol, "femur_left"), _centroid(vol, "femur_right")
     assert femur_l[0] < femur_r[0] - 80
     assert _centroid(vol, "liver")[0] > _centroid(vol, "spleen")[0] + 100  # liver on the patient's right (+x)
@@ -752,23 +778,54 @@ def test_shared_pelvis_ct_ras_and_dicom_roundtrip(tmp_path):
     assert np.linalg.norm(metal - femur_l) < 40 < np.linalg.norm(metal - femur_r)
     assert vol.hu[vol.labels == {v: k for k, v in vol.label_names.items()}["femur_right"]].mean() > 120
 
-    # write the same CT as a standard axial DICOM series (LPS, rows posterior, columns left)
-    img = nib.load(str(ct_path))
-    hu = np.asarray(img.dataobj).astype(np.int32)
-    a = img.affine
-    assert np.allclose(a[:3, :3], np.diag(np.diag(a)[:3])) and np.all(np.diag(a)[:3] > 0)  # RAS, axis-aligned
-    nx, ny, nz = hu.shape
-    sp = np.diag(a)[:3]
-    folder = tmp_path / "pelvis_dcm"
-    folder.mkdir()
-    rng = np.random.default_rng(4)
-    for n, k in enumerate(rng.permutation(nz)):
-        corner = a[:3, 3] + sp * [nx - 1, ny - 1, k]
-        pixels = (hu[::-1, ::-1, k].T + 2048).astype(np.uint16)  # this CT goes down to -1207 HU
-        write_ct_slice(folder / f"{n:05d}.dcm", pixels, [-corner[0], -corner[1], corner[2]], [1, 0, 0, 0, 1, 0],
-                       [sp[1], sp[0]], instance=n + 1, series_uid="1.2.3.77", study_uid="1.2.3", intercept=-2048)
+
+def test_shared_pelvis_dicom_roundtrip_same_volume(pelvis_as_dicom):
+    ct_path, folder, hu, affine = pelvis_as_dicom
     dicom = read_volume(folder)
-    assert_same_content(dicom, hu, a)
+    assert_same_content(dicom, hu, affine)
+    assert_same_content(read_volume(ct_path), hu, affine)
+
+
+def test_shared_pelvis_dicom_and_nifti_same_render(pelvis_as_dicom):
+    """The same CT from DICOM (LPS storage) and NIfTI (RAS storage) renders identically from any C-arm pose."""
+    from projectors.geometry import CArm
+    from projectors.projector import project
+
+    ct_path, folder, _, _ = pelvis_as_dicom
+    nifti, dicom = read_volume(ct_path), read_volume(folder)
+    carm = CArm(size=(48, 40), pitch=8.0, isocenter=tuple(nifti.center_world))
+    for alpha, beta in [(0, 0), (35, -10), (-90, 20)]:
+        cam = carm.camera(alpha=alpha, beta=beta)
+        a, b = project(nifti, cam, device="cpu"), project(dicom, cam, device="cpu")
+        total = a.total_areal_density()
+        assert total.max() > 10  # g/cm^2: the rays do cross the body
+        for material, img in a.areal_density.items():
+            np.testing.assert_allclose(b.areal_density[material], img, rtol=1e-4, atol=1e-4 * total.max(),
+                                       err_msg=f"{material} at alpha={alpha}, beta={beta}")
+
+
+def test_ras_lps_mislabel_gives_a_mirrored_render(tmp_path, hu_ref):
+    """One NRRD payload declared LPS vs RAS: x and y of the world swap sign.
+
+    Seen by a parallel beam along +y (depth) with u along +x, mirroring x mirrors
+    the image left-right and mirroring y only reverses the rays: render(RAS) =
+    fliplr(render(LPS)).
+    """
+    from projectors.geometry import parallel_camera
+    from projectors.projector import project
+
+    a = world_from_ijk_ref()
+    lps = read_volume(write_nrrd(tmp_path / "lps.nrrd", hu_ref, a[:3, :3], a[:3, 3]))
+    ras = read_volume(write_nrrd(tmp_path / "ras.nrrd", hu_ref, a[:3, :3], a[:3, 3], space="right-anterior-superior"))
+    renders = []
+    for vol in (lps, ras):
+        # pitch 0.77: no ray runs exactly along a voxel face (x faces every 0.7 mm, z faces every 2.5 mm
+        # from the centre), where which neighbour a ray samples would be a tie
+        cam = parallel_camera((0, 1, 0), center=vol.center_world, size=(48, 24), pitch=0.77, up=(0, 0, 1))
+        renders.append(project(vol, cam, device="cpu").total_areal_density())
+    img_lps, img_ras = renders
+    assert np.abs(img_ras - img_lps).max() > 0.1 * img_lps.max()  # the phantom is not mirror-symmetric
+    np.testing.assert_allclose(img_ras, img_lps[:, ::-1], rtol=1e-4, atol=1e-4 * img_lps.max())
 
 
 def test_shared_chest_crop_lps():
