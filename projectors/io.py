@@ -656,7 +656,12 @@ def _series_pixels(files: list[Path]) -> np.ndarray:
         except Exception as e:  # a missing decoder plugin or corrupt pixel data
             ts = ds.file_meta.get("TransferSyntaxUID", "unknown")
             name = getattr(ts, "name", ts)
-            raise VolumeError(f"{f}: pixel data could not be decoded (transfer syntax {name}): {e}") from None
+            raise VolumeError(
+                f"{f}: pixel data could not be decoded (transfer syntax {name}). JPEG-2000, RLE and JPEG "
+                "baseline are decoded by the installed packages; JPEG Lossless (process 14) and JPEG-LS need "
+                "an extra decoder (python-gdcm or pylibjpeg-libjpeg) or a decompressed copy of the series "
+                f"(gdcmconv --raw, dcmdjpeg). Decoder said: {' '.join(str(e).split())[:400] or type(e).__name__}"
+            ) from None
         if pixels.ndim != 2:
             raise VolumeError(f"{f}: expected one grayscale slice, got pixel data of shape {pixels.shape}")
         slope = float(ds.get("RescaleSlope", 1) or 1)

@@ -505,6 +505,26 @@ def test_dicom_duplicate_positions_is_an_error(tmp_path, hu_ref):
         read_volume(folder)
 
 
+def test_dicom_undecodable_pixels(tmp_path):
+    """Pixel data in a syntax no installed decoder reads (here: corrupt JPEG-2000) -> one clear error."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+    import pydicom
+
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for k in range(2):
+        write_ct_slice(folder / f"{k}.dcm", np.zeros((32, 32), np.uint16), [0, 0, k], [1, 0, 0, 0, 1, 0], [1, 1],
+                       instance=k + 1, series_uid="1.2", study_uid="1.3")
+        ds = pydicom.dcmread(folder / f"{k}.dcm")
+        ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+        ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 60])
+        ds["PixelData"].VR = "OB"
+        ds.save_as(folder / f"{k}.dcm", enforce_file_format=True)
+    with pytest.raises(VolumeError, match=r"0.dcm: pixel data could not be decoded \(transfer syntax JPEG 2000"):
+        read_volume(folder)
+
+
 def test_dicom_folder_errors(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
