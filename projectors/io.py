@@ -486,6 +486,15 @@ def _read_itk(path: Path, fmt: str) -> ImageData:
 # -- DICOM series (pydicom) ----------------------------------------------------------------------
 
 
+def _progress(items: list, description: str, threshold: int = 200):
+    """Iterate, with a transient rich progress bar for long series."""
+    if len(items) < threshold:
+        return items
+    from rich.progress import track
+
+    return track(items, description=description, transient=True)
+
+
 def _has_dicom_preamble(path: Path) -> bool:
     try:
         with open(path, "rb") as f:
@@ -510,7 +519,7 @@ def _read_dicom(path: Path, series_uid: str | None = None) -> ImageData:
         raise VolumeError(f"{folder}: the folder is empty (expected the DICOM files of one CT series)")
 
     headers, skipped, modalities = [], 0, Counter()
-    for f in files:
+    for f in _progress(files, f"scanning {folder.name}"):
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True)
         except (InvalidDicomError, OSError, EOFError, ValueError):
@@ -664,7 +673,7 @@ def _series_pixels(files: list[Path]) -> np.ndarray:
     import pydicom
 
     volume = None
-    for k, f in enumerate(files):
+    for k, f in enumerate(_progress(files, f"reading {len(files)} slices")):
         ds = pydicom.dcmread(f)
         try:
             pixels = ds.pixel_array
