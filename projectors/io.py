@@ -180,7 +180,7 @@ def read_volume(path, labels=None, label_names=None, **options) -> Volume:
         lab_path = as_path(labels)
         lab_image = read_image(lab_path)
         lab = lab_image.labels if lab_image.labels is not None else lab_image.array
-        _check_same_grid(image, lab_image.world_from_ijk, lab.shape, path, lab_path)
+        lab = _labels_on_grid(image, lab, lab_image.world_from_ijk, path, lab_path)
     names: dict[int, str] = {}
     if lab is not None:
         lab = _as_label_array(lab, lab_path)
@@ -207,21 +207,49 @@ def read_volume(path, labels=None, label_names=None, **options) -> Volume:
     )
 
 
-def _check_same_grid(image: ImageData, label_affine, label_shape, path, lab_path):
-    if tuple(label_shape) != tuple(image.array.shape):
+def _reorder_to_grid(lab: np.ndarray, label_affine: np.ndarray, ct_affine: np.ndarray):
+    """Transpose/flip a label map stored in another axis order of the same lattice (exact, no interpolation).
+
+    Returns ``(labels, affine)`` in the CT's index order, or the inputs unchanged
+    when ``ct_ijk_from_label_ijk`` is not a signed axis permutation.
+    """
+    m = np.linalg.solve(ct_affine, label_affine)[:3, :3]  # ct_ijk_from_label_ijk, linear part
+    r = np.round(m)
+    perm = np.argmax(np.abs(r), axis=1)  # CT axis a is label axis perm[a]
+    if np.abs(m - r).max() > 1e-4 or sorted(perm) != [0, 1, 2] or not np.all(np.abs(r).sum(axis=1) == 1):
+        return lab, label_affine
+    if np.array_equal(perm, [0, 1, 2]) and np.all(np.diag(r) == 1):
+        return lab, label_affine
+    out = lab.transpose(perm)
+    label_from_new = np.eye(4)
+    for a, b in enumerate(perm):
+        label_from_new[:3, a] = 0
+        if r[a, b] < 0:
+            out = np.flip(out, axis=a)
+            label_from_new[b, a] = -1
+            label_from_new[b, 3] = out.shape[a] - 1
+        else:
+            label_from_new[b, a] = 1
+    return out, label_affine @ label_from_new
+
+
+def _labels_on_grid(image: ImageData, lab: np.ndarray, label_affine, path, lab_path) -> np.ndarray:
+    """The label map in the CT's index order; an error unless it lies on the CT's voxel lattice."""
+    lab, label_affine = _reorder_to_grid(lab, np.asarray(label_affine, dtype=np.float64), image.world_from_ijk)
+    if tuple(lab.shape) != tuple(image.array.shape):
         raise VolumeError(
-            f"{lab_path}: label map shape {tuple(label_shape)} differs from the CT's "
-            f"{tuple(image.array.shape)} ({path})"
+            f"{lab_path}: label map shape {tuple(lab.shape)} differs from the CT's {tuple(image.array.shape)} ({path})"
         )
     n = np.asarray(image.array.shape) - 0.5
     corners = np.array([[x, y, z, 1.0] for x in (-0.5, n[0]) for y in (-0.5, n[1]) for z in (-0.5, n[2])])
-    moved = np.abs(corners @ (np.asarray(label_affine) - image.world_from_ijk).T)[:, :3]
+    moved = np.abs(corners @ (label_affine - image.world_from_ijk).T)[:, :3]
     err = float(np.linalg.norm(moved, axis=1).max())
     if err > GRID_TOLERANCE_MM:
         raise VolumeError(
             f"{lab_path}: label map is not on the CT's voxel grid ({path}): its box corners differ by up to "
             f"{err:.4g} mm (tolerance {GRID_TOLERANCE_MM} mm); resample it onto the CT first"
         )
+    return lab
 
 
 def _as_label_array(lab: np.ndarray, path) -> np.ndarray:

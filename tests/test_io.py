@@ -742,6 +742,25 @@ def test_label_map_on_the_same_grid(tmp_path, hu_ref):
     np.testing.assert_array_equal(read_volume(ct, labels=seg_lps).labels, _label_map(hu_ref))
 
 
+@pytest.mark.parametrize("perm, flips", [((0, 1, 2), ()), ((2, 0, 1), (0, 2))])
+def test_label_map_in_another_axis_order_is_reordered_exactly(tmp_path, hu_ref, perm, flips):
+    """A DICOM CT (stored LPS) with a NIfTI label map of the same lattice stored in another order."""
+    ct = write_axial_series(tmp_path / "dcm", hu_ref, seed=12)
+    m, _ = old_from_new(hu_ref.shape, perm, flips)
+    seg = write_nifti(
+        tmp_path / "seg.nii.gz", np.flip(_label_map(hu_ref).transpose(perm), flips), world_from_ijk_ref() @ m
+    )
+    vol = read_volume(ct, labels=seg)
+    assert vol.world_from_ijk.R[0, 0] < 0  # the CT keeps its own (LPS) storage order
+    assert np.all(vol.labels[vol.hu == LAS_MARKER] == 3) and (vol.labels == 3).sum() == 9
+    assert np.all(vol.hu[vol.labels == 7] == RPI_MARKER) and (vol.labels == 7).sum() == 1
+    half = world_from_ijk_ref() @ m
+    half[:3, 3] += half[:3, 0] * 0.5  # same axes, shifted by half a voxel: not the same lattice
+    off = write_nifti(tmp_path / "seg_half.nii.gz", np.flip(_label_map(hu_ref).transpose(perm), flips), half)
+    with pytest.raises(VolumeError, match="seg_half.nii.gz: label map is not on the CT's voxel grid"):
+        read_volume(ct, labels=off)
+
+
 def test_label_map_grid_mismatch(tmp_path, hu_ref):
     ct = write_nifti(tmp_path / "ct.nii", hu_ref, world_from_ijk_ref())
     shifted = world_from_ijk_ref()
