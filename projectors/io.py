@@ -569,26 +569,30 @@ def _read_dicom(path: Path, series_uid: str | None = None) -> ImageData:
     for f, ds in headers:
         by_series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((f, ds))
     chosen = _choose_series(folder, by_series, series_uid)
-    files_sorted, affine, step_note = _series_geometry(chosen)
-    hu = _series_pixels(files_sorted)
+    frames, affine, step_note = _stack_geometry([fr for f, ds in chosen for fr in _frames_of(f, ds)])
+    hu = _stack_pixels(frames)
     ts = sorted({str(ds.file_meta.get("TransferSyntaxUID", "")) for _, ds in chosen})
     ds0 = chosen[0][1]
     info = {
         "format": "dicom",
         "series_uid": str(ds0.get("SeriesInstanceUID", "")),
         "series_description": str(ds0.get("SeriesDescription", "")),
-        "slices": len(files_sorted),
+        "slices": len(frames),
         "transfer_syntax": ts,
         **step_note,
     }
     return ImageData(hu, RAS_FROM_LPS @ affine, info=info)
 
 
+def _n_images(items) -> int:
+    return sum(int(ds.get("NumberOfFrames", 1) or 1) for _, ds in items)
+
+
 def _describe_series(by_series) -> str:
     lines = []
-    for uid, items in sorted(by_series.items(), key=lambda kv: -len(kv[1])):
+    for uid, items in sorted(by_series.items(), key=lambda kv: -_n_images(kv[1])):
         desc = str(items[0][1].get("SeriesDescription", "")).strip()
-        lines.append(f"  {uid}  ({len(items)} slices{', ' + desc if desc else ''})")
+        lines.append(f"  {uid}  ({_n_images(items)} slices{', ' + desc if desc else ''})")
     return "\n".join(lines)
 
 
@@ -601,13 +605,13 @@ def _choose_series(folder: Path, by_series: dict, series_uid: str | None) -> lis
         return by_series[series_uid]
     if len(by_series) == 1:
         return next(iter(by_series.values()))
-    sizes = sorted((len(v) for v in by_series.values()), reverse=True)
+    sizes = sorted((_n_images(v) for v in by_series.values()), reverse=True)
     if sizes[0] == sizes[1]:
         raise VolumeError(
             f"{folder}: holds several CT series of the same size; choose one with series_uid=...:\n"
             f"{_describe_series(by_series)}"
         )
-    uid = max(by_series, key=lambda u: len(by_series[u]))
+    uid = max(by_series, key=lambda u: _n_images(by_series[u]))
     warnings.warn(
         f"{folder}: holds {len(by_series)} CT series; reading the largest ({uid}). "
         f"Pass series_uid=... to choose another:\n{_describe_series(by_series)}",
@@ -616,76 +620,144 @@ def _choose_series(folder: Path, by_series: dict, series_uid: str | None) -> lis
     return by_series[uid]
 
 
-def _tag(ds, f: Path, keyword: str, n: int) -> np.ndarray:
+@dataclass(frozen=True, eq=False)
+class _Frame:
+    """One 2D CT image: a classic single-frame file, or one frame of an enhanced multi-frame object."""
+
+    file: Path
+    index: int | None  # 0-based frame number inside a multi-frame file
+    position: np.ndarray  # ImagePositionPatient, LPS mm: centre of the top-left pixel
+    orientation: np.ndarray  # ImageOrientationPatient: row direction, column direction
+    pixel_spacing: np.ndarray  # PixelSpacing: (between rows, between columns)
+    shape: tuple[int, int]  # (Rows, Columns)
+    slope: float
+    intercept: float
+    thickness: float | None
+
+    @property
+    def name(self) -> str:
+        return self.file.name if self.index is None else f"{self.file.name} (frame {self.index + 1})"
+
+
+def _tag(ds, where: str, keyword: str, n: int) -> np.ndarray:
     value = ds.get(keyword)
     if value is None:
-        raise VolumeError(f"{f}: CT slice has no {keyword}; its position in the volume is unknown")
+        raise VolumeError(f"{where}: CT image has no {keyword}; its place in the volume is unknown")
     arr = np.asarray([float(v) for v in (value if n > 1 else [value])], dtype=np.float64)
     if arr.shape != (n,) or not np.all(np.isfinite(arr)):
-        raise VolumeError(f"{f}: {keyword} must hold {n} finite numbers, got {value!r}")
+        raise VolumeError(f"{where}: {keyword} must hold {n} finite numbers, got {value!r}")
     return arr
 
 
-def _series_geometry(items: list) -> tuple[list[Path], np.ndarray, dict]:
-    """Sort slices along the slice normal and build ``lps_from_ijk`` (i = column, j = row, k = slice)."""
-    f0, ds0 = items[0]
-    for f, ds in items:
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-            raise VolumeError(
-                f"{f}: multi-frame (enhanced) CT objects are not supported; convert the series to "
-                "single-frame DICOM or NIfTI (e.g. with dcm2niix)"
+def _number(ds, keyword: str, default):
+    value = ds.get(keyword)
+    return default if value is None or value == "" else float(value)
+
+
+def _frames_of(f: Path, ds) -> list[_Frame]:
+    """The CT images in one file, with their geometry and rescale (classic or enhanced CT)."""
+    shape = (int(ds.Rows), int(ds.Columns))
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if n_frames == 1 and "PerFrameFunctionalGroupsSequence" not in ds:
+        return [
+            _Frame(
+                f,
+                None,
+                _tag(ds, str(f), "ImagePositionPatient", 3),
+                _tag(ds, str(f), "ImageOrientationPatient", 6),
+                _tag(ds, str(f), "PixelSpacing", 2),
+                shape,
+                _number(ds, "RescaleSlope", 1.0),
+                _number(ds, "RescaleIntercept", 0.0),
+                _number(ds, "SpacingBetweenSlices", None) or _number(ds, "SliceThickness", None),
             )
-    iop = _tag(ds0, f0, "ImageOrientationPatient", 6)
-    spacing = _tag(ds0, f0, "PixelSpacing", 2)  # (between rows, between columns)
-    shape = (int(ds0.Rows), int(ds0.Columns))
-    for f, ds in items[1:]:
-        if not np.allclose(_tag(ds, f, "ImageOrientationPatient", 6), iop, atol=1e-4):
-            raise VolumeError(f"{f}: slice orientation differs from {f0.name}'s; the series is not one stack")
-        if not np.allclose(_tag(ds, f, "PixelSpacing", 2), spacing, atol=1e-5):
-            raise VolumeError(f"{f}: PixelSpacing differs from {f0.name}'s within one series")
-        if (int(ds.Rows), int(ds.Columns)) != shape:
-            raise VolumeError(f"{f}: slice size {(int(ds.Rows), int(ds.Columns))} differs from {f0.name}'s {shape}")
+        ]
+    # Enhanced CT: each attribute sits in the frame's functional groups, else in the shared ones.
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared[0] if shared else None
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    if len(per_frame) != n_frames:
+        raise VolumeError(f"{f}: multi-frame CT with {n_frames} frames but {len(per_frame)} per-frame groups")
+
+    def item(groups, sequence: str):
+        for g in (groups, shared):
+            if g is not None and g.get(sequence):
+                return g.get(sequence)[0]
+        return ds  # fall back to the top level (some writers put rescale there)
+
+    frames = []
+    for i, groups in enumerate(per_frame):
+        where = f"{f} (frame {i + 1})"
+        measures = item(groups, "PixelMeasuresSequence")
+        rescale = item(groups, "PixelValueTransformationSequence")
+        frames.append(
+            _Frame(
+                f,
+                i,
+                _tag(item(groups, "PlanePositionSequence"), where, "ImagePositionPatient", 3),
+                _tag(item(groups, "PlaneOrientationSequence"), where, "ImageOrientationPatient", 6),
+                _tag(measures, where, "PixelSpacing", 2),
+                shape,
+                _number(rescale, "RescaleSlope", 1.0),
+                _number(rescale, "RescaleIntercept", 0.0),
+                _number(measures, "SpacingBetweenSlices", None) or _number(measures, "SliceThickness", None),
+            )
+        )
+    return frames
+
+
+def _stack_geometry(frames: list[_Frame]) -> tuple[list[_Frame], np.ndarray, dict]:
+    """Sort images along the slice normal and build ``lps_from_ijk`` (i = column, j = row, k = slice)."""
+    first = frames[0]
+    iop, spacing, shape = first.orientation, first.pixel_spacing, first.shape
+    for fr in frames[1:]:
+        if not np.allclose(fr.orientation, iop, atol=1e-4):
+            raise VolumeError(f"{fr.file}: slice orientation differs from {first.name}'s; the series is not one stack")
+        if not np.allclose(fr.pixel_spacing, spacing, atol=1e-5):
+            raise VolumeError(f"{fr.file}: PixelSpacing differs from {first.name}'s within one series")
+        if fr.shape != shape:
+            raise VolumeError(f"{fr.file}: slice size {fr.shape} differs from {first.name}'s {shape}")
     if np.any(spacing <= 0):
-        raise VolumeError(f"{f0}: PixelSpacing must be positive, got {tuple(spacing)}")
+        raise VolumeError(f"{first.file}: PixelSpacing must be positive, got {tuple(spacing)}")
     row_dir, col_dir = iop[:3], iop[3:]  # row_dir: along a row (column index grows); col_dir: down a column
     if (
         abs(np.linalg.norm(row_dir) - 1) > 1e-3
         or abs(np.linalg.norm(col_dir) - 1) > 1e-3
         or abs(row_dir @ col_dir) > 1e-3
     ):
-        raise VolumeError(f"{f0}: ImageOrientationPatient {tuple(iop)} is not two orthogonal unit vectors")
+        raise VolumeError(f"{first.file}: ImageOrientationPatient {tuple(iop)} is not two orthogonal unit vectors")
     row_dir, col_dir = row_dir / np.linalg.norm(row_dir), col_dir / np.linalg.norm(col_dir)
     normal = np.cross(row_dir, col_dir)
 
-    positions = np.array([_tag(ds, f, "ImagePositionPatient", 3) for f, ds in items])
+    positions = np.array([fr.position for fr in frames])
     along = positions @ normal
     order = np.argsort(along, kind="stable")
     positions, along = positions[order], along[order]
-    files = [items[i][0] for i in order]
-    n = len(files)
+    frames = [frames[i] for i in order]
+    n = len(frames)
+    folder = first.file.parent
     note = {}
     if n == 1:
-        thickness = ds0.get("SpacingBetweenSlices") or ds0.get("SliceThickness")
-        if thickness is None or float(thickness) <= 0:
-            raise VolumeError(f"{f0}: a single CT slice without a positive SliceThickness has no 3D extent")
-        step = normal * float(thickness)
+        if first.thickness is None or first.thickness <= 0:
+            raise VolumeError(f"{first.file}: a single CT slice without a positive SliceThickness has no 3D extent")
+        step = normal * first.thickness
     else:
         gaps = np.diff(along)
         if np.any(gaps < 1e-3):
             i = int(np.argmin(gaps))
             raise VolumeError(
-                f"{files[i].parent}: slices {files[i].name} and {files[i + 1].name} lie at the same position "
+                f"{folder}: slices {frames[i].name} and {frames[i + 1].name} lie at the same position "
                 f"({along[i]:.3f} mm along the slice normal); the folder mixes acquisitions of one series"
             )
         median = float(np.median(gaps))
         step = (positions[-1] - positions[0]) / (n - 1)
         residual = np.linalg.norm(positions - (positions[0] + np.outer(np.arange(n), step)), axis=1)
-        worst_gap = int(np.argmax(np.abs(gaps - median)))
-        if abs(gaps[worst_gap] - median) > 0.5 * median or residual.max() > max(0.02, 0.1 * median):
+        worst = int(np.argmax(np.abs(gaps - median)))
+        if abs(gaps[worst] - median) > 0.5 * median or residual.max() > max(0.02, 0.1 * median):
             raise VolumeError(
-                f"{files[0].parent}: slice spacing is not uniform (gaps from {gaps.min():.4g} to {gaps.max():.4g} mm, "
-                f"median {median:.4g} mm; the largest deviation is between {files[worst_gap].name} and "
-                f"{files[worst_gap + 1].name}); a slice may be missing. Only evenly spaced series can be read"
+                f"{folder}: slice spacing is not uniform (gaps from {gaps.min():.4g} to {gaps.max():.4g} mm, "
+                f"median {median:.4g} mm; the largest deviation is between {frames[worst].name} and "
+                f"{frames[worst + 1].name}); a slice may be missing. Only evenly spaced series can be read"
             )
         tilt = float(np.degrees(np.arccos(np.clip(abs(step @ normal) / np.linalg.norm(step), -1, 1))))
         note = {"slice_spacing_mm": float(np.linalg.norm(step)), "gantry_tilt_deg": tilt}
@@ -694,33 +766,42 @@ def _series_geometry(items: list) -> tuple[list[Path], np.ndarray, dict]:
     lps_from_ijk[:3, 1] = col_dir * spacing[0]
     lps_from_ijk[:3, 2] = step
     lps_from_ijk[:3, 3] = positions[0]
-    return files, lps_from_ijk, note
+    return frames, lps_from_ijk, note
 
 
-def _series_pixels(files: list[Path]) -> np.ndarray:
+def _decode(f: Path) -> np.ndarray:
     import pydicom
 
-    volume = None
-    for k, f in enumerate(_progress(files, f"reading {len(files)} slices")):
-        ds = pydicom.dcmread(f)
-        try:
-            pixels = ds.pixel_array
-        except Exception as e:  # a missing decoder plugin or corrupt pixel data
-            ts = ds.file_meta.get("TransferSyntaxUID", "unknown")
-            name = getattr(ts, "name", ts)
-            raise VolumeError(
-                f"{f}: pixel data could not be decoded (transfer syntax {name}). JPEG-2000, RLE and JPEG "
-                "baseline are decoded by the installed packages; JPEG Lossless (process 14) and JPEG-LS need "
-                "an extra decoder (python-gdcm or pylibjpeg-libjpeg) or a decompressed copy of the series "
-                f"(gdcmconv --raw, dcmdjpeg). Decoder said: {' '.join(str(e).split())[:400] or type(e).__name__}"
-            ) from None
-        if pixels.ndim != 2:
-            raise VolumeError(f"{f}: expected one grayscale slice, got pixel data of shape {pixels.shape}")
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
-        if volume is None:
-            volume = np.empty((pixels.shape[1], pixels.shape[0], len(files)), dtype=np.float32)
-        volume[:, :, k] = (pixels.astype(np.float64) * slope + intercept).T
+    ds = pydicom.dcmread(f)
+    try:
+        return ds.pixel_array
+    except Exception as e:  # a missing decoder plugin or corrupt pixel data
+        ts = ds.file_meta.get("TransferSyntaxUID", "unknown")
+        name = getattr(ts, "name", ts)
+        raise VolumeError(
+            f"{f}: pixel data could not be decoded (transfer syntax {name}). JPEG-2000, RLE and JPEG "
+            "baseline are decoded by the installed packages; JPEG Lossless (process 14) and JPEG-LS need "
+            "an extra decoder (python-gdcm or pylibjpeg-libjpeg) or a decompressed copy of the series "
+            f"(gdcmconv --raw, dcmdjpeg). Decoder said: {' '.join(str(e).split())[:400] or type(e).__name__}"
+        ) from None
+
+
+def _stack_pixels(frames: list[_Frame]) -> np.ndarray:
+    """HU volume ``[column, row, slice]`` from sorted frames; each file is decoded once."""
+    rows, cols = frames[0].shape
+    volume = np.empty((cols, rows, len(frames)), dtype=np.float32)
+    by_file: dict[Path, list[tuple[int, _Frame]]] = {}
+    for k, fr in enumerate(frames):
+        by_file.setdefault(fr.file, []).append((k, fr))
+    for f in _progress(list(by_file), f"reading {len(frames)} slices"):
+        pixels = _decode(f)
+        for k, fr in by_file[f]:
+            img = pixels if fr.index is None else pixels[fr.index] if pixels.ndim == 3 else pixels
+            if img.shape != (rows, cols):
+                raise VolumeError(
+                    f"{f}: expected a {rows}x{cols} grayscale image, got pixel data of shape {pixels.shape}"
+                )
+            volume[:, :, k] = (img.astype(np.float64) * fr.slope + fr.intercept).T
     return volume
 
 

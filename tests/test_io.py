@@ -497,6 +497,65 @@ def test_dicom_gantry_tilt_becomes_a_sheared_affine(tmp_path, hu_ref):
     np.testing.assert_array_equal(vol.hu, hu_ref[:, :, :4])
 
 
+def test_dicom_enhanced_multiframe_ct(tmp_path, hu_ref):
+    """One Enhanced CT object: geometry in functional groups, frames stored in shuffled order.
+
+    Shared groups: PixelMeasures (PixelSpacing), PlaneOrientation (standard axial),
+    PixelValueTransformation (intercept -1024). Per frame: PlanePosition, with the
+    same IPP a classic axial series would have for that slice.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import EnhancedCTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    def group(sequence, **attrs):
+        item = Dataset()
+        for k, v in attrs.items():
+            setattr(item, k, v)
+        g = Dataset()
+        setattr(g, sequence, Sequence([item]))
+        return g
+
+    nx, ny, nz = hu_ref.shape
+    order = np.random.default_rng(13).permutation(nz)
+    frames, per_frame = [], []
+    for k in order:
+        frames.append((hu_ref[::-1, ::-1, k].T.astype(np.int32) + 1024).astype(np.uint16))
+        corner = ORIGIN + SPACING * np.array([nx - 1, ny - 1, k])
+        per_frame.append(
+            group(
+                "PlanePositionSequence", ImagePositionPatient=[f"{x:.6f}" for x in (-corner[0], -corner[1], corner[2])]
+            )
+        )
+    shared = Dataset()
+    shared.PixelMeasuresSequence = group(
+        "X", PixelSpacing=[f"{SPACING[1]:g}", f"{SPACING[0]:g}"], SliceThickness="2.5"
+    ).X
+    shared.PlaneOrientationSequence = group("X", ImageOrientationPatient=[1, 0, 0, 0, 1, 0]).X
+    shared.PixelValueTransformationSequence = group("X", RescaleSlope="1", RescaleIntercept="-1024", RescaleType="HU").X
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.SOPClassUID, ds.Modality = EnhancedCTImageStorage, "CT"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3", "1.2.3.4"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
+    ds.NumberOfFrames = nz
+    ds.Rows, ds.Columns = ny, nx
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    ds.PixelData = np.stack(frames).tobytes()
+    folder = tmp_path / "enhanced"
+    folder.mkdir()
+    ds.save_as(folder / "ct.dcm", enforce_file_format=True)
+    vol = read_volume(folder)
+    assert_same_content(vol, hu_ref, world_from_ijk_ref())
+    np.testing.assert_allclose(marker_world(vol, LAS_MARKER), expected_las_world(), atol=1e-4)
+
+
 def test_dicom_and_nifti_of_the_same_ct_agree(tmp_path, hu_ref):
     """The issue's must-show: a CT read from a DICOM series and the same CT as NIfTI are the same volume."""
     nifti = read_volume(write_nifti(tmp_path / "ct.nii.gz", hu_ref, world_from_ijk_ref()))
