@@ -166,7 +166,9 @@ def read_volume(path, labels=None, label_names=None, **options) -> Volume:
     ``path``: a NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``),
     MetaImage (``.mha``, ``.mhd``) or numpy (``.npz``; ``.npy`` with
     ``spacing=``) file, or a DICOM series folder (or one ``.dcm`` file of the
-    series). ``labels``: a label-map file on the same grid, read the same way.
+    series; classic or enhanced CT). ``labels``: a label-map file on the CT's
+    voxel lattice (in any axis order: it is transposed/flipped exactly, never
+    interpolated), read the same way.
     ``label_names``: ``{value: name}``, or a JSON class map
     (``{"1": "spleen", ...}`` or nnU-Net's ``{"labels": {"spleen": 1}}``) or a
     CSV table with an ``id`` and a ``structure``/``name`` column. Without names,
