@@ -149,7 +149,8 @@ STRONG_RANGES = {
     "multiply": {"factor": (0.5, 1.5)},
     "elastic": {"alpha": (0.5, 3.5)},
 }
-STRONG_INTS = {"average_blur": {"k": (4, 6)}, **{f"{m}_pooling": {"k": (2, 4)} for m in ("average", "max", "min", "median")}}
+STRONG_INTS = {"average_blur": {"k": (4, 6)},
+               **{f"{m}_pooling": {"k": (2, 4)} for m in ("average", "max", "min", "median")}}
 STRONG_FIXED = {"impulse_noise": {"p": 0.1}, "salt_and_pepper": {"p": 0.1}, "coarse_salt_and_pepper": {"p": 0.05},
                 "elementwise_multiply": {"low": 0.5, "high": 1.5}, "elastic": {"sigma": 0.25}}
 GROUPS = [{"gaussian_blur", "average_blur"}, {"dropout", "coarse_dropout"}, {"sharpen", "emboss"},
@@ -352,6 +353,8 @@ def test_affine_mask_moves_like_the_image(scene, params):
     assert ok.mean() > 0.99
     assert np.allclose(out.image, _numpy_sample(image.astype(np.float64), su, sv, nearest=False), atol=1e-4)
     assert out.masks.dtype == masks.dtype and set(np.unique(out.masks)) <= set(np.unique(masks))
+    stacked = apply(image, np.stack([masks, masks == 1]).astype(np.uint8), params=rec("affine", **params)).masks
+    assert np.array_equal(stacked[0], out.masks) and np.array_equal(stacked[1], out.masks == 1)
 
 
 def test_elastic_synthex_field_point_blob_centroid_is_the_moved_landmark():
@@ -549,6 +552,7 @@ def test_per_pixel_noise_is_a_function_of_the_recorded_seed(ramp):
     [
         (dict(image=np.full((32, 32), np.nan, np.float32)), "NaN"),
         (dict(image=np.zeros((3, 32, 32), np.float32)), "2-D"),
+        (dict(image=np.zeros((8, 32), np.float32)), "at least 16 x 16"),
         (dict(image=np.full((32, 32), 2.0, np.float32)), r"\[0, 1\]"),
         (dict(image=np.zeros((32, 32), np.uint8)), "floating point"),
         (dict(masks=np.zeros((30, 32), np.int32)), "masks"),

@@ -103,8 +103,8 @@ def check_image(image) -> np.ndarray:
     a = np.asarray(image)
     if a.ndim != 2:
         raise ImageRandomizationError(f"image must be a 2-D (H, W) array, got shape {a.shape}")
-    if a.shape[0] < 8 or a.shape[1] < 8:
-        raise ImageRandomizationError(f"image must be at least 8 x 8 pixels, got {a.shape}")
+    if a.shape[0] < 16 or a.shape[1] < 16:  # the widest filter (blur radius 9) reflects inside the image
+        raise ImageRandomizationError(f"image must be at least 16 x 16 pixels, got {a.shape}")
     if not np.issubdtype(a.dtype, np.floating):
         raise ImageRandomizationError(
             f"image must be floating point in [0, 1], got dtype {a.dtype} (divide integer images by their maximum)"

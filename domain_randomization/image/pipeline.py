@@ -57,7 +57,9 @@ def _op_arguments(record) -> tuple[type, dict]:
         )
     for key, value in args.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ImageRandomizationError(f"op {record['op']!r}: parameter {key!r} must be a finite number, got {value!r}")
+            raise ImageRandomizationError(
+                f"op {record['op']!r}: parameter {key!r} must be a finite number, got {value!r}"
+            )
     return cls, args
 
 

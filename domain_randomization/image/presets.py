@@ -60,7 +60,9 @@ STRONG = Sometimes(0.5, Sequence((
             Sharpen(alpha=(0.5, 1.0), lightness=(1.0, 1.5)),
             Emboss(alpha=(0.5, 1.0), strength=(1.0, 2.0)),
         ))),
-        Sometimes(0.5, OneOf((AveragePooling(k=(2, 4)), MaxPooling(k=(2, 4)), MinPooling(k=(2, 4)), MedianPooling(k=(2, 4))))),
+        Sometimes(0.5, OneOf((
+            AveragePooling(k=(2, 4)), MaxPooling(k=(2, 4)), MinPooling(k=(2, 4)), MedianPooling(k=(2, 4)),
+        ))),
         Sometimes(0.5, OneOf((Multiply(factor=(0.5, 1.5)), ElementwiseMultiply(factor=(0.5, 1.5))))),
         Sometimes(0.5, Elastic(alpha=(0.5, 3.5), sigma=0.25)),
     ), random_order=True),
