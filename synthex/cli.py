@@ -13,6 +13,8 @@ from synthex._version import __version__
 COMMANDS = {
     "demo": "synthex.commands.demo:demo",
     "drr": "synthex.commands.drr:drr",
+    "train-downstream": "synthex.commands.train:train_downstream",
+    "evaluate": "synthex.commands.evaluate:evaluate",
 }
 
 

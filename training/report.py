@@ -1,0 +1,160 @@
+"""Write what a reviewer asks for: ``metrics.json`` (per-image values, mean, std,
+95% bootstrap CI), ``report.md`` with training curves and example predictions
+(PNG), and ``model_card.md`` (data, parameters, intended use, limitations)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from training.tasks import Task
+
+# distinct colours per class (background transparent)
+_PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+                     [145, 30, 180], [70, 240, 240], [240, 50, 230]], dtype=np.float64) / 255.0
+
+
+def write_metrics(path, task: Task, summary: dict, per_image: list[dict], meta: dict) -> Path:
+    path = Path(path)
+    doc = {"task": task.name, "classes": list(task.classes), "landmarks": list(task.landmarks),
+           "ci": "95% percentile bootstrap over images (2000 resamples)", **meta,
+           "summary": summary, "per_image": per_image}
+    path.write_text(json.dumps(doc, indent=1, allow_nan=False))
+    return path
+
+
+def plot_curves(history: list[dict], path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] + 1 for h in history]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax[0].plot(ep, [h["train_loss"] for h in history], "o-", label="train (randomized)")
+    ax[0].plot(ep, [h["val_loss"] for h in history], "s-", label="validation")
+    ax[0].set_xlabel("epoch"), ax[0].set_ylabel("loss"), ax[0].legend()
+    ax[1].plot(ep, [np.nan if h.get("val_dice") is None else h["val_dice"] for h in history], "s-")
+    ax[1].set_xlabel("epoch"), ax[1].set_ylabel("validation Dice (foreground mean)"), ax[1].set_ylim(0, 1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_example(example: dict, path, task: Task) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img = np.asarray(example["image"])
+    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.4))
+    for ax, key, title in ((axes[0], "true", "reference"), (axes[1], "pred", "prediction")):
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+        lab = np.asarray(example[f"{key}_labels"])
+        rgba = np.zeros((*lab.shape, 4))
+        rgba[..., :3] = _PALETTE[lab % len(_PALETTE)]
+        rgba[..., 3] = 0.4 * (lab > 0)
+        ax.imshow(rgba)
+        lm = np.asarray(example[f"{key}_landmarks"]).reshape(-1, 2)
+        ok = np.all(np.isfinite(lm), axis=1)
+        if ok.any():
+            ax.scatter(lm[ok, 0], lm[ok, 1], s=12, c="cyan" if key == "true" else "red", marker="+")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{task.name}: {example['name']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def _fmt(s: dict | None, digits: int = 3) -> str:
+    if not s or s.get("mean") is None:
+        return "n/a"
+    lo, hi = s["ci95"]
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (n={s['n']})"
+
+
+def summary_table(summary: dict) -> str:
+    rows = ["| metric | mean ± std [95% CI] |", "|---|---|"]
+    for key, s in summary.items():
+        if isinstance(s, dict) and "mean" in s:
+            rows.append(f"| {key} | {_fmt(s)} |")
+        elif key == "presence_auc" and s.get("value") is not None:
+            rows.append(f"| presence AUC | {s['value']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] (n={s['n']}) |")
+        elif key == "pixel_confusion_pooled":
+            rows += [f"| pooled pixel {k} | {v:.3f} |" for k, v in s.items() if v is not None]
+    return "\n".join(rows)
+
+
+def write_model_card(path, task: Task, meta: dict, summary: dict, test_description: str) -> Path:
+    cfg = meta["config"]
+    text = f"""# Model card: synthex `{task.name}` model
+
+**Model.** MONAI residual U-Net (size `{cfg['model_size']}`) with a {task.num_classes}-class segmentation
+head{f" and a {task.num_landmarks}-landmark heatmap head" if task.num_landmarks else ""}; input
+{cfg['image_size']} x {cfg['image_size']} px, one channel, per-image z-score.
+
+**Task.** {task.description}. Classes: {", ".join(task.classes[1:])}.
+{("Landmarks: " + ", ".join(task.landmarks) + ".") if task.landmarks else ""}
+
+**Training data.** {meta['train_data']}. Validation: {meta['val_data']}.
+Subjects: train {len(meta['splits']['train'])}, validation {len(meta['splits']['val'])}; no subject is
+in two splits (checked). Images: {meta.get('n_images')}.
+
+**Training.** AdamW (lr {cfg['lr']}, weight decay {cfg['weight_decay']}), cosine schedule, batch
+{cfg['batch_size']}, up to {cfg['epochs']} epochs, early stopping after {cfg['patience']} epochs without
+validation-loss improvement; loss Dice + CE + {cfg['heatmap_weight']} x heatmap KL (sigma
+{cfg['heatmap_sigma']} px); on-the-fly `{cfg['randomization']}` image randomization; seed {cfg['seed']};
+deterministic algorithms: {cfg['deterministic']}; device {meta.get('device', cfg['device'])}.
+
+**Evaluation.** {test_description}. Mean ± std [95% bootstrap CI] over images:
+
+{summary_table(summary)}
+
+**Intended use.** Research on synthetic-to-real transfer for X-ray image analysis: benchmarking,
+pre-training, and comparison of simulation and randomization settings.
+
+**Not intended for** clinical use or any diagnostic or treatment decision. Not a medical device.
+
+**Limitations.** Performance on real images depends on the gap between the training data and the
+target scanner, protocol and anatomy; numbers above hold only for the test data named here. Small test
+sets give wide confidence intervals. Landmark errors in mm are at the detector plane (not in the
+patient) and assume the pixel pitch recorded with the data ({meta.get('pixel_size_mm')} mm).
+"""
+    Path(path).write_text(text)
+    return Path(path)
+
+
+def write_report(out_dir, task: Task, meta: dict, history: list[dict], summary: dict, per_image: list[dict],
+                 examples: list[dict], test_description: str, baselines: dict | None = None) -> dict:
+    """All report files under ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    (out / "examples").mkdir(parents=True, exist_ok=True)
+    files = {"metrics": write_metrics(out / "metrics.json", task, summary, per_image,
+                                      {"test_data": test_description, "training": meta,
+                                       **({"baselines": baselines} if baselines else {})})}
+    lines = [f"# synthex `{task.name}` report", "", f"Test data: {test_description}", "",
+             "## Metrics (mean ± std [95% bootstrap CI] over test images)", "", summary_table(summary), ""]
+    if baselines:
+        lines += ["## Trivial baselines on the same test images", ""]
+        for name, s in baselines.items():
+            lines += [f"### {name}", "", summary_table(s), ""]
+    if history:
+        files["curves"] = plot_curves(history, out / "curves.png")
+        lines += ["## Training curves", "", "![curves](curves.png)", ""]
+    if examples:
+        lines += ["## Example predictions (left: reference, right: prediction; + landmarks)", ""]
+        for k, ex in enumerate(examples):
+            p = plot_example(ex, out / "examples" / f"example_{k}.png", task)
+            lines.append(f"![{ex['name']}](examples/{p.name})")
+        lines.append("")
+    lines += ["## Model card", "", "See [model_card.md](model_card.md).", ""]
+    files["model_card"] = write_model_card(out / "model_card.md", task, meta, summary, test_description)
+    (out / "report.md").write_text("\n".join(lines))
+    files["report"] = out / "report.md"
+    return files

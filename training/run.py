@@ -1,0 +1,104 @@
+"""End-to-end entry points behind ``synthex train-downstream`` and ``synthex evaluate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from training.data import concat_sources, open_source, split_by_subject
+from training.data.base import Source
+from training.data.prepare import TaskImages
+from training.evaluation import ModelPredictor, evaluate, summarize_records
+from training.report import write_report
+from training.tasks import TrainingError, get_task
+from training.train import TrainConfig, model_from_checkpoint, resolve_device, train
+
+
+def open_sources(paths, format: str = "auto", pixel_size_mm: float | None = None) -> Source:
+    if not paths:
+        raise TrainingError("no dataset given")
+    src = concat_sources([open_source(p, format) for p in paths])
+    if pixel_size_mm is not None:
+        src.pixel_size_mm = float(pixel_size_mm)
+    return src
+
+
+def _pixel_size(source: Source, task) -> float | None:
+    return source.pixel_size_mm or task.pixel_size_mm
+
+
+def predict_and_score(model, source: Source, indices, task, config: TrainConfig, device, progress: bool = True):
+    data = TaskImages(source, task, config.image_size, indices)
+    from rich.progress import Progress
+
+    with Progress(disable=not progress, transient=True) as bar:
+        tid = bar.add_task("evaluate", total=len(data))
+        records, examples = evaluate(ModelPredictor(model, device, amp=config.amp), data, task,
+                                     _pixel_size(source, task), batch_size=config.batch_size,
+                                     heatmap_sigma=config.heatmap_sigma,
+                                     progress=lambda n: bar.update(tid, advance=n))
+    return data, records, examples
+
+
+def train_downstream(config: TrainConfig, train_paths, out_dir, *, test_paths=(), val_paths=(),
+                     format: str = "auto", pixel_size_mm: float | None = None, resume: bool = False,
+                     progress: bool = True) -> dict:
+    """Train on ``train_paths``, test on ``test_paths`` (or, if none, on a held-out
+    subject-level 15% of the training data); write checkpoints and the report."""
+    task = get_task(config.task)
+    out_dir = Path(out_dir)
+    source = open_sources(train_paths, format, pixel_size_mm)
+    val_source = open_sources(val_paths, format, pixel_size_mm) if val_paths else None
+    same = {str(Path(p).resolve()) for p in test_paths} == {str(Path(p).resolve()) for p in train_paths}
+    if not test_paths or same:
+        parts = split_by_subject(source.subjects, {"trainval": 0.85, "test": 0.15}, config.seed + 1)
+        trainval = _subset(source, parts["trainval"])
+        test_source, test_idx = source, parts["test"]
+        test_desc = f"held-out subjects of the training data ({len(parts['test'])} images of " \
+                    f"{len(set(np.asarray(source.subjects)[parts['test']]))} subjects): {source.path}"
+        exclude = [source.subjects[i] for i in parts["test"]]
+    else:
+        trainval, exclude = source, []
+        test_source = open_sources(test_paths, format, pixel_size_mm)
+        test_idx = np.arange(len(test_source))
+        test_desc = test_source.describe()
+    result = train(config, trainval, out_dir, val_source=val_source, exclude_subjects=exclude, resume=resume,
+                   progress=progress)
+    device = resolve_device(config.device)
+    _, records, examples = predict_and_score(result.model, test_source, test_idx, task, config, device, progress)
+    summary = summarize_records(records, config.seed)
+    meta = _checkpoint_meta(result.checkpoint)
+    meta["device"] = str(device)
+    files = write_report(out_dir, task, meta, result.history, summary, records, examples, test_desc)
+    return {"summary": summary, "files": files, "result": result, "records": records}
+
+
+def evaluate_checkpoint(checkpoint, dataset_paths, out_dir, *, format: str = "auto",
+                        pixel_size_mm: float | None = None, device: str = "auto", progress: bool = True) -> dict:
+    """Evaluate a trained checkpoint on an external test set and write the report."""
+    model, meta = model_from_checkpoint(checkpoint)
+    config = TrainConfig.from_dict(meta["config"])
+    task = get_task(meta["task"])
+    dev = resolve_device(device)
+    model = model.to(dev)
+    source = open_sources(dataset_paths, format, pixel_size_mm)
+    _, records, examples = predict_and_score(model, source, np.arange(len(source)), task, config, dev, progress)
+    summary = summarize_records(records, config.seed)
+    meta["device"] = str(dev)
+    files = write_report(out_dir, task, meta, [], summary, records, examples, source.describe())
+    return {"summary": summary, "files": files, "records": records}
+
+
+def _checkpoint_meta(path) -> dict:
+    from training.train import load_checkpoint
+
+    return load_checkpoint(path)["meta"]
+
+
+def _subset(source: Source, indices) -> Source:
+    idx = np.asarray(indices)
+    return Source(path=source.path, format=source.format, classes=source.classes, landmarks=source.landmarks,
+                  subjects=[source.subjects[i] for i in idx], names=[source.names[i] for i in idx],
+                  load=lambda k: source[int(idx[k])], pixel_size_mm=source.pixel_size_mm,
+                  has_labels=source.has_labels, info=source.info)
