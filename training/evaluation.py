@@ -17,23 +17,28 @@ from training.data.prepare import TaskImages, collate
 from training.tasks import Task
 
 
-def decode_heatmaps(logits: torch.Tensor, window: int = 2) -> torch.Tensor:
-    """``(B, L, H, W)`` heatmap logits -> ``(B, L, 2)`` (u, v): the argmax refined by the
-    softmax-weighted centroid of the ``(2 window + 1)^2`` neighbourhood."""
+def decode_heatmaps(logits: torch.Tensor) -> torch.Tensor:
+    """``(B, L, H, W)`` heatmap logits -> ``(B, L, 2)`` (u, v): the argmax refined per axis by
+    the vertex of the parabola through the logits at the argmax and its two neighbours.
+    The heatmap loss makes the logits a log-Gaussian (up to a constant), a parabola in
+    each axis, so the refinement is exact for a well-trained head."""
     B, L, H, W = logits.shape
-    flat = logits.reshape(B, L, -1)
-    arg = flat.argmax(dim=-1)
-    v0, u0 = (arg // W).float(), (arg % W).float()
-    d = torch.arange(-window, window + 1, device=logits.device, dtype=torch.float32)
-    dv, du = torch.meshgrid(d, d, indexing="ij")
-    vv = (v0[..., None, None] + dv).clamp(0, H - 1)
-    uu = (u0[..., None, None] + du).clamp(0, W - 1)
-    idx = (vv * W + uu).long().reshape(B, L, -1)
-    vals = torch.gather(flat.float(), 2, idx)
-    w = torch.softmax(vals - vals.max(dim=-1, keepdim=True).values, dim=-1)
-    u = (w * uu.reshape(B, L, -1)).sum(-1)
-    v = (w * vv.reshape(B, L, -1)).sum(-1)
-    return torch.stack([u, v], dim=-1)
+    x = logits.float().reshape(B * L, H, W)
+    arg = x.reshape(B * L, -1).argmax(dim=-1)
+    v0, u0 = arg // W, arg % W
+    n = torch.arange(B * L, device=x.device)
+
+    def vertex(center, lo, hi):
+        denom = lo - 2 * center + hi  # < 0 at a strict maximum
+        off = torch.where(denom < 0, 0.5 * (lo - hi) / denom.clamp(max=-1e-12), torch.zeros_like(denom))
+        return off.clamp(-0.5, 0.5)
+
+    c = x[n, v0, u0]
+    um, up = x[n, v0, (u0 - 1).clamp(min=0)], x[n, v0, (u0 + 1).clamp(max=W - 1)]
+    vm, vp = x[n, (v0 - 1).clamp(min=0), u0], x[n, (v0 + 1).clamp(max=H - 1), u0]
+    du = torch.where((u0 > 0) & (u0 < W - 1), vertex(c, um, up), torch.zeros_like(c))
+    dv = torch.where((v0 > 0) & (v0 < H - 1), vertex(c, vm, vp), torch.zeros_like(c))
+    return torch.stack([u0.float() + du, v0.float() + dv], dim=-1).reshape(B, L, 2)
 
 
 class ModelPredictor:

@@ -1,0 +1,273 @@
+"""Every data-in format read from a fixture written by hand in its documented layout;
+subject-level splits; clear errors for bad inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+from training.data import DataFormatError, SplitError, check_disjoint, open_source, split_by_subject
+from training.data.prepare import TaskImages
+from training.tasks import MissingLabelsError, UnknownTaskError, get_task
+
+HIP = get_task("hip")
+
+
+# ---------------------------------------------------------------- synthex format v1 (DATASET_SPEC.md)
+
+def write_synthex(root, n=6, H=8, W=10, subjects=(3, 3, 5, 5, 9, 9), classes=None, landmarks=None,
+                  with_labels=True):
+    """A dataset written directly with h5py in the synthex v1 layout (two shards)."""
+    classes = classes or list(HIP.classes)
+    landmarks = landmarks if landmarks is not None else list(HIP.landmarks)
+    L, C = len(landmarks), len(classes) - 1
+    rng = np.random.default_rng(0)
+    (root / "shards").mkdir(parents=True)
+    images = rng.random((n, H, W), dtype=np.float32)
+    labels = rng.integers(0, len(classes), (n, H, W)).astype(np.uint8)
+    lms = rng.uniform(0, min(H, W) - 1, (n, L, 2)).astype(np.float32)
+    vis = np.ones((n, L), np.uint8)
+    vis[1, 0] = 0
+    lms[1, 0] = np.nan
+    shards = []
+    for s, rows in enumerate((slice(0, 4), slice(4, n))):
+        k = len(range(n)[rows])
+        f = root / f"shards/{s:05d}.h5"
+        with h5py.File(f, "w") as h:
+            h.attrs["format_version"] = 1
+            h.attrs["first_index"] = rows.start
+            h["images"] = images[rows]
+            if with_labels:
+                h["labels"] = labels[rows]
+                h.create_dataset("masks", data=np.stack([labels[rows] == c for c in range(1, C + 1)], 1)
+                                 .astype(np.uint8), compression="gzip")
+            h["landmarks"] = lms[rows]
+            h["landmark_visible"] = vis[rows]
+            h["boxes"] = np.full((k, C, 4), np.nan, np.float32)
+            h["K"] = np.zeros((k, 3, 3))
+            h["world_from_camera"] = np.zeros((k, 4, 4))
+            h["P"] = np.zeros((k, 3, 4))
+            h["sample_index"] = np.arange(rows.start, rows.start + k, dtype=np.int64)
+            h["subject_id"] = np.asarray(subjects[rows], dtype=np.int64)
+            h.create_dataset("params", data=["{}"] * k, dtype=h5py.string_dtype("utf-8"))
+        shards.append({"file": f"shards/{s:05d}.h5", "sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
+                       "count": k, "first_index": rows.start})
+    (root / "manifest.json").write_text(json.dumps({
+        "format": "synthex-dataset", "format_version": 1, "synthex_version": "0.1.0", "task": "hip", "seed": 0,
+        "config": {}, "image_size": [H, W], "pixel_size_mm": [0.5, 0.5], "classes": classes,
+        "landmarks": landmarks, "camera_model": {"convention": "synthex"}, "shards": shards,
+        "counts": {"images": n, "subjects": len(set(subjects))}}))
+    return images, labels, lms
+
+
+def test_synthex_reader_returns_the_written_arrays(tmp_path):
+    images, labels, lms = write_synthex(tmp_path)
+    src = open_source(tmp_path)
+    assert src.format == "synthex" and len(src) == 6 and src.pixel_size_mm == 0.5
+    assert src.subjects == ["3", "3", "5", "5", "9", "9"]
+    for i in (0, 1, 5):  # both shards
+        rec = src[i]
+        np.testing.assert_array_equal(rec.image, images[i])
+        np.testing.assert_array_equal(rec.labels, labels[i])
+        np.testing.assert_array_equal(rec.landmarks[1:], lms[i, 1:])
+    assert np.all(np.isnan(src[1].landmarks[0]))  # landmark_visible = 0 -> not labelled
+
+
+def test_corrupt_shard_is_a_clear_error(tmp_path):
+    write_synthex(tmp_path)
+    shard = tmp_path / "shards/00001.h5"
+    data = bytearray(shard.read_bytes())
+    shard.write_bytes(bytes(data[: len(data) // 2]))  # truncated, as by a killed copy
+    with pytest.raises(DataFormatError, match=r"00001\.h5 is corrupt"):
+        open_source(tmp_path)
+    # without checksums the truncated HDF5 itself is still reported, naming the shard
+    with pytest.raises(DataFormatError, match=r"00001\.h5 cannot be read"):
+        open_source(tmp_path, verify=False)
+
+
+def test_incomplete_dataset_without_manifest(tmp_path):
+    write_synthex(tmp_path)
+    (tmp_path / "manifest.json").unlink()
+    (tmp_path / "plan.json").write_text("{}")
+    with pytest.raises(DataFormatError, match="manifest.json is missing"):
+        open_source(tmp_path, format="synthex")
+
+
+def test_dataset_lacking_task_labels(tmp_path):
+    write_synthex(tmp_path / "a", classes=["background", "hemipelvis_left", "hemipelvis_right"])
+    with pytest.raises(MissingLabelsError, match=r"lacks \['vertebrae', 'upper_sacrum'"):
+        TaskImages(open_source(tmp_path / "a"), HIP, 8)
+    write_synthex(tmp_path / "b", landmarks=["FH_l", "FH_r"])
+    with pytest.raises(MissingLabelsError, match="lacks.*GSN_l"):
+        TaskImages(open_source(tmp_path / "b"), HIP, 8)
+    write_synthex(tmp_path / "c", with_labels=False)
+    with pytest.raises(MissingLabelsError, match="no segmentation labels"):
+        TaskImages(open_source(tmp_path / "c"), HIP, 8)
+
+
+def test_unknown_task_and_format():
+    with pytest.raises(UnknownTaskError, match=r"unknown task 'hips'.*\['covid', 'hip', 'tool'\]"):
+        get_task("hips")
+    with pytest.raises(DataFormatError, match="unknown dataset format"):
+        open_source(".", format="nifti")
+
+
+def test_unrecognized_path(tmp_path):
+    (tmp_path / "x.txt").write_text("hello")
+    with pytest.raises(DataFormatError, match="cannot tell the format"):
+        open_source(tmp_path / "x.txt")
+
+
+def test_task_images_map_classes_and_landmarks_by_name(tmp_path):
+    # the dataset lists classes in another order and with other names; labels must follow the names
+    classes = ["background", "femur_right", "left_femur", "sacrum", "vertebrae", "hip_right", "hip_left", "tool"]
+    write_synthex(tmp_path, classes=classes, landmarks=list(reversed(HIP.landmarks)))
+    src = open_source(tmp_path)
+    data = TaskImages(src, HIP, 10)  # square input of the 8 x 10 images
+    rec = src[0]
+    item = data[0]
+    assert item["masks"].shape == (10, 10)
+    # nearest-exact rows of an 8 -> 10 resize: v_src = floor((v + 0.5) * 8 / 10)
+    rows = np.floor((np.arange(10) + 0.5) * 0.8).astype(int)
+    expect = np.vectorize(lambda c: HIP.classes.index({"femur_right": "femur_right", "left_femur": "femur_left",
+                                                       "sacrum": "upper_sacrum", "vertebrae": "vertebrae",
+                                                       "hip_right": "hemipelvis_right",
+                                                       "hip_left": "hemipelvis_left"}.get(classes[c], "background"))
+                          )(rec.labels[rows])
+    np.testing.assert_array_equal(item["masks"], expect)
+    # landmark FH_l (task index 0) is the dataset's last; v scaled by 10/8 about pixel centres
+    u, v = rec.landmarks[-1]
+    np.testing.assert_allclose(item["keypoints"][0], [u, (v + 0.5) * 1.25 - 0.5], atol=1e-5)
+
+
+# ---------------------------------------------------------------- COCO
+
+def test_coco_polygons_rle_and_keypoints(tmp_path):
+    (tmp_path / "images").mkdir()
+    img = (np.arange(48, dtype=np.uint16).reshape(6, 8) * 1000)
+    Image.fromarray(img).save(tmp_path / "images" / "a.png")
+    # RLE (column-major, starts with zeros) for a mask with pixels (row 1..2, col 0)
+    rle_mask = np.zeros((6, 8), bool)
+    rle_mask[1:3, 0] = True
+    flat = rle_mask.T.ravel()
+    runs, cur, count = [], False, 0
+    for x in flat:
+        if x != cur:
+            runs.append(count)
+            cur, count = x, 0
+        count += 1
+    runs.append(count)
+    doc = {
+        "images": [{"id": 7, "file_name": "a.png", "width": 8, "height": 6, "subject_id": "P1"}],
+        "categories": [{"id": 1, "name": "manipulator", "keypoints": ["base", "tip"]},
+                       {"id": 2, "name": "other"}],
+        "annotations": [
+            # square with corners (2, 1) and (5, 4): pixel centres 2.5, 3.5, 4.5 in x and 1.5..3.5 in y
+            {"id": 1, "image_id": 7, "category_id": 1, "segmentation": [[2, 1, 5, 1, 5, 4, 2, 4]],
+             "keypoints": [3.5, 2.5, 2, 0, 0, 0]},
+            {"id": 2, "image_id": 7, "category_id": 2, "segmentation": {"counts": runs, "size": [6, 8]}},
+        ]}
+    (tmp_path / "annotations.json").write_text(json.dumps(doc))
+    src = open_source(tmp_path / "annotations.json")
+    assert src.format == "coco" and src.classes == ["background", "manipulator", "other"]
+    assert src.landmarks == ["base", "tip"] and src.subjects == ["P1"]
+    rec = src[0]
+    expect = np.zeros((6, 8), int)
+    expect[1:4, 2:5] = 1
+    expect[1:3, 0] = 2
+    np.testing.assert_array_equal(rec.labels, expect)
+    np.testing.assert_allclose(rec.image, img / 65535.0, rtol=1e-6)
+    np.testing.assert_allclose(rec.landmarks[0], [3.0, 2.0])  # corner origin -> centre origin
+    assert np.all(np.isnan(rec.landmarks[1]))  # v = 0: not labelled
+    # the tool task accepts "manipulator" for its tool class
+    data = TaskImages(src, get_task("tool"), 8)
+    assert set(np.unique(data[0]["masks"])) == {0, 1}
+
+
+# ---------------------------------------------------------------- DeepFluoro / SyntheX hip HDF5
+
+def test_deepfluoro_layout(tmp_path):
+    f = tmp_path / "synthex_real.h5"
+    rng = np.random.default_rng(1)
+    names = [n.replace("_", "-") for n in HIP.landmarks]  # DeepFluoro spells them "FH-l"
+    with h5py.File(f, "w") as h:
+        h["land-names/num-lands"] = len(names)
+        for k, n in enumerate(names):
+            h[f"land-names/land-{k:02d}"] = n
+        for spec, n in (("01", 2), ("02", 3)):
+            h[f"{spec}/projs"] = rng.normal(3, 1, (n, 6, 12)).astype(np.float32)  # line integrals, not [0, 1]
+            h[f"{spec}/segs"] = rng.integers(0, 7, (n, 6, 12)).astype(np.uint8)
+            lands = rng.uniform(0, 5, (n, 2, len(names)))
+            lands[0, :, 3] = [20.0, 1.0]  # column 20 is outside a 12-column image
+            h[f"{spec}/lands"] = lands
+    src = open_source(f)
+    assert src.format == "deepfluoro" and src.subjects == ["01", "01", "02", "02", "02"]
+    assert src.pixel_size_mm == pytest.approx(0.194 * 1536 / 12)
+    rec = src[2]
+    with h5py.File(f, "r") as h:
+        np.testing.assert_array_equal(rec.labels, h["02/segs"][0])
+        np.testing.assert_allclose(rec.landmarks[5], h["02/lands"][0][:, 5])  # (column, row) = (u, v)
+        p = h["02/projs"][0]
+        np.testing.assert_allclose(rec.image, (p - p.min()) / (p.max() - p.min()), rtol=1e-5, atol=1e-6)
+    assert np.all(np.isnan(rec.landmarks[3]))
+    data = TaskImages(src, HIP, 12)
+    assert data[0]["keypoints"].shape == (14, 2)
+
+
+# ---------------------------------------------------------------- folder of images + masks + landmark JSON
+
+def test_folder_layout(tmp_path):
+    for d in ("images", "masks", "landmarks"):
+        (tmp_path / d).mkdir()
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 256, (5, 7), dtype=np.uint8)
+    mask = rng.integers(0, 2, (5, 7), dtype=np.uint8)
+    Image.fromarray(img).save(tmp_path / "images" / "case1.png")
+    Image.fromarray(mask).save(tmp_path / "masks" / "case1.png")
+    np.save(tmp_path / "images" / "case2.npy", rng.random((5, 7)).astype(np.float32))
+    np.save(tmp_path / "masks" / "case2.npy", np.zeros((5, 7), np.uint8))
+    (tmp_path / "landmarks" / "case1.json").write_text(json.dumps({"tip": [1.5, 2.0], "base": None}))
+    (tmp_path / "dataset.json").write_text(json.dumps({
+        "classes": ["background", "tool"], "landmarks": ["base", "tip"], "pixel_size_mm": 0.58,
+        "subjects": {"case1": "S1", "case2": "S2"}}))
+    src = open_source(tmp_path)
+    assert src.format == "folder" and src.names == ["case1", "case2"] and src.subjects == ["S1", "S2"]
+    rec = src[0]
+    np.testing.assert_allclose(rec.image, img / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(rec.labels, mask)
+    np.testing.assert_allclose(rec.landmarks[1], [1.5, 2.0])
+    assert np.all(np.isnan(rec.landmarks[0]))
+    assert np.all(np.isnan(src[1].landmarks))  # no landmark file: none labelled
+    (tmp_path / "masks" / "case2.npy").unlink()
+    with pytest.raises(DataFormatError, match="no mask for image 'case2'"):
+        src[1]
+
+
+# ---------------------------------------------------------------- subject-level splits
+
+@pytest.mark.parametrize("seed", range(5))
+def test_subject_level_split_never_shares_a_subject(seed):
+    rng = np.random.default_rng(seed)
+    subjects = np.repeat([f"ct{k}" for k in range(9)], rng.integers(1, 30, 9))
+    parts = split_by_subject(subjects, {"train": 0.7, "val": 0.15, "test": 0.15}, seed)
+    all_idx = np.concatenate(list(parts.values()))
+    assert sorted(all_idx) == list(range(len(subjects)))  # a partition of the images
+    sets = {k: set(subjects[v]) for k, v in parts.items()}
+    assert all(sets[a].isdisjoint(sets[b]) for a in sets for b in sets if a < b)
+    assert all(len(s) > 0 for s in sets.values())
+    check_disjoint({k: subjects[v] for k, v in parts.items()})
+    # same seed, same split
+    again = split_by_subject(subjects, {"train": 0.7, "val": 0.15, "test": 0.15}, seed)
+    assert all(np.array_equal(parts[k], again[k]) for k in parts)
+
+
+def test_split_errors():
+    with pytest.raises(SplitError, match="subject 'b' is in both"):
+        check_disjoint({"train": ["a", "b"], "test": ["b"]})
+    with pytest.raises(SplitError, match="at least 2 subjects"):
+        split_by_subject(["a"] * 5, {"train": 0.8, "val": 0.2}, 0)
