@@ -161,3 +161,13 @@ def test_covid_task_trains_and_reports_presence_metrics(tmp_path):
     for key in ("sensitivity", "specificity", "precision", "f1", "f2", "dice_mean"):
         assert key in s
     assert "presence_auc" in s and "pixel_confusion_pooled" in s
+
+
+def test_training_stack_imports_without_torchvision():
+    import subprocess
+    import sys
+
+    code = ("import sys, training.train, training.run, monai.networks.nets, monai.losses, monai.metrics; "
+            "print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
