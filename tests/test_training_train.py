@@ -15,7 +15,7 @@ from training.evaluation import decode_heatmaps
 from training.losses import gaussian_heatmaps, heatmap_kl
 from training.tasks import TrainingError
 from training.toydata import write_synthex_layout, write_toy_hip_dataset
-from training.train import TrainConfig, load_checkpoint, train
+from training.train import TrainConfig, train
 
 TINY = dict(task="hip", image_size=32, model_size="tiny", epochs=2, batch_size=4, randomization="strong",
             patience=5, device="cpu")
