@@ -271,3 +271,20 @@ def test_split_errors():
         check_disjoint({"train": ["a", "b"], "test": ["b"]})
     with pytest.raises(SplitError, match="at least 2 subjects"):
         split_by_subject(["a"] * 5, {"train": 0.8, "val": 0.2}, 0)
+
+
+def test_coco_compressed_rle_string():
+    from training.data.coco import _decode_rle, rle_counts_from_string
+
+    # hand-encoded per the COCO format: counts [5, 3, 20, 3]; 20 = 0b10100 has bit 0x10 set, so it takes two
+    # 5-bit groups ('d' = 48 + (20 | 0x20), then '0'); the 4th count is stored as 3 - counts[1] = 0 -> '0'
+    assert rle_counts_from_string("53d00") == [5, 3, 20, 3]
+    # a negative difference: counts [1, 2, 9, 1] stores the 4th as 1 - 2 = -1 -> group 0x1F -> chr(48 + 31) = 'O'
+    assert rle_counts_from_string("129O") == [1, 2, 9, 1]
+    mask = _decode_rle({"counts": "53d00", "size": [31, 1]}, 31, 1, "test")
+    expect = np.zeros(31, bool)
+    expect[5:8] = True  # runs alternate background, foreground: 5 off, 3 on, 20 off, 3 on
+    expect[28:31] = True
+    np.testing.assert_array_equal(mask[:, 0], expect)
+    with pytest.raises(DataFormatError, match="RLE counts sum"):
+        _decode_rle({"counts": "53d00", "size": [4, 4]}, 4, 4, "test")

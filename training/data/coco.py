@@ -8,8 +8,8 @@
   list is ``["background"] + category names`` in the file's order; where
   annotations overlap, the later category wins.
 * ``annotations``: ``image_id``, ``category_id``, ``segmentation`` as polygons
-  (``[[x0, y0, x1, y1, ...], ...]``) or uncompressed RLE (``{"counts": [...],
-  "size": [h, w]}``, column-major), optional ``keypoints`` ``[x, y, v, ...]``
+  (``[[x0, y0, x1, y1, ...], ...]``) or RLE (``{"counts": [...] or "<compressed
+  string>", "size": [h, w]}``, column-major), optional ``keypoints`` ``[x, y, v, ...]``
   (v = 0: not labelled).
 
 COCO coordinates have their origin at the top-left *corner* of the image, so a
@@ -45,15 +45,45 @@ def _rasterize_polygons(polys, h: int, w: int) -> np.ndarray:
     return inside.reshape(h, w)
 
 
+def rle_counts_from_string(s: str) -> list[int]:
+    """Decode COCO's compressed RLE string (the ``counts`` of ``iscrowd`` masks).
+
+    Each count is written in 5-bit groups, least significant first, as
+    characters ``48 + group``; bit 0x20 of a character means "another group
+    follows", bit 0x10 of the last group is the sign. From the third count on,
+    the stored value is the difference to the count two places before.
+    """
+    counts: list[int] = []
+    p = 0
+    while p < len(s):
+        x, k, more = 0, 0, True
+        while more:
+            if p >= len(s):
+                raise ValueError("truncated compressed RLE string")
+            c = ord(s[p]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
+
+
 def _decode_rle(rle: dict, h: int, w: int, where: str) -> np.ndarray:
     counts = rle.get("counts")
-    if isinstance(counts, str):
-        raise DataFormatError(f"{where}: compressed (string) RLE is not supported; store polygons or "
-                              "uncompressed RLE (a list of counts)")
+    if isinstance(counts, (str, bytes)):
+        try:
+            counts = rle_counts_from_string(counts.decode() if isinstance(counts, bytes) else counts)
+        except ValueError as e:
+            raise DataFormatError(f"{where}: {e}") from None
     if list(rle.get("size", [h, w])) != [h, w]:
         raise DataFormatError(f"{where}: RLE size {rle.get('size')} does not match the image {[h, w]}")
     counts = np.asarray(counts, dtype=np.int64)
-    if counts.sum() != h * w:
+    if counts.sum() != h * w or np.any(counts < 0):
         raise DataFormatError(f"{where}: RLE counts sum to {counts.sum()}, the image has {h * w} pixels")
     values = np.arange(len(counts)) % 2  # runs alternate 0, 1, 0, ... starting with zeros
     flat = np.repeat(values, counts).astype(bool)
