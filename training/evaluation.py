@@ -78,12 +78,14 @@ def evaluate(predictor, data: TaskImages, task: Task, pixel_size_mm: float | Non
                 rec["dice_mean"] = _num(np.nanmean(d)) if np.any(np.isfinite(d)) else None
             if "landmarks" in task.metrics:
                 true = np.where(item["visible"][:, None], item["keypoints"], np.nan)
-                err = M.landmark_errors(np.asarray(pred["landmarks"][b]), true)
-                down = float(np.mean(item["downsample"]))
+                pl = np.asarray(pred["landmarks"][b], dtype=np.float64)
+                err = M.landmark_errors(pl, true)
+                # per-axis downsample (equal for square images: then mm = px * pitch * downsample)
+                ds = np.asarray(item["downsample"], dtype=np.float64)
                 rec["landmark_error_px"] = {n: _num(e) for n, e in zip(task.landmarks, err)}
                 rec["landmark_error_px_mean"] = _num(np.nanmean(err)) if np.any(np.isfinite(err)) else None
                 if pixel_size_mm:
-                    mm = M.px_to_mm(err, pixel_size_mm, down)
+                    mm = M.px_to_mm(M.landmark_errors(pl * ds, true * ds), pixel_size_mm)
                     rec["landmark_error_mm"] = {n: _num(e) for n, e in zip(task.landmarks, mm)}
                     rec["landmark_error_mm_mean"] = _num(np.nanmean(mm)) if np.any(np.isfinite(mm)) else None
             if "detection" in task.metrics:
