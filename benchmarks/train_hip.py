@@ -61,6 +61,7 @@ def main(argv=None):
     ap.add_argument("--image-size", type=int, default=TrainConfig.image_size)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--result", default="train_hip", help="name of the JSON under benchmarks/results/")
     args = ap.parse_args(argv)
     if (args.dataset is None) == (args.toy is None):
         ap.error("give a DATASET or --toy SUBJECTSxIMAGES")
@@ -120,8 +121,9 @@ def main(argv=None):
         "clearly_better": better, "history": res["result"].history,
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "train_hip.json").write_text(json.dumps(doc, indent=1))
-    print(f"clearly better (CI excludes baseline): {better}; wrote {RESULTS / 'train_hip.json'}")
+    path = RESULTS / f"{args.result}.json"
+    path.write_text(json.dumps(doc, indent=1))
+    print(f"clearly better (CI excludes baseline): {better}; wrote {path}")
 
 
 if __name__ == "__main__":
