@@ -13,6 +13,7 @@ Conventions (the same as :mod:`domain_randomization.image`):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,7 +49,7 @@ class Source:
     landmarks: list[str]
     subjects: list[str]
     names: list[str]
-    load: object
+    load: Callable[[int], Record]
     pixel_size_mm: float | None = None
     has_labels: bool = True
     info: dict = field(default_factory=dict)
