@@ -515,50 +515,33 @@ def build_pelvis(params: PelvisParameters, spacing: float = 1.75, name: str = "p
     fields["vertebrae"] = sdf.rasterize(_vertebrae(p)[0], grid)
 
     by_name = {v: k for k, v in PELVIS_LABELS.items()}
-    order = list(fields)
-    stack = np.stack([fields[n] for n in order])
-    dmin = stack.min(axis=0)
-    arg = stack.argmin(axis=0)
-    del stack
-    values = np.array([by_name[n] for n in order], dtype=np.int32)
-    labels = np.where(dmin < 0, values[arg], 0).astype(np.int32)
-
-    rng = np.random.default_rng(p.texture_seed)
-    from scipy import ndimage
-
-    texture = ndimage.gaussian_filter(rng.standard_normal(grid.shape).astype(np.float32), 1.0)
-    texture *= 1.0 / max(float(texture.std()), 1e-6)
+    labels, dmin = sdf.label_fields(fields, by_name)
+    texture = sdf.smooth_texture(grid.shape, p.texture_seed)
 
     # bone: cortical shell of thickness t_c over trabecular interior, femoral shafts hollow
-    t_c = 1.6 * p.scale
-    w_cort = np.clip((t_c + dmin) / h + 0.5, 0.0, 1.0)
+    w_cort = sdf.shell_weight(dmin, 1.6 * p.scale, h)
     bone = p.hu_trabecular + 0.25 * p.hu_trabecular * texture
     marrow = -40.0
     for name_f, (canal, wall) in femur_extra.items():
         in_f = labels == by_name[name_f]
-        w_canal = np.clip(0.5 - canal / h, 0.0, 1.0) * in_f
-        w_wall = np.clip(0.5 - wall / h, 0.0, 1.0) * in_f * (1 - w_canal)
+        w_canal = sdf.occupancy(canal, h) * in_f
+        w_wall = sdf.occupancy(wall, h) * in_f * (1 - w_canal)
         w_cort = np.maximum(w_cort, w_wall)
         bone = bone * (1 - w_canal) + marrow * w_canal
     bone = bone * (1 - w_cort) + p.hu_cortical * w_cort
-    occ = np.clip(0.5 - dmin / h, 0.0, 1.0)
+    occ = sdf.occupancy(dmin, h)
     del dmin
 
     # soft tissue: air outside the skin, subcutaneous fat, muscle/viscera, bowel gas
-    pts_axes = [grid.origin[d] + h * np.arange(grid.shape[d]) for d in range(3)]
-    soft = np.empty(grid.shape, dtype=np.float32)
-    for i, x in enumerate(pts_axes[0]):  # slab by slab keeps memory small
-        P = np.stack(np.meshgrid([x], pts_axes[1], pts_axes[2], indexing="ij"), axis=-1)[0]
-        d = _body_sdf(p, P)
-        inside = np.clip(0.5 - d / h, 0.0, 1.0)
-        fat = np.clip((d + p.fat_thickness) / h + 0.5, 0.0, 1.0)
-        tissue = p.hu_muscle * (1 - fat) + p.hu_fat * fat + 8.0 * texture[i]
-        soft[i] = -1000.0 * (1 - inside) + tissue * inside
+    d_body = sdf.on_slabs(grid, lambda P: _body_sdf(p, P))
+    inside = sdf.occupancy(d_body, h)
+    fat = sdf.shell_weight(d_body, p.fat_thickness, h)
+    del d_body
+    soft = -1000.0 * (1 - inside) + (p.hu_muscle * (1 - fat) + p.hu_fat * fat + 8.0 * texture) * inside
     gas = np.zeros(grid.shape, dtype=np.float32)
     for g in p.gas:
         e = sdf.Ellipsoid(np.asarray(g[:3]), np.asarray(g[3:]))
-        d = sdf.rasterize(e, grid)
-        np.maximum(gas, np.clip(0.5 - d / h, 0.0, 1.0), out=gas)
+        np.maximum(gas, sdf.occupancy(sdf.rasterize(e, grid), h), out=gas)
     soft = soft * (1 - gas) + (-950.0) * gas
 
     hu = (soft * (1 - occ) + bone * occ).astype(np.float32)

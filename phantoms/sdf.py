@@ -368,3 +368,47 @@ def cut(field_values: np.ndarray, hole, grid: Grid, margin: float | None = None)
     if sl is None:
         return
     np.maximum(field_values[sl], -hole.sdf(pts).astype(np.float32), out=field_values[sl])
+
+
+# --- turning fields into voxels ------------------------------------------------------
+
+
+def occupancy(d: np.ndarray, spacing: float) -> np.ndarray:
+    """Fraction of a voxel inside a shape, from its signed distance (linear across one voxel)."""
+    return np.clip(0.5 - d / spacing, 0.0, 1.0)
+
+
+def shell_weight(d: np.ndarray, thickness: float, spacing: float) -> np.ndarray:
+    """Weight of a surface shell ``thickness`` mm deep (1 near the surface, 0 deeper inside)."""
+    return np.clip((thickness + d) / spacing + 0.5, 0.0, 1.0)
+
+
+def label_fields(fields: dict, values: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Label map (value of the structure whose SDF is lowest, where it is < 0) and that lowest SDF."""
+    order = list(fields)
+    dmin = fields[order[0]].copy()
+    arg = np.zeros(dmin.shape, dtype=np.int32)
+    for i, name in enumerate(order[1:], start=1):
+        closer = fields[name] < dmin
+        dmin[closer] = fields[name][closer]
+        arg[closer] = i
+    lut = np.array([values[n] for n in order], dtype=np.int32)
+    return np.where(dmin < 0, lut[arg], 0).astype(np.int32), dmin
+
+
+def smooth_texture(shape, seed: int, sigma: float = 1.0) -> np.ndarray:
+    """Gaussian-smoothed white noise with unit standard deviation (float32), reproducible from ``seed``."""
+    from scipy import ndimage
+
+    t = ndimage.gaussian_filter(np.random.default_rng(seed).standard_normal(shape).astype(np.float32), sigma)
+    return t / max(float(t.std()), 1e-6)
+
+
+def on_slabs(grid: Grid, fn, dtype=np.float32) -> np.ndarray:
+    """Evaluate ``fn(points (n_j, n_k, 3)) -> (n_j, n_k)`` for each i-slab of ``grid`` (low memory)."""
+    axes = [grid.origin[d] + grid.spacing * np.arange(grid.shape[d]) for d in range(3)]
+    out = np.empty(grid.shape, dtype=dtype)
+    J, K = np.meshgrid(axes[1], axes[2], indexing="ij")
+    for i, x in enumerate(axes[0]):
+        out[i] = fn(np.stack([np.full_like(J, x), J, K], axis=-1))
+    return out
