@@ -137,7 +137,7 @@ def _heart(p: ChestParameters):
     a, b, apex, dome = _frame(p)
     k = p.heart_size
     axes = np.array([[0.8, -0.6, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0]]).T  # long axis to the patient's left-front
-    return sdf.Ellipsoid(np.array([-0.12 * a, 0.25 * b, dome + 55.0]), np.array([70.0, 52.0, 58.0]) * k, axes)
+    return sdf.Ellipsoid(np.array([-0.2 * a, 0.25 * b, dome + 55.0]), np.array([70.0, 52.0, 58.0]) * k, axes)
 
 
 def _airways(p: ChestParameters):
