@@ -88,7 +88,7 @@ def _fmt_p(p) -> str:
 def render_markdown(report: dict) -> str:
     s = report["study"]
     lines = [
-        f"# {report['title']}: visual Turing test report",
+        f"# {report['title']}: report",
         "",
         f"{s['n_images']} images ({s['n_real']} real, {s['n_synthetic']} synthetic), {len(s['raters'])} rater(s).",
         "Positive class: **synthetic**. Sensitivity = synthetic images called synthetic; specificity = real images",
@@ -167,9 +167,10 @@ def plot_report(report: dict, path: Path) -> None:
         err = np.vstack([np.where(np.isnan(est), 0, est - lo), np.where(np.isnan(est), 0, hi - est)])
         ax_bar.bar(x + (j - 1) * width, np.nan_to_num(est), width, yerr=err, capsize=3, label=key)
     ax_bar.axhline(0.5, ls="--", color="grey", lw=1)
-    ax_bar.set(xticks=x, ylim=(0, 1.05), ylabel="proportion (exact 95% CI)", title="Per rater and pooled")
+    ax_bar.set(xticks=x, ylim=(0, 1.18), yticks=np.linspace(0, 1, 6), ylabel="proportion (exact 95% CI)",
+               title="Per rater and pooled (dashed: chance)")
     ax_bar.set_xticklabels(names, rotation=30, ha="right")
-    ax_bar.legend(fontsize=8)
+    ax_bar.legend(fontsize=8, loc="upper center", ncol=3, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
