@@ -63,17 +63,23 @@ def canvas_pixels(page) -> np.ndarray:
     return np.array(data, dtype=np.uint8).reshape(*SHAPE, 4)[..., 0]
 
 
-def rate(page, rater: str, planned: dict[str, tuple[str, int]], count: int) -> list[str]:
+def rate(page, planned: dict[str, tuple[str, int]], count: int, keyboard: bool = False) -> list[str]:
     """Answer ``count`` images in the browser as the page presents them; return the ids seen."""
     seen = []
     for _ in range(count):
         page.wait_for_selector("canvas#image[data-drawn='1']")
         image_id = page.get_attribute("#answer-form", "action").rstrip("/").split("/")[-1]
         choice, confidence = planned[image_id]
-        page.check(f"input[name=answer][value={choice}]")
-        page.check(f"input[name=confidence][value='{confidence}']")
-        with page.expect_navigation():
-            page.click("#submit")
+        if keyboard:  # r / s, 1-5, Enter
+            page.keyboard.press(choice[0])
+            page.keyboard.press(str(confidence))
+            with page.expect_navigation():
+                page.keyboard.press("Enter")
+        else:
+            page.check(f"input[name=answer][value={choice}]")
+            page.check(f"input[name=confidence][value='{confidence}']")
+            with page.expect_navigation():
+                page.click("#submit")
         seen.append(image_id)
     return seen
 
@@ -122,24 +128,24 @@ def test_two_raters_in_chromium_and_the_report(browser, tmp_path):
             return Promise.all([send(), send()]); }""", [choice, str(confidence)])
         assert statuses == [200, 200]  # each followed its redirect to the next page
         page.reload()
-        seen = [image_id] + rate(page, "a", planned["a"], 1)
+        seen = [image_id] + rate(page, planned["a"], 1)
         page.click("#pause")
         page.wait_for_selector("#paused")
         page.fill("#rater", "a")
         with page.expect_navigation():
             page.click("#begin")
         assert "Image 3 of 6" in page.inner_text("#progress")
-        seen += rate(page, "a", planned["a"], 4)
+        seen += rate(page, planned["a"], 4)
         assert "All 6 images are answered" in page.inner_text("#done")
         assert sorted(seen) == sorted(study.ids)
         assert seen == study.rater_order("a")
 
-        # rater b in a fresh page
+        # rater b in a fresh page, with the keyboard
         page.goto(base + "/")
         page.fill("#rater", "b")
         with page.expect_navigation():
             page.click("#begin")
-        rate(page, "b", planned["b"], 6)
+        rate(page, planned["b"], 6, keyboard=True)
         assert "All 6 images are answered" in page.inner_text("#done")
     finally:
         page.close()

@@ -47,6 +47,15 @@ def test_dicom_uses_rescale_and_the_window_from_its_tags(tmp_path):
     np.testing.assert_allclose(read_dicom(tmp_path / "x.dcm").pixels, expected, atol=1e-12)
     write_dicom(tmp_path / "inv.dcm", stored, photometric="MONOCHROME1")  # bright = low values: inverted
     np.testing.assert_allclose(read_dicom(tmp_path / "inv.dcm").pixels, 1 - expected, atol=1e-12)
+    # LINEAR_EXACT: c - w/2 -> 0, c + w/2 -> 1; SIGMOID: 1 / (1 + exp(-4 (x - c) / w))  (PS3.3 C.11.2.1.3)
+    write_dicom(tmp_path / "exact.dcm", stored, width=2000.0, voi_function="LINEAR_EXACT")
+    np.testing.assert_allclose(read_dicom(tmp_path / "exact.dcm").pixels, [[0, 0], [0.55, 1]], atol=1e-12)
+    write_dicom(tmp_path / "sig.dcm", stored, width=2000.0, voi_function="SIGMOID")
+    modality = 2.0 * stored - 100
+    np.testing.assert_allclose(read_dicom(tmp_path / "sig.dcm").pixels, 1 / (1 + np.exp(-4 * (modality - 1000) / 2000)))
+    write_dicom(tmp_path / "odd.dcm", stored, voi_function="CUBIC")
+    with pytest.raises(VTTError, match="unknown VOI LUT function 'CUBIC'"):
+        read_dicom(tmp_path / "odd.dcm")
 
 
 def test_folder_finds_images_recursively_and_dicom_without_suffix(tmp_path):

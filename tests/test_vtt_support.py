@@ -31,7 +31,7 @@ LEAK_STRINGS = [
 
 
 def write_dicom(path: Path, stored: np.ndarray, *, center=1000.0, width=2001.0, slope=2.0, intercept=-100.0,
-                photometric="MONOCHROME2") -> None:
+                photometric="MONOCHROME2", voi_function=None) -> None:
     """A single-frame 12-bit DX DICOM file with patient tags, rescale and a VOI window."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -51,6 +51,8 @@ def write_dicom(path: Path, stored: np.ndarray, *, center=1000.0, width=2001.0, 
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
     ds.WindowCenter, ds.WindowWidth = center, width
+    if voi_function is not None:
+        ds.VOILUTFunction = voi_function
     ds.PixelData = stored.astype("<u2").tobytes()
     ds.save_as(path, enforce_file_format=True)
 

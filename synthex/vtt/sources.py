@@ -5,7 +5,8 @@ Loading gives a :class:`DisplayImage`: the pixels after their display window, as
 [0, 1]. The window is:
 
 - DICOM: modality LUT (rescale slope/intercept), then the first VOI window of the file's
-  ``WindowCenter``/``WindowWidth`` tags with DICOM's linear window function (PS3.3 C.11.2.1.2);
+  ``WindowCenter``/``WindowWidth`` tags through the file's VOI LUT function (LINEAR, LINEAR_EXACT
+  or SIGMOID, PS3.3 C.11.2.1.2-3);
   without window tags, a VOI LUT sequence if there is one; otherwise the image's own
   minimum..maximum. MONOCHROME1 images are inverted so that bright means dense everywhere.
 - everything else (PNG, TIFF, dataset arrays): the image's own minimum..maximum, the same rule
@@ -66,8 +67,30 @@ def dicom_window_bounds(center: float, width: float) -> tuple[float, float]:
     return lo, lo + (width - 1)
 
 
-def display_from_array(array: np.ndarray, name: str, lo: float | None = None, hi: float | None = None) -> DisplayImage:
-    """Validate a 2D image and window it (its own min..max unless ``lo``/``hi`` are given)."""
+def voi_linear_exact(values: np.ndarray, center: float, width: float) -> np.ndarray:
+    """DICOM LINEAR_EXACT (PS3.3 C.11.2.1.3.2): ``c - w/2`` -> 0, ``c + w/2`` -> 1. ``w > 0``."""
+    if width <= 0:
+        raise VTTError(f"DICOM LINEAR_EXACT window needs a width > 0, got {width}")
+    return apply_window(values, center - width / 2, center + width / 2)
+
+
+def voi_sigmoid(values: np.ndarray, center: float, width: float) -> np.ndarray:
+    """DICOM SIGMOID (PS3.3 C.11.2.1.3.1): ``1 / (1 + exp(-4 (x - c) / w))``. ``w > 0``."""
+    if width <= 0:
+        raise VTTError(f"DICOM SIGMOID window needs a width > 0, got {width}")
+    return 1.0 / (1.0 + np.exp(-4.0 * (np.asarray(values, dtype=np.float64) - center) / width))
+
+
+# DICOM VOI LUT Function (0028,1056) -> f(values, center, width) in [0, 1]; LINEAR when absent.
+VOI_FUNCTIONS: dict[str, Callable[[np.ndarray, float, float], np.ndarray]] = {
+    "LINEAR": lambda values, center, width: apply_window(values, *dicom_window_bounds(center, width)),
+    "LINEAR_EXACT": voi_linear_exact,
+    "SIGMOID": voi_sigmoid,
+}
+
+
+def validated_pixels(array: np.ndarray, name: str) -> np.ndarray:
+    """A 2D image of finite real numbers as float64 (a singleton channel axis is dropped)."""
     array = np.asarray(array)
     if array.ndim == 3 and 1 in (array.shape[0], array.shape[-1]):
         array = array.squeeze(axis=0 if array.shape[0] == 1 else -1)
@@ -81,11 +104,16 @@ def display_from_array(array: np.ndarray, name: str, lo: float | None = None, hi
     bad = ~np.isfinite(values)
     if bad.any():
         raise VTTError(f"{name}: {int(bad.sum())} pixels are NaN or infinite")
-    if lo is None or hi is None:
-        lo, hi = float(values.min()), float(values.max())
-        if hi == lo:
-            raise VTTError(f"{name}: image is constant (every pixel is {lo}); nothing to show a rater")
-    return DisplayImage(apply_window(values, lo, hi), str(array.dtype))
+    return values
+
+
+def display_from_array(array: np.ndarray, name: str) -> DisplayImage:
+    """Validate a 2D image and scale it from its own minimum (0) to maximum (1)."""
+    values = validated_pixels(array, name)
+    lo, hi = float(values.min()), float(values.max())
+    if hi == lo:
+        raise VTTError(f"{name}: image is constant (every pixel is {lo}); nothing to show a rater")
+    return DisplayImage(apply_window(values, lo, hi), str(np.asarray(array).dtype))
 
 
 # ---------------------------------------------------------------------------- file readers
@@ -135,12 +163,14 @@ def read_dicom(path: Path) -> DisplayImage:
         stored = ds.pixel_array
     except Exception as e:  # pixel data handlers raise many types; one clear message
         raise VTTError(f"{path}: cannot decode DICOM pixel data ({e})") from None
-    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
     name = str(path)
+    values = validated_pixels(apply_modality_lut(stored, ds), name)
     center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
     if center is not None and width is not None:
-        lo, hi = dicom_window_bounds(_first_value(center), _first_value(width))
-        image = display_from_array(values, name, lo, hi)
+        function = str(ds.get("VOILUTFunction", "") or "LINEAR").strip().upper()
+        if function not in VOI_FUNCTIONS:
+            raise VTTError(f"{path}: unknown VOI LUT function {function!r} (known: {', '.join(VOI_FUNCTIONS)})")
+        image = DisplayImage(VOI_FUNCTIONS[function](values, _first_value(center), _first_value(width)), str(stored.dtype))
     elif "VOILUTSequence" in ds:
         image = display_from_array(np.asarray(apply_voi_lut(stored, ds), dtype=np.float64), name)
     else:

@@ -54,6 +54,17 @@
   });
   canvas.addEventListener("pointerup", function () { drag = null; });
 
+  // Keyboard: r = real, s = synthetic, 1-5 = confidence, Enter = submit.
+  document.addEventListener("keydown", function (e) {
+    if (e.ctrlKey || e.metaKey || e.altKey) { return; }
+    var key = e.key.toLowerCase(), target = null;
+    if (key === "r") { target = "input[name=answer][value=real]"; }
+    else if (key === "s") { target = "input[name=answer][value=synthetic]"; }
+    else if ("12345".indexOf(key) >= 0 && key.length === 1) { target = "input[name=confidence][value='" + key + "']"; }
+    else if (key === "enter") { e.preventDefault(); if (form.checkValidity()) { form.requestSubmit(); } else { form.reportValidity(); } return; }
+    if (target) { document.querySelector(target).checked = true; e.preventDefault(); }
+  });
+
   var form = document.getElementById("answer-form");
   form.addEventListener("submit", function () {
     document.getElementById("elapsed_ms").value = Math.round(performance.now() - shownAt);
