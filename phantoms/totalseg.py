@@ -9,20 +9,18 @@ volume's label map accordingly (a lookup table, one pass). Materials stay
 HU-based for real CTs: the CT already measured them. A metal implant, which
 TotalSegmentator does not label, is found by HU (:func:`label_metal`).
 
-Reading files is kept to the two small readers at the end.
+Read a CT with its TotalSegmentator label map and class map with
+``Volume.from_file(ct, labels=seg, label_names="classmap.json")``.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import re
-from pathlib import Path
 
 import numpy as np
 
 from phantoms.landmarks import HIP_CLASSES
-from projectors.volume import Volume, VolumeError
+from projectors.volume import Volume
 
 
 class ClassMapError(ValueError):
@@ -121,46 +119,3 @@ def label_metal(volume: Volume, threshold_hu: float = 2500.0, name: str = "impla
 
 def sphere_fit_ready(volume: Volume) -> bool:
     return volume.labels is not None and {"femur_left", "femur_right"} <= set(volume.label_names.values())
-
-
-# --- readers --------------------------------------------------------------------------
-
-
-def read_classmap(path) -> dict[int, str]:
-    """Class values -> names from a JSON ``{"1": "spleen", ...}`` or a CSV with ``structure`` and ``id`` columns."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise ClassMapError(f"no such class map file: {p}")
-    if p.suffix.lower() == ".json":
-        try:
-            data = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise ClassMapError(f"{p}: not valid JSON ({e})") from None
-        try:
-            return {int(k): str(v) for k, v in data.items()}
-        except (AttributeError, ValueError):
-            raise ClassMapError(f"{p}: expected an object of class value -> name") from None
-    if p.suffix.lower() == ".csv":
-        with p.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        if not rows or not {"structure", "id"} <= set(rows[0]):
-            raise ClassMapError(f"{p}: a class map CSV needs 'structure' and 'id' columns")
-        return {int(r["id"]): r["structure"] for r in rows}
-    raise ClassMapError(f"{p}: class maps must be .json or .csv")
-
-
-def read_labelled_ct(ct_path, labels_path, classmap_path, name: str | None = None) -> Volume:
-    """A NIfTI CT (HU) with its label map (same grid) and class names, in world RAS mm."""
-    import nibabel as nib
-
-    paths = [Path(ct_path).expanduser(), Path(labels_path).expanduser()]
-    for p in paths:
-        if not p.is_file():
-            raise VolumeError(f"no such file: {p}")
-    ct = nib.load(str(paths[0]))
-    seg = nib.load(str(paths[1]))
-    if ct.shape[:3] != seg.shape[:3] or not np.allclose(ct.affine, seg.affine, atol=1e-3):
-        raise VolumeError(f"{paths[1]} is not on the grid of {paths[0]} (shape or affine differ)")
-    hu = np.asarray(ct.dataobj, dtype=np.float32)
-    labels = np.asarray(seg.dataobj).astype(np.int32)
-    return Volume(hu, ct.affine, labels=labels, label_names=read_classmap(classmap_path), name=name or paths[0].name)

