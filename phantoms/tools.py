@@ -381,3 +381,39 @@ def load_tool_mesh(path, material: str = "titanium", name: str | None = None, ti
     if base is not None:
         lms["base"] = np.asarray(base, dtype=np.float64)
     return Tool(name or p.stem, np.asarray(m.vertices), np.asarray(m.faces), material, lms, parameters={"path": str(p)})
+
+
+# Where each tool goes in a pelvis (landmark names of phantoms.landmarks.HIP_LANDMARKS): the tip
+# lands near the target, the shaft leaves along the approach (tip -> base, world RAS, side-signed x).
+_PELVIS_APPROACHES = {
+    # femoroplasty / osteolysis curettage through the lateral femur (SyntheX's manipulator task)
+    "continuum_manipulator": ("FH", (1.0, 0.0, -0.7), 20.0),
+    # femoral neck pinning from the lateral cortex below the greater trochanter
+    "kwire": ("FH", (1.0, 0.1, -0.6), 15.0),
+    # an iliosacral-like screw aimed from the ilium towards the sacrum
+    "cannulated_screw": ("GSN", (1.0, -0.3, 0.2), 15.0),
+    "pedicle_screw": ("GSN", (0.3, -1.0, 0.3), 15.0),
+    "instrument": ("ASIS", (0.4, 1.0, 0.3), 25.0),
+}
+
+
+def sample_tool_pose_in_pelvis(rng: np.random.Generator, tool: Tool, kind: str, landmarks: dict) -> dict:
+    """A surgically plausible pose for ``kind`` in a pelvis with the 14 hip landmarks (world mm).
+
+    The side is drawn at random; the tip lands within 5 mm of the target landmark (FH for the
+    manipulator and K-wire, GSN for screws, ASIS for the instrument).
+    """
+    if kind not in _PELVIS_APPROACHES:
+        raise ToolError(f"no pelvis approach for tool kind {kind!r}; known: {', '.join(sorted(_PELVIS_APPROACHES))}")
+    name, approach, cone = _PELVIS_APPROACHES[kind]
+    side = "l" if rng.random() < 0.5 else "r"
+    key = f"{name}-{side}"
+    if key not in landmarks:
+        raise ToolError(f"landmark {key!r} missing; have {sorted(landmarks)}")
+    sign = -1.0 if side == "l" else 1.0
+    a = np.array(approach, dtype=np.float64) * [sign, 1.0, 1.0]
+    jitter = rng.normal(0.0, 2.0, 3)
+    jitter *= min(1.0, 5.0 / max(np.linalg.norm(jitter), 1e-9))
+    pose = sample_tool_pose(rng, tool, np.asarray(landmarks[key]) + jitter, approach=a, max_angle=cone)
+    pose["side"] = side
+    return pose

@@ -166,3 +166,22 @@ def test_bad_meshes_and_files_raise_clear_errors(tmp_path):
     with pytest.raises(ToolError, match="missing tool parameter"):
         build_tool("kwire", {"diameter": 1.5})
     assert GeometryError  # geometry errors share the ValueError base
+
+
+def test_tools_in_the_pelvis_start_in_bone():
+    """Tips placed at their pelvic targets lie in bone of the phantom (femoral head, ilium, ...)."""
+    from phantoms.pelvis import build_pelvis, sample_pelvis_parameters
+    from phantoms.tools import sample_tool_pose_in_pelvis
+
+    rng = np.random.default_rng(8)
+    ph = build_pelvis(sample_pelvis_parameters(rng), spacing=3.0)
+    vol = ph.volume
+    for kind in ("continuum_manipulator", "kwire", "instrument"):
+        tool = build_tool(kind, sample_tool_parameters(kind, rng))
+        pose = sample_tool_pose_in_pelvis(rng, tool, kind, ph.landmarks)
+        tip = tool.placed(tool_pose(tool, pose)).world_landmarks()["tip"]
+        ijk = np.round(vol.ijk_from_world.apply(tip)).astype(int)
+        near = vol.labels[tuple(slice(max(i - 2, 0), i + 3) for i in ijk)]
+        assert (near > 0).any(), kind
+    with pytest.raises(ToolError, match="no pelvis approach"):
+        sample_tool_pose_in_pelvis(rng, tool, "scalpel", ph.landmarks)
