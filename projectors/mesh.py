@@ -173,16 +173,6 @@ def _kernel():
     return _KERNEL
 
 
-def _resolve_device(device: str) -> str:
-    import warp as wp
-
-    if device == "auto":
-        return "cuda:0" if wp.is_cuda_available() else "cpu"
-    if device.startswith("cuda") and not wp.is_cuda_available():
-        raise MeshError(f"device {device!r} requested but no CUDA device is available; use device='cpu'")
-    return device
-
-
 def mesh_path_lengths(meshes, camera: Camera, device: str = "auto", threads: int | None = None, max_hits: int = 64) -> MeshProjection:
     """Trace every pixel's ray through each mesh; see the module notes. ``meshes``: MeshObject or a list of them."""
     import warp as wp
@@ -193,8 +183,10 @@ def mesh_path_lengths(meshes, camera: Camera, device: str = "auto", threads: int
     names = [m.name for m in meshes]
     if len(set(names)) != len(names):
         raise MeshError(f"mesh names must be unique, got {names}")
-    device = _resolve_device(device)
-    wp.init()
+    from projectors.projector import _wp, resolve_device
+
+    device = resolve_device(device)
+    _wp()
     kernel = _kernel()
     H, W = camera.height, camera.width
     o0, Mo, Md = camera.ray_parameters()

@@ -5,7 +5,7 @@ import pytest
 import trimesh
 
 from phantoms.tools import TOOLS, ToolError, build_tool, load_tool_mesh, sample_tool_parameters, sample_tool_pose, tool_pose
-from projectors.geometry import CArm, GeometryError, Transform, parallel_camera, rotation_x, rotation_z
+from projectors.geometry import CArm, parallel_camera, rotation_x, rotation_z
 from projectors.materials import mass_attenuation
 from projectors.mesh import MeshError, MeshObject, mesh_path_lengths
 
@@ -165,7 +165,13 @@ def test_bad_meshes_and_files_raise_clear_errors(tmp_path):
         build_tool("scalpel", {})
     with pytest.raises(ToolError, match="missing tool parameter"):
         build_tool("kwire", {"diameter": 1.5})
-    assert GeometryError  # geometry errors share the ValueError base
+    import warp as wp
+
+    from projectors.projector import DeviceError
+
+    if wp.get_cuda_device_count() == 0:
+        with pytest.raises(DeviceError, match="no CUDA device"):
+            mesh_path_lengths(MeshObject(box.vertices, box.faces), parallel_camera((0, 1, 0), size=4), device="cuda")
 
 
 def test_tools_in_the_pelvis_start_in_bone():

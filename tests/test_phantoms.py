@@ -161,3 +161,29 @@ def test_bad_parameters_raise_clear_errors():
     with pytest.raises(PhantomError, match="sex"):
         PelvisParameters(sex="x")
     assert issubclass(PhantomError, ValueError)
+
+
+def test_posed_phantom_moves_volume_and_landmarks_together(phantom):
+    from projectors.geometry import Transform, rotation_x, rotation_z
+
+    T = Transform.from_rt(rotation_z(20.0) @ rotation_x(-10.0), [15.0, -30.0, 40.0])
+    moved = phantom.posed(T)
+    for key, value in (("FH-l", 5), ("FH-r", 6)):
+        ijk = np.round(moved.volume.ijk_from_world.apply(moved.landmarks[key])).astype(int)
+        assert moved.volume.labels[tuple(ijk)] == value
+        np.testing.assert_allclose(moved.landmarks[key], T.apply(phantom.landmarks[key]))
+
+
+@pytest.mark.slow
+def test_population_of_built_volumes():
+    """100 voxelized pelves: inter-head distances measured on the label maps (sphere fits), not formulas."""
+    rng = np.random.default_rng(99)
+    ifd = []
+    for _ in range(100):
+        ph = build_pelvis(sample_pelvis_parameters(rng), spacing=3.0)
+        fh = femoral_head_centers(ph.volume)
+        ifd.append(np.linalg.norm(fh["FH-l"] - fh["FH-r"]))
+        for key in ("FH-l", "FH-r"):
+            assert np.linalg.norm(fh[key] - ph.landmarks[key]) < 2.5
+    ifd = np.array(ifd)
+    assert abs(ifd.mean() - 160.0) < 4.0 and 5.5 < ifd.std(ddof=1) < 12.0
