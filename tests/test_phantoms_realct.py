@@ -13,7 +13,7 @@ from phantoms.totalseg import (
     remap_labels,
     synthex_structure,
 )
-from projectors.volume import Volume, VolumeError
+from projectors.volume import Volume
 from tests.conftest import shared_file
 
 
