@@ -99,7 +99,7 @@ def as_viewed_facing_the_patient(img, masks):
 
 def pelvis_ct():
     from phantoms.landmarks import femoral_head_centers
-    from phantoms.totalseg import label_metal, remap_labels
+    from phantoms.totalseg import implant_material_model, label_metal, remap_labels
     from projectors.geometry import CArm
     from projectors.labels import project_landmarks, structure_masks
     from projectors.volume import Volume
@@ -113,7 +113,9 @@ def pelvis_ct():
     vol = label_metal(remap_labels(vol))
     fh = femoral_head_centers(vol)
     cam = CArm(size=(384, 384), pitch=1.6, isocenter=tuple(vol.center_world)).camera(0, 0)
-    img, paths, _ = render_view(vol, cam)
+    from projectors.projector import SceneVolume
+
+    img, paths, _ = render_view(SceneVolume(vol, materials=implant_material_model(vol)), cam)
     names = ["hemipelvis_left", "hemipelvis_right", "vertebrae", "upper_sacrum", "femur_left", "femur_right", "implant"]
     masks = structure_masks(paths, names=[n for n in names if n in paths])
     pts = project_landmarks(cam, fh)

@@ -27,24 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
+import phantoms.metals  # noqa: F401  (registers the tool metals)
 from projectors.geometry import Transform
-from projectors.materials import MATERIALS, Material, register_material
+from projectors.materials import MATERIALS
 from projectors.mesh import MeshObject
 
 
 class ToolError(ValueError):
     """A tool that cannot be built or loaded."""
-
-
-# Metals used by tools (nominal compositions by mass and densities of the grades).
-for _m in (
-    Material("stainless_steel", {"Fe": 0.655, "Cr": 0.17, "Ni": 0.12, "Mo": 0.025, "Mn": 0.02, "Si": 0.01}, 8.0,
-             "AISI 316L nominal composition"),
-    Material("nitinol", {"Ni": 0.55, "Ti": 0.45}, 6.45, "NiTi shape-memory alloy, ~55 wt% Ni"),
-    Material("titanium_alloy", {"Ti": 0.90, "Al": 0.06, "V": 0.04}, 4.43, "Ti-6Al-4V (ASTM F136)"),
-):
-    if _m.name not in MATERIALS:
-        register_material(_m)
 
 
 @dataclass(frozen=True, eq=False)

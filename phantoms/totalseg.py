@@ -6,8 +6,9 @@ TotalSegmentator's "total" task names ~100 structures (``hip_left``,
 (SyntheX's hip classes, the lungs and lobes for the COVID-19 task, other
 bones and organs under their own names), and :func:`remap_labels` rewrites a
 volume's label map accordingly (a lookup table, one pass). Materials stay
-HU-based for real CTs: the CT already measured them. A metal implant, which
-TotalSegmentator does not label, is found by HU (:func:`label_metal`).
+HU-based for real CTs (the CT measured them), except metal: an implant,
+which TotalSegmentator does not label, is found by HU (:func:`label_metal`)
+and given a metal at its real density (:func:`implant_material_model`).
 
 Read a CT with its TotalSegmentator label map and class map with
 ``Volume.from_file(ct, labels=seg, label_names="classmap.json")``.
@@ -19,7 +20,9 @@ import re
 
 import numpy as np
 
+import phantoms.metals  # noqa: F401  (registers implant metals)
 from phantoms.landmarks import HIP_CLASSES
+from projectors.materials import LabelMaterial, MaterialModel
 from projectors.volume import Volume
 
 
@@ -117,5 +120,13 @@ def label_metal(volume: Volume, threshold_hu: float = 2500.0, name: str = "impla
     return Volume(volume.hu, volume.world_from_ijk, labels=labels, label_names=names, name=volume.name)
 
 
-def sphere_fit_ready(volume: Volume) -> bool:
-    return volume.labels is not None and {"femur_left", "femur_right"} <= set(volume.label_names.values())
+def implant_material_model(volume: Volume, material: str = "titanium_alloy", density: float | None = 4.43,
+                           name: str = "implant") -> MaterialModel:
+    """HU-based materials, except the ``name`` label: ``material`` at a fixed ``density`` (g/cm^3).
+
+    A CT clips metal at its top HU (about 3000-4000), which the HU-density
+    calibration reads as dense bone (about 3 g/cm^3); a Ti-6Al-4V stem is 4.43
+    g/cm^3 and a CoCr head 8.3 (``material="cobalt_chrome", density=8.3``).
+    """
+    values = [v for v, n in volume.label_names.items() if n == name]
+    return MaterialModel(label_materials={v: LabelMaterial(material, density) for v in values})

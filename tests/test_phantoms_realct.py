@@ -196,3 +196,25 @@ def test_lesion_mask_covers_exactly_the_projected_lesion(chest):
     rendered = sum(a for m, a in project(alone, cam, device="cpu").areal_density.items() if m != "air") > 0
     assert rendered.sum() > 30
     assert not ((mask ^ rendered) & ~boundary_band(rendered, 1)).any()
+
+
+def test_implant_renders_as_metal_at_its_density(pelvis_ct):
+    """With the implant model, the implant's areal density is its path length x 4.43 g/cm^3 (Ti-6Al-4V)."""
+    from phantoms.totalseg import implant_material_model
+    from projectors.geometry import CArm
+    from projectors.projector import SceneVolume, project
+
+    vol = label_metal(remap_labels(pelvis_ct))
+    implant = [k for k, n in vol.label_names.items() if n == "implant"][0]
+    centre = vol.world_from_ijk.apply(np.argwhere(vol.labels == implant).mean(0))
+    cam = CArm(size=(64, 64), pitch=2.0, isocenter=tuple(centre)).camera(0, 0)
+    hu_only = project(vol, cam, device="cpu")
+    metal = project(SceneVolume(vol, materials=implant_material_model(vol)), cam, device="cpu")
+    path = metal.path_length["implant"]
+    ad = metal.areal_density["titanium_alloy"]
+    on = path > 1.0
+    assert on.sum() > 10
+    np.testing.assert_allclose(ad[on], path[on] / 10.0 * 4.43, rtol=1e-4)
+    # the clipped HU alone would have called it bone of about 3 g/cm^3 or less
+    assert "titanium_alloy" not in hu_only.areal_density or hu_only.areal_density["titanium_alloy"].max() == 0
+    assert sum(hu_only.areal_density.values())[on].mean() < sum(metal.areal_density.values())[on].mean()
