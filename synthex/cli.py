@@ -15,6 +15,7 @@ COMMANDS = {
     "drr": "synthex.commands.drr:drr",
     "train-downstream": "synthex.commands.train:train_downstream",
     "evaluate": "synthex.commands.evaluate:evaluate",
+    "vtt": "synthex.vtt.cli:vtt",
 }
 
 
