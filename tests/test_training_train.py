@@ -187,3 +187,13 @@ def test_learning_beats_trivial_baselines_on_toy_hip(tmp_path):
     doc = json.loads(path.read_text())
     path.unlink()
     assert doc["clearly_better"] == {"dice": True, "landmarks": True}, doc["model"]
+
+
+def test_overlapping_train_and_test_data_is_refused(toy_hip, tmp_path):
+    from training.run import train_downstream
+
+    cfg = TrainConfig(**dict(TINY, epochs=1))
+    with pytest.raises(TrainingError, match="some test data is also training data"):
+        train_downstream(cfg, [toy_hip, tmp_path], tmp_path / "o", test_paths=[toy_hip], progress=False)
+    with pytest.raises(TrainingError, match="validation data is also training data"):
+        train_downstream(cfg, [toy_hip], tmp_path / "o", val_paths=[toy_hip], progress=False)

@@ -48,9 +48,15 @@ def train_downstream(config: TrainConfig, train_paths, out_dir, *, test_paths=()
     subject-level 15% of the training data); write checkpoints and the report."""
     task = get_task(config.task)
     out_dir = Path(out_dir)
-    source = open_sources(train_paths, format, pixel_size_mm)
+    resolved = lambda paths: {str(Path(p).resolve()) for p in paths}
+    if resolved(val_paths) & resolved(train_paths):
+        raise TrainingError("the validation data is also training data; omit --val for a subject-level split")
     val_source = open_sources(val_paths, format, pixel_size_mm) if val_paths else None
-    same = {str(Path(p).resolve()) for p in test_paths} == {str(Path(p).resolve()) for p in train_paths}
+    same = resolved(test_paths) == resolved(train_paths)
+    if not same and resolved(test_paths) & resolved(train_paths):
+        raise TrainingError("some test data is also training data; give disjoint datasets, or the training "
+                            "data alone (its subjects are then split into train, validation and test)")
+    source = open_sources(train_paths, format, pixel_size_mm)
     if not test_paths or same:
         parts = split_by_subject(source.subjects, {"trainval": 0.85, "test": 0.15}, config.seed + 1)
         trainval = _subset(source, parts["trainval"])

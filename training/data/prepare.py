@@ -65,7 +65,8 @@ class TaskImages(torch.utils.data.Dataset):
         scale = (self.size / w, self.size / h)
         if rec.labels is None:
             raise MissingLabelsError(f"{self.source.path} item {rec.name} has no label map")
-        masks = resize_labels(self.class_lookup[np.asarray(rec.labels, dtype=np.int64)], self.size)
+        masks = resize_labels(self.class_lookup[np.asarray(rec.labels, dtype=np.int64)], self.size) \
+            .astype(np.uint8 if self.task.num_classes <= 256 else np.int64)  # the cache stays small
         lm = scale_points(rec.landmarks[self.landmark_order], scale) if self.task.num_landmarks \
             else np.zeros((0, 2))
         visible = np.all(np.isfinite(lm), axis=1)
