@@ -37,8 +37,8 @@ def test_two_runs_with_the_same_seed_are_identical(toy_hip, tmp_path):
     strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]
     assert strip(a.history) == strip(b.history)  # identical losses and validation metrics, exactly
     assert torch.equal(_weights(a.model), _weights(b.model))
-    c = train(TrainConfig(**TINY, seed=4), src, tmp_path / "c", progress=False)
-    assert strip(c.history) != strip(a.history)  # the seed matters (the test can fail)
+    c = train(TrainConfig(**dict(TINY, epochs=1), seed=4), src, tmp_path / "c", progress=False)
+    assert strip(c.history)[0]["val_loss"] != strip(a.history)[0]["val_loss"]  # the seed matters
     assert set(a.splits["train"]).isdisjoint(a.splits["val"])
 
 
@@ -164,13 +164,19 @@ def test_covid_task_trains_and_reports_presence_metrics(tmp_path):
 
 
 def test_training_stack_imports_without_torchvision():
-    import subprocess
+    """MONAI's networks, losses and metrics and all of training work with torchvision absent
+    (the project never installs it; MONAI imports it only optionally)."""
+    import importlib.util
     import sys
 
-    code = ("import sys, training.train, training.run, monai.networks.nets, monai.losses, monai.metrics; "
-            "print('torchvision' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    import monai.losses
+    import monai.metrics
+    import monai.networks.nets
+
+    import training.run  # noqa: F401
+
+    assert importlib.util.find_spec("torchvision") is None, "torchvision must not be installed"
+    assert "torchvision" not in sys.modules
 
 
 @pytest.mark.slow
