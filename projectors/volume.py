@@ -100,11 +100,15 @@ class Volume:
         return cls(hu, Transform(m), labels=labels, label_names=label_names or {}, name=name)
 
     @classmethod
-    def from_file(cls, path, labels=None, label_names=None) -> "Volume":
-        """Read a CT (NIfTI, NRRD, MHA/MHD or a DICOM series folder), optionally with a label map file."""
+    def from_file(cls, path, labels=None, label_names=None, **options) -> "Volume":
+        """Read a CT (NIfTI, NRRD, MHA/MHD, a DICOM series folder, .npz/.npy), optionally with a label map.
+
+        ``options`` go to the format's reader (e.g. ``series_uid=`` for DICOM,
+        ``spacing=`` for ``.npy``); see ``projectors.io``.
+        """
         from projectors.io import read_volume
 
-        return read_volume(path, labels=labels, label_names=label_names)
+        return read_volume(path, labels=labels, label_names=label_names, **options)
 
     # -- properties -------------------------------------------------------------
     @property

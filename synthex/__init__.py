@@ -5,7 +5,7 @@ Public API (see README)::
     import synthex as sx
     vol = sx.Volume.from_file("ct.nii.gz")
     cam = sx.CArm(sdd=1020, sid=530, size=(256, 256), pitch=0.776).camera(alpha=0, beta=0)
-    out = sx.render(vol, cam, kvp=80, device="cpu")
+    out = sx.render(vol, cam, device="cpu")
 """
 
 from projectors.geometry import Camera, CArm, GeometryError, Transform, parallel_camera
@@ -19,12 +19,15 @@ from projectors.materials import (
     MaterialModel,
     mass_attenuation,
 )
+from projectors.projector import DeviceError, Projection, Projector, SceneVolume, project
 from projectors.volume import Volume, VolumeError
+from synthex.render import RenderResult, render
 from synthex._version import __version__
 
 __all__ = [
     "CArm",
     "Camera",
+    "DeviceError",
     "DEEPDRR_DENSITY",
     "DEFAULT_HU_MATERIALS",
     "DensityCalibration",
@@ -33,10 +36,16 @@ __all__ = [
     "LabelMaterial",
     "MATERIALS",
     "MaterialModel",
+    "Projection",
+    "Projector",
+    "RenderResult",
+    "SceneVolume",
     "Transform",
     "Volume",
     "VolumeError",
     "__version__",
     "mass_attenuation",
     "parallel_camera",
+    "project",
+    "render",
 ]

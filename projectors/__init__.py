@@ -1,0 +1,1 @@
+"""Geometry, volumes, materials, ray-casting kernels and X-ray physics. Imports no other synthex package."""

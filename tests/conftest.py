@@ -1,0 +1,30 @@
+"""Shared test fixtures. Real third-party data lives in ../shared/data beside the repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_file(relpath: str) -> Path:
+    """Path of a file in ../shared/data, or skip the test with a clear reason."""
+    p = SHARED_DATA / relpath
+    if not p.exists():
+        pytest.skip(f"shared test data not found: {p} (see ../shared/data/README.md)")
+    return p
+
+
+def deepdrr_density(hu):
+    """DeepDRR's HU -> g/cm^3 formula, written independently of projectors.materials."""
+    hu = np.asarray(hu, dtype=np.float64)
+    return np.maximum(np.minimum(0.001029 * hu + 1.03, 0.0005886 * hu + 1.03), 0.0)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
