@@ -27,13 +27,13 @@ THICKNESS_CM = [0.5, 2, 5, 10, 15, 20, 25, 30, 40, 50]
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--photons", type=int, default=16_000_000)
+    ap.add_argument("--photons", type=int, default=8_000_000)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=20261123)
     a = ap.parse_args()
     t0 = time.time()
     with Progress() as prog:
-        task = prog.add_task("pencil-beam kernels", total=len(SPECTRA) * len(THICKNESS_CM))
+        task = prog.add_task("scatter kernels", total=len(SPECTRA) * len(THICKNESS_CM))
         table = calibrate(SPECTRA, THICKNESS_CM, a.photons, np.random.default_rng(a.seed), progress=lambda: prog.advance(task), device=a.device)
     table["geometry"]["seed"] = a.seed
     table["geometry"]["seconds"] = round(time.time() - t0, 1)

@@ -99,3 +99,16 @@ def test_bad_params():
         sample_physics_params(np.random.RandomState(0))
     with pytest.raises(PhysicsParamsError, match="range kvp"):
         PhysicsRanges(kvp=(120.0, 60.0))
+
+
+def test_from_options_render_keywords():
+    p = PhysicsParams.from_options(kvp=100, filtration={"Al": 3.0, "Cu": 0.2}, mas=2.5, scatter=False, noise=False,
+                                   detector={"mode": "counting", "blur_px": 0.5}, grid=True)
+    assert p.spectrum.kvp == 100 and dict(p.spectrum.filtration) == {"Al": 3.0, "Cu": 0.2}
+    assert p.mas == 2.5 and p.quanta_per_pixel is None and p.scatter.model == "none" and p.scatter.grid is not None
+    assert p.detector.mode == "counting" and not p.noise
+    assert PhysicsParams.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+    with pytest.raises(PhysicsParamsError, match="scatter must be"):
+        PhysicsParams.from_options(scatter="monte-carlo")
+    with pytest.raises(PhysicsParamsError, match="unknown DetectorParams field"):
+        PhysicsParams.from_options(detector={"csi": 0.5})

@@ -172,3 +172,16 @@ def test_mc_bad_inputs():
     cam = CArm(size=(4, 4)).camera(0, 0)
     with pytest.raises(MonteCarloError, match="photon"):
         simulate_scatter(scene, cam, 1020.0, spectrum(preset("carm_80kv")), 0, np.random.default_rng(0))
+
+
+def test_voxel_scene_from_volume():
+    from projectors.materials import LabelMaterial, MaterialModel
+    from projectors.volume import Volume
+
+    hu = np.array([-1000.0, -600.0, 0.0, 500.0, 1500.0, 40.0], np.float32).reshape(1, 2, 3)
+    labels = np.array([0, 0, 0, 0, 0, 7]).reshape(1, 2, 3)
+    vol = Volume.from_array(hu, spacing=(2, 2, 2), labels=labels, label_names={7: "screw"})
+    scene = VoxelScene.from_volume(vol, MaterialModel(label_materials={7: LabelMaterial("titanium", 4.5)}))
+    names = [scene.materials[i] for i in scene.material.ravel()]
+    assert names == ["air", "lung", "soft_tissue", "bone_trabecular", "bone_cortical", "titanium"]
+    assert scene.density.ravel()[2] == pytest.approx(1.03) and scene.density.ravel()[5] == pytest.approx(4.5)

@@ -181,6 +181,54 @@ class PhysicsParams:
     def replace(self, **changes) -> "PhysicsParams":
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def from_options(
+        cls,
+        kvp: float | None = None,
+        filtration=None,
+        mas: float | None = None,
+        quanta_per_pixel: float | None = None,
+        scatter: bool | str | ScatterParams = True,
+        grid: GridParams | dict | bool | None = None,
+        noise: bool = True,
+        detector: DetectorParams | dict | None = None,
+        display: DisplayParams | dict | None = None,
+        heel: bool = False,
+        mode: str = "physics",
+        base: "PhysicsParams | None" = None,
+    ) -> "PhysicsParams":
+        """Build parameters from render-style keywords (``sx.render(..., kvp=, filtration=, mas=, scatter=, noise=, detector=)``).
+
+        ``filtration``: ``{"Al": 3.0, "Cu": 0.1}`` or pairs (mm); ``scatter``:
+        True/"fast", False/"none" or a :class:`ScatterParams`; ``grid``: True
+        (a 10:1 grid), a :class:`GridParams` or its dict; ``detector``,
+        ``display``: dataclass or dict. Unset values keep ``base``'s (default: ``PhysicsParams()``).
+        """
+        p = base or cls()
+        spec = p.spectrum
+        if kvp is not None or filtration is not None:
+            spec = dataclasses.replace(spec, **({"kvp": float(kvp)} if kvp is not None else {}),
+                                       **({"filtration": filtration} if filtration is not None else {}))
+        if mas is not None and quanta_per_pixel is not None:
+            raise PhysicsParamsError("set mas or quanta_per_pixel, not both")
+        dose = {"mas": mas, "quanta_per_pixel": None} if mas is not None else (
+            {"mas": None, "quanta_per_pixel": quanta_per_pixel} if quanta_per_pixel is not None else {})
+        if isinstance(scatter, ScatterParams):
+            sc = scatter
+        elif scatter in (True, "fast"):
+            sc = dataclasses.replace(p.scatter, model="fast")
+        elif scatter in (False, None, "none"):
+            sc = dataclasses.replace(p.scatter, model="none")
+        else:
+            raise PhysicsParamsError(f"scatter must be True/'fast', False/'none' or ScatterParams, got {scatter!r}")
+        if grid is not None:
+            g = GridParams() if grid is True else None if grid is False else grid if isinstance(grid, GridParams) else _from_dict(GridParams, grid)
+            sc = dataclasses.replace(sc, grid=g)
+        det = p.detector if detector is None else detector if isinstance(detector, DetectorParams) else _from_dict(DetectorParams, detector)
+        disp = p.display if display is None else display if isinstance(display, DisplayParams) else _from_dict(DisplayParams, display)
+        return dataclasses.replace(p, mode=mode, spectrum=spec, scatter=sc, noise=bool(noise), detector=det, display=disp,
+                                   heel=bool(heel), **dose)
+
 
 _NESTED = {"spectrum": SpectrumParams, "detector": DetectorParams, "scatter": ScatterParams, "display": DisplayParams, "grid": GridParams}
 

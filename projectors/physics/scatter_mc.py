@@ -26,9 +26,10 @@ The same kernel runs on ``cpu`` and ``cuda`` (Warp). Source modes:
 cos^3 of its angle so the fluence equals that of an isotropic point source)
 and ``pencil`` (all photons towards one detector point: the scatter kernel of
 a pencil beam). In field mode a *reverse* tally can record, for scatter that
-lands within ``reverse_radius_px`` of the principal point, the pixel each
-photon was aimed at: the contribution of every primary pencil to the scatter
-at the field centre, which is what the fast model is calibrated with.
+lands within ``reverse_radius_px`` of the principal point, the displacement
+from its landing point to the pixel it was aimed at: the contribution of each
+primary pencil to the scatter around the field centre, by offset, which is
+what the fast model is calibrated with.
 """
 
 from __future__ import annotations
@@ -86,6 +87,30 @@ class VoxelScene:
     @property
     def spacing(self) -> np.ndarray:
         return np.linalg.norm(self.world_from_ijk.R, axis=0)
+
+    @classmethod
+    def from_volume(cls, volume, materials=None) -> "VoxelScene":
+        """A CT volume as a transport scene: density from HU by the model's calibration, the
+        dominant material of the HU map per voxel, label overrides (material, density) applied."""
+        from ..materials import MaterialModel
+
+        mm = materials or MaterialModel()
+        hu_map = mm.hu_map
+        names = list(hu_map.materials)
+        for lm in mm.label_materials.values():
+            if lm.material not in names:
+                names.append(lm.material)
+        hu = np.asarray(volume.hu, dtype=np.float64)
+        density = hu_map.density(hu).astype(np.float32)
+        q = hu_map.material_coordinate(hu)  # floor: lower material, fraction: upper's weight
+        index = np.clip(np.round(q), 0, len(hu_map.materials) - 1).astype(np.int32)
+        if volume.labels is not None:
+            for label, lm in mm.label_materials.items():
+                sel = volume.labels == label
+                index[sel] = names.index(lm.material)
+                if lm.density is not None:
+                    density[sel] = lm.density
+        return cls(density, index, tuple(names), volume.world_from_ijk)
 
     def world_from_vol(self) -> Transform:
         """Rigid frame with voxel (i, j, k) centred at (i, j, k) * spacing mm."""
@@ -219,6 +244,7 @@ def _transport(
     pencil_u: float,
     pencil_v: float,
     rev_radius: float,
+    rev_inv_m: float,
     primary_img: wp.array2d(dtype=wp.float32),
     scatter_img: wp.array2d(dtype=wp.float32),
     rev_img: wp.array2d(dtype=wp.float32),
@@ -328,11 +354,13 @@ def _transport(
     sw = sig_w[ie] * (1.0 - fe) + sig_w[ie + 1] * fe
     if scattered == 1:
         wp.atomic_add(scatter_img, iv, iu, w * sw)
-        # reverse tally: scatter landing near the principal point, binned by the pixel it was aimed at
+        # reverse tally: scatter landing within rev_radius of the principal point, binned by the
+        # displacement from where it landed to the pixel it was aimed at (centred on the principal point)
         if rev_radius > 0.0 and (u - cx) * (u - cx) + (v - cy) * (v - cy) <= rev_radius * rev_radius:
-            au = wp.clamp(int(wp.floor(du + 0.5)), 0, width - 1)
-            av = wp.clamp(int(wp.floor(dv + 0.5)), 0, height - 1)
-            wp.atomic_add(rev_img, av, au, w * sw)
+            au = int(wp.floor((du - cx) - (u - cx) * rev_inv_m + cx + 0.5))
+            av = int(wp.floor((dv - cy) - (v - cy) * rev_inv_m + cy + 0.5))
+            if au >= 0 and av >= 0 and au < width and av < height:
+                wp.atomic_add(rev_img, av, au, w * sw)
     else:
         wp.atomic_add(primary_img, iv, iu, w * sw)
 
@@ -370,6 +398,7 @@ def simulate_scatter(
     detector: DetectorParams = DetectorParams(),
     pencil_uv: tuple[float, float] | None = None,
     reverse_radius_px: float = 0.0,
+    reverse_magnification: float = 1.0,
     device: str = "cpu",
     batch: int = 1 << 20,
 ) -> MCResult:
@@ -426,7 +455,7 @@ def simulate_scatter(
                     wp.vec3(*src.astype(np.float32)), wp.mat33(*camera_from_vol.R.astype(np.float32).ravel()),
                     wp.vec3(*camera_from_vol.t.astype(np.float32)), wp.mat33(*camera_from_vol.R.T.astype(np.float32).ravel()),
                     float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]), float(sdd), W, H,
-                    int(pencil_uv is not None), float(pu), float(pv), float(reverse_radius_px), prim, scat, rev,
+                    int(pencil_uv is not None), float(pu), float(pv), float(reverse_radius_px), 1.0 / float(reverse_magnification), prim, scat, rev,
                 ],
             )
             done += n
