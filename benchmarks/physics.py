@@ -9,8 +9,9 @@
    several repeats. The claim: the physics costs less than the ray casting.
 2. Figure ``benchmarks/results/physics_renders.png``: the pelvis CT rendered
    naive (line integral of density), primary-only (spectrum + detector, no
-   scatter or noise) and with full physics; the chest CT beside the shared real
-   chest radiograph (NIH ChestX-ray14) with the same display processing.
+   scatter or noise) and with full physics (with and without a 10:1 grid); the
+   chest CT beside the shared real chest radiograph (NIH ChestX-ray14) with
+   clinical-style display processing (unsharp mask, sigmoid LUT).
 
 Writes ``benchmarks/results/physics.json``.
 """
@@ -76,30 +77,35 @@ def figure(out_png: Path):
     from PIL import Image, ImageDraw
 
     from projectors.geometry import CArm
-    from projectors.physics import DetectorParams, DisplayParams, PhysicsParams, ScatterParams, preset, simulate
+    from projectors.physics import DetectorParams, DisplayParams, GridParams, PhysicsParams, ScatterParams, preset, simulate
     from projectors.projector import Projector
     from projectors.volume import Volume
 
     panels = []
     vol = Volume.from_file(PELVIS)
-    cam = CArm(isocenter=tuple(vol.center_world), size=(256, 256)).camera(0, 0)
+    cam = CArm(isocenter=tuple(vol.center_world), size=(256, 256), pitch=2.5).camera(0, 0)  # whole pelvis in view
     proj = Projector(vol, device="cpu").project(cam)
     disp = DisplayParams(unsharp_amount=0.8, unsharp_px=12.0, percentiles=(1.0, 99.5))
     det = DetectorParams(blur_px=0.7, glare=0.05, electronic_noise=2.0)
     naive = simulate(proj.areal_density, cam, PhysicsParams(mode="naive", display=DisplayParams(percentiles=(1.0, 99.5))))
     primary = simulate(proj.areal_density, cam, PhysicsParams(spectrum=preset("carm_80kv"), noise=False, scatter=ScatterParams(model="none"), display=disp))
-    full = simulate(proj.areal_density, cam, PhysicsParams(spectrum=preset("carm_80kv"), quanta_per_pixel=3000.0, detector=det, display=disp), np.random.default_rng(0))
+    full_nogrid = simulate(proj.areal_density, cam, PhysicsParams(spectrum=preset("carm_80kv"), quanta_per_pixel=2e5, detector=det, display=disp),
+                           np.random.default_rng(0))
+    full = simulate(proj.areal_density, cam, PhysicsParams(spectrum=preset("carm_80kv"), quanta_per_pixel=2e5, detector=det, display=disp,
+                                                           scatter=ScatterParams(grid=GridParams())), np.random.default_rng(0))
     panels += [("pelvis CT: naive line integral", naive.image), ("primary only (80 kV, CsI)", primary.image),
-               ("full: + scatter, noise, detector", full.image)]
-    spr = float(np.median(full.scatter / np.maximum(full.primary, 1e-6)))
+               ("full physics, 10:1 grid", full.image), ("full physics, no grid", full_nogrid.image)]
+    spr = float(np.median(full_nogrid.scatter / np.maximum(full_nogrid.primary, 1e-6)))
+    spr_grid = float(np.median(full.scatter / np.maximum(full.primary, 1e-6)))
 
     chest = Volume.from_file(CHEST)
     ccam = CArm(sdd=1800.0, sid=1650.0, isocenter=tuple(chest.center_world), size=(256, 256), pitch=1.7).camera(0, 0)
     cproj = Projector(chest, device="cpu").project(ccam)
     cdisp = DisplayParams(unsharp_amount=1.0, unsharp_px=16.0, percentiles=(0.5, 99.5), lut="sigmoid")
-    cres = simulate(cproj.areal_density, ccam, PhysicsParams(spectrum=preset("chest_pa"), quanta_per_pixel=20000.0, detector=det, display=cdisp),
+    cres = simulate(cproj.areal_density, ccam, PhysicsParams(spectrum=preset("chest_pa"), quanta_per_pixel=2e5, detector=det, display=cdisp,
+                                                             scatter=ScatterParams(grid=GridParams())),
                     np.random.default_rng(1))
-    panels.append(("chest CT, 120 kV, full physics", cres.image))
+    panels.append(("chest CT, 120 kV, full, grid", cres.image))
     if REAL_CXR.exists():
         real = np.asarray(Image.open(REAL_CXR).convert("L").resize((256, 256), Image.BILINEAR), dtype=np.float64) / 255.0
         panels.append(("real chest radiograph (NIH)", real))
@@ -115,7 +121,7 @@ def figure(out_png: Path):
         sheet.paste(t, (i * 260, 0))
     out_png.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out_png)
-    return {"figure": str(out_png.relative_to(REPO)), "pelvis_median_spr": spr}
+    return {"figure": str(out_png), "pelvis_median_spr_no_grid": spr, "pelvis_median_spr_grid": spr_grid}
 
 
 def main():
@@ -132,6 +138,7 @@ def main():
     if CHEST.exists():
         rows.append(timing(CHEST, "chest CT 512x512x133", repeats, {}))
     fig = figure(RESULTS / "physics_renders.png")
+    fig["figure"] = str(Path(fig["figure"]).relative_to(REPO))
     t = Table(title="physics vs ray casting, 256 x 256, CPU")
     for c in ("case", "ray cast (s)", "physics (s)", "+heel (s)", "physics / ray cast"):
         t.add_column(c)

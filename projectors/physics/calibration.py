@@ -57,6 +57,11 @@ def centre_kernel(spec: Spectrum, t_cm: float, n_photons: int, rng: np.random.Ge
     # contribution of a pencil at each offset to the mean scatter/flat over the central disk, per unit
     # primary (a 60 mm radius disk in a 774 mm field: the scatter is nearly uniform there)
     mass = res.reverse / (Tp * res.flat[disk].sum())
+    # The disk average of the scatter is a little below its value at the centre (forward tally of
+    # the same photons): scale the kernel to the centre, where a field's scatter is largest.
+    centre = r <= 2.5 * pitch
+    centre_over_disk = (res.scatter[centre].sum() / res.flat[centre].sum()) / (res.scatter[disk].sum() / res.flat[disk].sum())
+    mass = mass * centre_over_disk
     # Fit the kernel's cumulative radial mass (scatter within radius r), which is what a field of a
     # given size collects: C(r) = a [f (1 - exp(-r^2 / 2 s1^2)) + (1 - f) (1 - exp(-r^2 / 2 s2^2))].
     r_max = (n // 2) * pitch
@@ -70,7 +75,7 @@ def centre_kernel(spec: Spectrum, t_cm: float, n_photons: int, rng: np.random.Ge
         s1, s2, f = s2, s1, 1 - f
     return {"spr": float(a), "frac": float(f), "sigma1_mm": float(s1), "sigma2_mm": float(s2),
             "spr_on_detector": float(a_direct), "primary_transmission": Tp,
-            "radii_mm": [0.0] + radii.tolist(), "cumulative": [0.0] + cum.tolist()}
+            "radii_mm": [0.0] + radii.tolist(), "cumulative": [0.0] + cum.tolist(), "centre_over_disk": float(centre_over_disk)}
 
 
 def calibrate(spectra: list[SpectrumParams], thicknesses_cm, n_photons: int, rng: np.random.Generator, sdd=1020.0, sid=530.0,

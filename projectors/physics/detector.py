@@ -15,6 +15,8 @@ non-negative); the Swank factor ``I = M1^2 / (M0 M2)`` then gives
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from scipy import ndimage
 
@@ -39,8 +41,10 @@ def mtf(freq_cycles_per_px, det: DetectorParams) -> np.ndarray:
     return g * ((1 - det.glare) + det.glare * glare)
 
 
+@lru_cache(maxsize=8)
 def fixed_pattern(shape, det: DetectorParams) -> tuple[np.ndarray, np.ndarray]:
-    """Residual gain (around 1) and offset (relative to flat signal) maps, from ``det.pattern_seed``."""
+    """Residual gain (around 1) and offset (relative to flat signal) maps, from ``det.pattern_seed``
+    (cached: a detector's pattern is fixed; the arrays are read-only)."""
     g = np.random.default_rng(det.pattern_seed)
     gain = np.ones(shape)
     offset = np.zeros(shape)
@@ -50,7 +54,10 @@ def fixed_pattern(shape, det: DetectorParams) -> tuple[np.ndarray, np.ndarray]:
         gain += det.line_variation * (g.standard_normal((shape[0], 1)) + g.standard_normal((1, shape[1])))
     if det.offset_variation > 0:
         offset = det.offset_variation * g.standard_normal(shape)
-    return np.clip(gain, 0.0, None), offset
+    gain = np.clip(gain, 0.0, None)
+    gain.setflags(write=False)
+    offset.setflags(write=False)
+    return gain, offset
 
 
 def quantum_noise(mean: np.ndarray, second: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -83,7 +90,7 @@ def apply_detector(
     s = quantum_noise(mean, second, rng) if noise else np.asarray(mean, dtype=np.float64)
     s = psf_blur(s, det)
     if det.gain_variation > 0 or det.offset_variation > 0 or det.line_variation > 0:
-        gain, offset = fixed_pattern(s.shape, det)
+        gain, offset = fixed_pattern(tuple(s.shape), det)
         s = s * gain + offset * flat_center
     if noise and det.electronic_noise > 0:
         s = s + rng.normal(0.0, det.electronic_noise * quantum_signal, s.shape)

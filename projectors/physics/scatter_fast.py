@@ -22,9 +22,9 @@ t and in the spectrum's mean energy. The computation runs on a coarse grid
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
-from scipy import ndimage
 
 from ..geometry import Camera
 from .params import DetectorParams
@@ -68,33 +68,49 @@ def default_table() -> KernelTable:
     return KernelTable.from_dict(TABLE)
 
 
-def _radial_density(radii, cumulative, tail_mm: float = 150.0):
-    """Kernel density (per mm^2, amplitude included) vs r, piecewise constant on the calibration
-    annuli (so it integrates to the measured cumulative mass exactly); beyond the calibrated radius
-    the last density decays exponentially over ``tail_mm`` (only fields wider than ~38 cm reach there)."""
+def _annulus_densities(radii, cumulative, r_needed: float, tail_mm: float = 150.0) -> np.ndarray:
+    """Kernel density (per mm^2, amplitude included) on annuli of the calibration's uniform radial
+    step, piecewise constant, so it integrates to the measured cumulative mass exactly; beyond the
+    calibrated radius the last density decays exponentially over ``tail_mm`` (fields wider than ~38 cm)."""
+    step = radii[1] - radii[0]
     dens = np.maximum(np.diff(cumulative), 0.0) / (np.pi * np.diff(radii**2))
-    last = dens[-3:].mean()
-
-    def density(r):
-        i = np.clip(np.searchsorted(radii, r, side="right") - 1, 0, len(dens) - 1)
-        return np.where(r < radii[-1], dens[i], last * np.exp(-(r - radii[-1]) / tail_mm))
-
-    return density
+    n_extra = max(0, int(np.ceil((r_needed - radii[-1]) / step)) + 1)
+    r_extra = radii[-1] + step * (np.arange(n_extra) + 0.5)
+    return np.concatenate([dens, dens[-3:].mean() * np.exp(-(r_extra - radii[-1]) / tail_mm)])
 
 
-def _kernel_image(shape, pitch_mm, density, sub: int = 4):
-    """Kernel mass per pixel (per unit primary) on a (2H, 2W) wrap-around grid, integrated over
-    each pixel on a sub x sub grid."""
-    H, W = shape
-    y = np.fft.fftfreq(2 * H, 1.0 / (2 * H)) * pitch_mm[0]
-    x = np.fft.fftfreq(2 * W, 1.0 / (2 * W)) * pitch_mm[1]
-    off = ((np.arange(sub) + 0.5) / sub - 0.5)
-    out = np.zeros((2 * H, 2 * W))
-    for oy in off * pitch_mm[0]:
-        for ox in off * pitch_mm[1]:
-            r = np.sqrt((y[:, None] + oy) ** 2 + (x[None, :] + ox) ** 2)
-            out += density(r)
-    return out * pitch_mm[0] * pitch_mm[1] / sub**2
+@lru_cache(maxsize=16)
+def _annulus_matrix(H: int, W: int, pitch_y: float, pitch_x: float, step: float, sub: int = 4) -> np.ndarray:
+    """(2H * 2W, n_annuli): area (mm^2) of each wrap-around kernel pixel in each annulus of width
+    ``step``, from a sub x sub sampling of the pixel. Kernel image = this @ annulus densities."""
+    y = np.fft.fftfreq(2 * H, 1.0 / (2 * H)) * pitch_y
+    x = np.fft.fftfreq(2 * W, 1.0 / (2 * W)) * pitch_x
+    off = (np.arange(sub) + 0.5) / sub - 0.5
+    idx = []
+    for oy in off * pitch_y:
+        for ox in off * pitch_x:
+            idx.append((np.sqrt((y[:, None] + oy) ** 2 + (x[None, :] + ox) ** 2) / step).astype(np.int64).ravel())
+    idx = np.stack(idx, axis=1)  # (P, sub^2)
+    n = int(idx.max()) + 1
+    A = np.zeros((idx.shape[0], n))
+    rows = np.repeat(np.arange(idx.shape[0]), idx.shape[1])
+    np.add.at(A, (rows, idx.ravel()), pitch_y * pitch_x / sub**2)
+    A.setflags(write=False)
+    return A
+
+
+@lru_cache(maxsize=16)
+def _upsample_matrix(n: int, nc: int, f: int) -> np.ndarray:
+    """(n, nc) linear interpolation from coarse block centres to fine pixel centres (clamped at the ends)."""
+    x = (np.arange(n) + 0.5) / f - 0.5
+    i0 = np.clip(np.floor(x).astype(int), 0, nc - 1)
+    i1 = np.clip(i0 + 1, 0, nc - 1)
+    w1 = np.clip(x - i0, 0.0, 1.0)
+    M = np.zeros((n, nc))
+    np.add.at(M, (np.arange(n), i0), 1 - w1)
+    np.add.at(M, (np.arange(n), i1), w1)
+    M.setflags(write=False)
+    return M
 
 
 def fast_scatter(
@@ -132,6 +148,8 @@ def fast_scatter(
     x = np.clip(np.interp(tc, nodes, np.arange(len(nodes))), 0, len(nodes) - 1)
     lo = np.floor(x).astype(int)
     w_hi = x - lo
+    radii = table.radii_mm
+    A = _annulus_matrix(Hc, Wc, float(pc[0]), float(pc[1]), float(radii[1] - radii[0]))
     out = np.zeros((2 * Hc, 2 * Wc))
     for j in range(len(nodes)):
         wj = np.where(lo == j, 1 - w_hi, 0.0) + np.where((lo + 1 == j), w_hi, 0.0)
@@ -139,11 +157,12 @@ def fast_scatter(
             continue
         src = np.zeros((2 * Hc, 2 * Wc))
         src[:Hc, :Wc] = Tc * wj
-        dens = _radial_density(table.radii_mm, par["cumulative"][j])
-        k = _kernel_image((Hc, Wc), pc, dens)
+        dens = _annulus_densities(radii, par["cumulative"][j], A.shape[1] * (radii[1] - radii[0]))
+        k = (A @ dens[: A.shape[1]]).reshape(2 * Hc, 2 * Wc)
         out += np.fft.irfft2(np.fft.rfft2(src) * np.fft.rfft2(k), s=src.shape)
     sc = np.maximum(out[:Hc, :Wc], 0.0)
     if f == 1 and (Hc, Wc) == (H, W):
         return sc
-    full = ndimage.zoom(sc, (H / Hc, W / Wc), order=1, mode="nearest", grid_mode=True)
+    # bilinear upsampling of the coarse grid (pixel centres aligned), as two small matrix products
+    full = _upsample_matrix(H, Hc, f) @ sc @ _upsample_matrix(W, Wc, f).T
     return np.maximum(full[:H, :W], 0.0)
