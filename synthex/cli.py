@@ -13,6 +13,7 @@ from synthex._version import __version__
 COMMANDS = {
     "demo": "synthex.commands.demo:demo",
     "drr": "synthex.commands.drr:drr",
+    "vtt": "synthex.vtt.cli:vtt",
 }
 
 
