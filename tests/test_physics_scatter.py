@@ -185,3 +185,14 @@ def test_voxel_scene_from_volume():
     names = [scene.materials[i] for i in scene.material.ravel()]
     assert names == ["air", "lung", "soft_tissue", "bone_trabecular", "bone_cortical", "titanium"]
     assert scene.density.ravel()[2] == pytest.approx(1.03) and scene.density.ravel()[5] == pytest.approx(4.5)
+
+
+def test_simulate_accepts_monte_carlo_scatter():
+    cam = CArm(size=(16, 16), pitch=1.164 * 16).camera(0, 0)
+    spec = spectrum(preset("carm_80kv"))
+    mc = simulate_scatter(water_box_scene(200.0, 600.0, voxel_mm=10.0), cam, 1020.0, spec, 500_000, np.random.default_rng(4))
+    A = {"water": np.full(cam.shape, 20.0, np.float32)}
+    res = simulate(A, cam, PhysicsParams(spectrum=spec.params, noise=False), scatter=mc.scatter_rel)
+    np.testing.assert_allclose(res.transmission, np.clip(res.primary + mc.scatter_rel, 0, 1), rtol=1e-5)
+    with pytest.raises(ValueError, match="scatter image"):
+        simulate(A, cam, PhysicsParams(noise=False), scatter=np.full((3, 3), 0.1))

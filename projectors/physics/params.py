@@ -100,7 +100,8 @@ class ScatterParams:
     scale: float = 1.0  # multiplies the model's scatter (domain randomization)
 
     def __post_init__(self):
-        _check(self.model in ("fast", "none"), f"scatter model must be 'fast' or 'none' (the Monte Carlo runs on voxel scenes, see scatter_mc), got {self.model!r}")
+        known = ("fast", "none")  # projectors.physics.simulate.SCATTER_MODELS
+        _check(self.model in known, f"scatter model must be one of {known} (the Monte Carlo runs on voxel scenes, see scatter_mc), got {self.model!r}")
         _check(np.isfinite(self.scale) and self.scale >= 0, f"scatter scale must be >= 0, got {self.scale}")
 
 

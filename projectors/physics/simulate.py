@@ -18,6 +18,16 @@ from .spectrum import Spectrum, spectrum as get_spectrum
 MIN_TRANSMISSION = 1e-6
 
 
+def _no_scatter(primary_transmission, camera, sdd, spec, det):
+    return np.zeros_like(primary_transmission)
+
+
+#: Scatter models by ``ScatterParams.model``: f(primary transmission, camera, sdd, spectrum, detector)
+#: -> scatter relative to the flat field. (The Monte Carlo needs a voxel scene; pass its result as
+#: ``simulate(..., scatter=...)``.)
+SCATTER_MODELS = {"fast": fast_scatter, "none": _no_scatter}
+
+
 @dataclass(frozen=True, eq=False)
 class PhysicsResult:
     """Outputs of :func:`simulate`, all (H, W).
@@ -80,10 +90,8 @@ def simulate(
         s_rel = np.asarray(scatter, dtype=np.float64)
         if s_rel.shape != T_p.shape or not np.all(np.isfinite(s_rel)) or np.any(s_rel < 0):
             raise PhysicsParamsError(f"scatter image must be finite, >= 0 and of shape {T_p.shape}")
-    elif params.scatter.model == "fast":
-        s_rel = fast_scatter(T_p, camera, sdd, spec, params.detector)
     else:
-        s_rel = np.zeros_like(T_p)
+        s_rel = SCATTER_MODELS[params.scatter.model](T_p, camera, sdd, spec, params.detector)
     s_rel = s_rel * params.scatter.scale
     grid = params.scatter.grid
     # The flat-field calibration is taken with the grid in place: it scales the primary and the
