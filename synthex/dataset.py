@@ -242,7 +242,7 @@ class Dataset:
     def __getitem__(self, index: int) -> dict:
         shard, j = self.locate(int(index))
         with shard.open() as f:
-            out = {k: f[k][j] for k in f.keys() if k != "params"}
+            out = {k: f[k][j] for k in f if k != "params"}
             out["params"] = json.loads(_text(f["params"][j]))
         out["image"] = out.pop("images")
         if "images_raw" in out:

@@ -107,4 +107,4 @@ def ray_available() -> bool:
     return True
 
 
-__all__ = ["RayError", "init_ray", "run_ray_jobs", "ray_available"]
+__all__ = ["RayError", "init_ray", "ray_available", "run_ray_jobs"]

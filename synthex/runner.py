@@ -13,9 +13,9 @@ renamed when complete, so an interrupted run keeps every finished shard and
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Callable, Iterator
 
 from synthex import dataset as ds
 from synthex.pipeline import render_range

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -222,7 +222,7 @@ def pelvis_model(params: dict) -> tuple[dict, dict]:
         obt = np.array([s * 55.0 * w, 40.0, -75.0])
         ilium = ellipsoid([s * 88.0 * w, -5.0, 30.0], [58.0 * w, 16.0, 62.0])
         acetabulum = ellipsoid(fh, [r_head + 10.0] * 3)
-        pubis = lambda p, obt=obt: (np.abs(p[..., 1] - obt[1]) <= 11.0) & (  # noqa: E731
+        pubis = lambda p, obt=obt: (np.abs(p[..., 1] - obt[1]) <= 11.0) & (
             (((p[..., 0] - obt[0]) / 30.0) ** 2 + ((p[..., 2] - obt[2]) / 24.0) ** 2) <= 2.4
         )
         shapes[f"hemipelvis_{side}"] = lambda p, a=ilium, b=acetabulum, c=pubis, fh=fh: (

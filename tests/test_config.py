@@ -124,3 +124,11 @@ def test_cli_reports_a_config_error_in_one_line(tmp_path):
     assert result.exit_code != 0
     assert "'views.beta_deg'" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "ds").exists()
+
+
+def test_the_readme_documents_every_key():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [key for key, _, _ in schema_reference() if f"| `{key}` |" not in readme]
+    assert not missing, f"README 'Rendering datasets' lacks config keys {missing}"

@@ -14,15 +14,14 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import shared_file
+from synthex_tiny import tiny
 
 from synthex.cli import cli
 from synthex.config import resolve_config
 from synthex.dataset import DatasetError, open_dataset, sha256_file, validate
 from synthex.runner import render_dataset
 from synthex.subjects import SubjectError
-
-from conftest import shared_file
-from synthex_tiny import tiny
 
 pytest.importorskip("kornia")
 ARRAYS = ("images", "images_raw", "labels", "masks", "landmarks", "landmark_visible", "boxes", "K",

@@ -7,13 +7,12 @@ import math
 
 import numpy as np
 import pytest
+from synthex_tiny import tiny
 
 from synthex.config import resolve_config
 from synthex.dataset import open_dataset
 from synthex.exports import ExportError, export, to_uint16
 from synthex.runner import render_dataset
-
-from synthex_tiny import tiny
 
 pytest.importorskip("kornia")
 

@@ -6,12 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from synthex_tiny import tiny
 
 from domain_randomization import simulation as sim
 from synthex.config import resolve_config
 from synthex.pipeline import Pipeline, replay
-
-from synthex_tiny import tiny
 
 pytest.importorskip("kornia")
 

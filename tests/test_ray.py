@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthex_tiny import tiny
 
 from synthex.config import resolve_config
 from synthex.dataset import open_dataset, validate
 from synthex.runner import render_dataset
-
-from synthex_tiny import tiny
 
 pytest.importorskip("ray")
 pytest.importorskip("kornia")

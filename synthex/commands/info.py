@@ -14,7 +14,8 @@ def info(dataset, as_json):
     """Summarize DATASET: counts, classes, landmarks, image size, settings."""
     import json
 
-    from synthex.dataset import DatasetError, info as dataset_info
+    from synthex.dataset import DatasetError
+    from synthex.dataset import info as dataset_info
 
     try:
         summary = dataset_info(dataset)

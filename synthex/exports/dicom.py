@@ -42,7 +42,7 @@ def positioner_angles(alpha_deg: float, beta_deg: float) -> tuple[float, float]:
 def export_dicom(ds, out: Path, modality: str = "XA", **options) -> Path:
     from pydicom.dataset import Dataset as DicomDataset
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
     modality = modality.upper()
     if modality not in SOP_CLASSES:
@@ -67,7 +67,7 @@ def export_dicom(ds, out: Path, modality: str = "XA", **options) -> Path:
         d.SOPClassUID, d.SOPInstanceUID = SOP_CLASSES[modality], uid
         d.StudyInstanceUID, d.SeriesInstanceUID = study, series
         d.Modality = modality
-        d.PatientName = f"synthex^{rec['subject']['name']}"
+        d.PatientName = f"synthex^{rec['subject']['name']}"[:64]
         d.PatientID = f"synthex-{int(s['subject_id']):05d}"
         d.PatientSex = "O"
         d.StudyID, d.SeriesNumber, d.InstanceNumber = "1", int(s["subject_id"]) + 1, i + 1
