@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip -q --disable-pip-version-check
 DEMO_OUT ?= demo-output
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo test test-slow bench clean chromium
 
 $(VENV)/.base: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,19 @@ $(VENV)/.dev: $(VENV)/.base
 demo: $(VENV)/.base
 	$(PIP) install -e '.[augment]' && rm -rf $(DEMO_OUT)/dataset && $(VENV)/bin/synthex render --out $(DEMO_OUT)/dataset
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev chromium
 	$(PY) -m pytest -m "not slow" -q
+
+# Debian's chromium for the browser tests of the visual Turing test (Playwright drives it via
+# executable_path; Playwright's own browser download is not used). Installed only when missing
+# and we are root; otherwise those tests skip and this says why.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+			|| echo "note: could not install chromium: the browser tests will skip"; \
+	else echo "note: /usr/bin/chromium is missing and we are not root (or have no apt-get): the browser tests will skip"; fi
 
 test-slow: $(VENV)/.dev
 	$(PY) -m pytest -m slow -q

@@ -73,76 +73,6 @@ def voxel_index(P: VolumeParams, i: int, j: int, k: int):
     return (i * P.shape[1] + j) * P.shape[2] + k
 
 
-@wp.struct
-class Acc:
-    """Per-ray accumulators: the two most recent material channels and one structure.
-
-    Consecutive segments mostly hit the same materials, so sums stay in
-    registers and go to memory only when a channel changes (and at the end).
-    """
-
-    c0: int
-    a0: float
-    c1: int
-    a1: float
-    s0: int
-    b0: float
-
-
-@wp.func
-def acc_new():
-    a = Acc()
-    a.c0 = -1
-    a.a0 = 0.0
-    a.c1 = -1
-    a.a1 = 0.0
-    a.s0 = -1
-    a.b0 = 0.0
-    return a
-
-
-@wp.func
-def acc_material(acc: Acc, ch: int, val: float, row: int, col: int, out_mat: wp.array3d(dtype=wp.float32)):
-    r = acc
-    if ch == r.c0:
-        r.a0 = r.a0 + val
-    elif ch == r.c1:
-        r.a1 = r.a1 + val
-    else:
-        if r.c1 >= 0:
-            out_mat[r.c1, row, col] = out_mat[r.c1, row, col] + r.a1
-        r.c1 = r.c0
-        r.a1 = r.a0
-        r.c0 = ch
-        r.a0 = val
-    return r
-
-
-@wp.func
-def acc_structure(acc: Acc, s: int, val: float, row: int, col: int, out_struct: wp.array3d(dtype=wp.float32)):
-    r = acc
-    if s == r.s0:
-        r.b0 = r.b0 + val
-    else:
-        if r.s0 >= 0:
-            out_struct[r.s0, row, col] = out_struct[r.s0, row, col] + r.b0
-        r.s0 = s
-        r.b0 = val
-    return r
-
-
-@wp.func
-def acc_flush(
-    acc: Acc, row: int, col: int, out_mat: wp.array3d(dtype=wp.float32), out_struct: wp.array3d(dtype=wp.float32)
-):
-    if acc.c0 >= 0:
-        out_mat[acc.c0, row, col] = out_mat[acc.c0, row, col] + acc.a0
-    if acc.c1 >= 0:
-        out_mat[acc.c1, row, col] = out_mat[acc.c1, row, col] + acc.a1
-    if acc.s0 >= 0:
-        out_struct[acc.s0, row, col] = out_struct[acc.s0, row, col] + acc.b0
-
-
 @wp.func
 def occupancy(
     e: wp.vec3,
@@ -161,8 +91,31 @@ def occupancy(
 
 
 @wp.func
+def flush_material(
+    key: int,
+    s_lo: float,
+    s_hi: float,
+    q_off: int,
+    n_q: int,
+    qmap: wp.array(dtype=wp.int32),
+    row: int,
+    col: int,
+    out_mat: wp.array3d(dtype=wp.float32),
+):
+    """Write a material slot: an HU-map pair (lower, upper material) or one label material."""
+    if key >= LABEL_KEY:
+        ch = key - LABEL_KEY
+        out_mat[ch, row, col] = out_mat[ch, row, col] + s_lo
+    elif key >= 0:
+        ch = qmap[q_off + key]
+        out_mat[ch, row, col] = out_mat[ch, row, col] + s_lo
+        if s_hi != 0.0:
+            ch1 = qmap[q_off + wp.min(key + 1, n_q - 1)]
+            out_mat[ch1, row, col] = out_mat[ch1, row, col] + s_hi
+
+
+@wp.func
 def deposit(
-    acc: Acc,
     q_off: int,
     n_q: int,
     lt_off: int,
@@ -179,15 +132,18 @@ def deposit(
     out_mat: wp.array3d(dtype=wp.float32),
     out_struct: wp.array3d(dtype=wp.float32),
 ):
-    """Add one segment of ``length_mm`` x ``factor`` with LUT entry ``e`` = (density, q, occupancy)."""
-    r = acc
+    """Add ``length_mm`` x ``factor`` of a sample with LUT entry ``e`` = (density, q, occupancy) to the outputs.
+
+    Used where volumes overlap (rare), so it writes straight to memory; the
+    single-volume hot loop in ``project_kernel`` does the same inline.
+    """
     density = e[0]
     q = e[1]
     mat = int(-1)
     if label >= 0 and label < n_lt:
         li = label_ints[lt_off + label]
         if li[1] >= 0:
-            r = acc_structure(r, li[1], length_mm * factor, row, col, out_struct)
+            out_struct[li[1], row, col] = out_struct[li[1], row, col] + length_mm * factor
         if li[0] >= 0:
             mat = li[0]
             lf = label_floats[lt_off + label]
@@ -195,14 +151,11 @@ def deposit(
                 density = lf[0]
     mass = density * length_mm * 0.1 * factor  # g/cm^3 * cm
     if mat >= 0:
-        r = acc_material(r, mat, mass, row, col, out_mat)
+        out_mat[mat, row, col] = out_mat[mat, row, col] + mass
     else:
         lo = wp.min(int(q), n_q - 1)
         fr = q - float(lo)
-        r = acc_material(r, qmap[q_off + lo], mass * (1.0 - fr), row, col, out_mat)
-        if fr > 0.0:
-            r = acc_material(r, qmap[q_off + lo + 1], mass * fr, row, col, out_mat)
-    return r
+        flush_material(lo, mass * (1.0 - fr), mass * fr, q_off, n_q, qmap, row, col, out_mat)
 
 
 @wp.func
@@ -255,30 +208,6 @@ def trilinear_hu(P: VolumeParams, hu: wp.array(dtype=wp.float32), g: wp.vec3):
 
 
 @wp.func
-def flush_material(
-    key: int,
-    s_lo: float,
-    s_hi: float,
-    q_off: int,
-    n_q: int,
-    qmap: wp.array(dtype=wp.int32),
-    row: int,
-    col: int,
-    out_mat: wp.array3d(dtype=wp.float32),
-):
-    """Write a material slot: an HU-map pair (lower, upper material) or one label material."""
-    if key >= LABEL_KEY:
-        ch = key - LABEL_KEY
-        out_mat[ch, row, col] = out_mat[ch, row, col] + s_lo
-    elif key >= 0:
-        ch = qmap[q_off + key]
-        out_mat[ch, row, col] = out_mat[ch, row, col] + s_lo
-        if s_hi != 0.0:
-            ch1 = qmap[q_off + wp.min(key + 1, n_q - 1)]
-            out_mat[ch1, row, col] = out_mat[ch1, row, col] + s_hi
-
-
-@wp.func
 def dda_next(i: int, s: int, g0: float, inv: float):
     """Ray parameter of the next voxel boundary along one axis (stepping ``s`` from voxel ``i``)."""
     if s > 0:
@@ -322,7 +251,6 @@ def slab(o: float, d: float, n: float, a: float, b: float):
 
 @wp.func
 def sample_volumes(
-    acc: Acc,
     vols: wp.array(dtype=VolumeParams),
     n_vol: int,
     first: int,
@@ -346,7 +274,6 @@ def sample_volumes(
     out_struct: wp.array3d(dtype=wp.float32),
 ):
     """Share ``remaining`` of a segment centred at ``t`` among volumes ``first..`` in priority order."""
-    r = acc
     rem = remaining
     last = int(-1)  # the last active volume takes all that remains
     for v in range(first, n_vol):
@@ -368,9 +295,8 @@ def sample_volumes(
             if v != last:
                 share = rem * occupancy(e, lab, P.label_table_offset, P.n_label_table, label_ints, label_floats)
             if share > 0.0:
-                r = deposit(r, P.qmap_offset, P.n_q, P.label_table_offset, P.n_label_table, e, lab, length_mm, share, qmap, label_ints, label_floats, row, col, out_mat, out_struct)
+                deposit(P.qmap_offset, P.n_q, P.label_table_offset, P.n_label_table, e, lab, length_mm, share, qmap, label_ints, label_floats, row, col, out_mat, out_struct)
             rem = rem - share
-    return r
 
 
 @wp.kernel
@@ -425,7 +351,6 @@ def project_kernel(
             t_hi = wp.max(t_hi, iv[1])
     if t_lo >= t_hi:
         return
-    acc = acc_new()
 
     # Walk the events (volume entries/exits) along the ray. Between events the
     # highest-priority active volume ("top") is traversed: exact mode steps
@@ -588,8 +513,8 @@ def project_kernel(
                         s_lo = s_lo + mass * (1.0 - fr)
                         s_hi = s_hi + mass * fr
                     else:
-                        acc = sample_volumes(
-                            acc, vols, n_vol, 0, tin, tout, tnew - 0.5 * seg, seg, 1.0, mode, o, d,
+                        sample_volumes(
+                            vols, n_vol, 0, tin, tout, tnew - 0.5 * seg, seg, 1.0, mode, o, d,
                             hu, labels, lut, qmap, label_ints, label_floats, row, col, out_mat, out_struct,
                         )
                 tc = tnew
@@ -601,4 +526,3 @@ def project_kernel(
         t = t_evt
     if skey >= 0:
         out_struct[skey, row, col] = out_struct[skey, row, col] + s_len
-    acc_flush(acc, row, col, out_mat, out_struct)

@@ -17,6 +17,7 @@ COMMANDS = {
     "info": "synthex.commands.info:info",
     "render": "synthex.commands.render:render",
     "validate": "synthex.commands.validate:validate",
+    "vtt": "synthex.vtt.cli:vtt",
 }
 
 
