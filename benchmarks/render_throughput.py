@@ -38,7 +38,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 def config(n: int, size: int, subjects: int, preset: str = "strong") -> dict:
     return resolve_config({
         "task": "hip", "seed": 0, "n": n,
-        "subjects": [{"source": "placeholder_pelvis", "count": subjects, "spacing_mm": 3.0}],
+        "subjects": [{"source": "pelvis", "count": subjects, "spacing_mm": 3.0}],
         "image": {"size": size},
         "physics": {"device": "cpu"},
         "randomization": {"image": preset},
@@ -82,7 +82,7 @@ def main():
                      "hours_for_10000": 10000 * seconds / args.n / 3600})
     naive = time_naive(cfg, args.naive)
     best = min(r["seconds"] for r in rows) / args.n
-    print(f"synthex render: {args.n} hip images, {args.size}x{args.size}, {args.subjects} placeholder-pelvis subjects, "
+    print(f"synthex render: {args.n} hip images, {args.size}x{args.size}, {args.subjects} pelvis phantom subjects, "
           f"strong randomization, physics {cfg['physics']['model']}; {os.cpu_count()} CPUs")
     print(f"{'workers':>8} {'seconds':>9} {'images/h':>10} {'h for 10k':>10}")
     for r in rows:

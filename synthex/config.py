@@ -1,7 +1,7 @@
 """The ``synthex render`` configuration: a YAML file, validated against a schema.
 
 Every key has a default, so an empty file (or no file) is a valid config: the
-built-in default, a small hip dataset from placeholder pelvis phantoms. A key
+built-in default, a small hip dataset from procedural pelvis phantoms. A key
 the schema does not know, a value of the wrong type or outside its range gets
 one :class:`ConfigError` naming the key (``views.alpha_deg``), and a typo gets
 the closest known key as a suggestion.

@@ -9,9 +9,8 @@ A source is a registry entry (``SOURCES[name]``) with four pure steps:
 * ``build(entry, params, classes)``: the :class:`Subject` (volumes, class -> structure
   names, landmarks in world mm, view target), deterministic.
 
-Sources today: ``ct`` (a CT file + label map + landmarks) and
-``placeholder_pelvis``, a crude analytic pelvis that stands in until the
-procedural phantoms of ``phantoms/`` land; they plug in as new entries here.
+Sources today: ``ct`` (a CT file + label map + landmarks) and ``pelvis`` (the
+procedural pelvis of ``phantoms.pelvis``); more phantoms plug in as new entries here.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from projectors.geometry import rotation_x
 from projectors.volume import Volume
 
 
@@ -170,16 +168,14 @@ CT = SubjectSource(
 
 
 # ---------------------------------------------------------------------------
-# placeholder pelvis (until phantoms/ provides the procedural pelvis)
+# procedural pelvis phantom (phantoms.pelvis)
 
-PELVIS_KEYS = {"source": "placeholder_pelvis", "count": "number of phantom instances", "spacing_mm": "voxel size, mm"}
-PELVIS_LABELS = {1: "body", 2: "hemipelvis_left", 3: "hemipelvis_right", 4: "vertebrae", 5: "upper_sacrum",
-                 6: "femur_left", 7: "femur_right", 8: "lower_sacrum"}
+PELVIS_KEYS = {"source": "pelvis", "count": "number of phantom instances", "spacing_mm": "voxel size, mm"}
 
 
 def _pelvis_resolve(entry: dict, base_dir, where: str) -> dict:
     _check_keys(entry, PELVIS_KEYS, where)
-    out = {"source": "placeholder_pelvis", "count": entry.get("count", 4), "spacing_mm": entry.get("spacing_mm", 3.0)}
+    out = {"source": "pelvis", "count": entry.get("count", 4), "spacing_mm": entry.get("spacing_mm", 2.5)}
     c, s = out["count"], out["spacing_mm"]
     if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= 100000:
         raise _config_error(f"config key '{where}.count': expected a whole number 1..100000, got {c!r}")
@@ -190,119 +186,39 @@ def _pelvis_resolve(entry: dict, base_dir, where: str) -> dict:
 
 
 def _pelvis_sample(entry: dict, rng: np.random.Generator) -> dict:
-    """Anatomy shape randomization of the placeholder: size, width, tilt, femur pose."""
-    return {
-        "scale": float(rng.uniform(0.9, 1.1)),
-        "width": float(rng.uniform(0.92, 1.08)),
-        "tilt_deg": float(rng.uniform(-8.0, 8.0)),
-        "femur_abduction_deg": [float(rng.uniform(-8.0, 8.0)), float(rng.uniform(-8.0, 8.0))],
-        "head_radius_mm": float(rng.uniform(21.0, 26.0)),
-    }
+    """Anatomy shape randomization: the phantom's own sampler (sex, pelvic and femoral dimensions, pose, HU, gas)."""
+    from phantoms.pelvis import sample_pelvis_parameters
+
+    return sample_pelvis_parameters(rng).to_dict()
 
 
-def _segment_distance(p, a, b):
-    """Distance of points p (..., 3) from the segment a-b."""
-    ab = b - a
-    t = np.clip(((p - a) @ ab) / (ab @ ab), 0.0, 1.0)
-    return np.linalg.norm(p - (a + t[..., None] * ab), axis=-1)
-
-
-def pelvis_model(params: dict) -> tuple[dict, dict]:
-    """Model-frame shapes (mm, RAS, origin between the hip joints): label -> function
-    of points (..., 3) -> bool, and landmark name -> point. Crude on purpose."""
-    w, r_head = params["width"], params["head_radius_mm"]
-    shapes, lms = {}, {}
-
-    def ellipsoid(c, r):
-        c, r = np.asarray(c, float), np.asarray(r, float)
-        return lambda p: np.sum(((p - c) / r) ** 2, axis=-1) <= 1.0
-
-    for side, s, abd in (("left", -1.0, params["femur_abduction_deg"][0]), ("right", 1.0, params["femur_abduction_deg"][1])):
-        fh = np.array([s * 95.0 * w, 15.0, -40.0])
-        obt = np.array([s * 55.0 * w, 40.0, -75.0])
-        ilium = ellipsoid([s * 88.0 * w, -5.0, 30.0], [58.0 * w, 16.0, 62.0])
-        acetabulum = ellipsoid(fh, [r_head + 10.0] * 3)
-        pubis = lambda p, obt=obt: (np.abs(p[..., 1] - obt[1]) <= 11.0) & (
-            (((p[..., 0] - obt[0]) / 30.0) ** 2 + ((p[..., 2] - obt[2]) / 24.0) ** 2) <= 2.4
-        )
-        shapes[f"hemipelvis_{side}"] = lambda p, a=ilium, b=acetabulum, c=pubis, fh=fh: (
-            (a(p) | b(p) | c(p)) & ~(np.linalg.norm(p - fh, axis=-1) <= r_head + 1.5)
-        )
-        a = math.radians(abd)
-        neck_end = fh + np.array([s * 45.0 * w, 5.0, -30.0])
-        knee = neck_end + np.array([s * 260.0 * math.sin(a) - s * 30.0, 0.0, -260.0 * math.cos(a)])
-        shapes[f"femur_{side}"] = lambda p, fh=fh, ne=neck_end, kn=knee: (
-            (np.linalg.norm(p - fh, axis=-1) <= r_head)
-            | (_segment_distance(p, fh, ne) <= 13.0)
-            | (_segment_distance(p, ne, kn) <= 15.0)
-        )
-        sfx = "l" if side == "left" else "r"
-        lms[f"FH_{sfx}"] = fh
-        lms[f"GSN_{sfx}"] = np.array([s * 62.0 * w, -40.0, 5.0])
-        lms[f"IOF_{sfx}"] = obt - np.array([0.0, 0.0, 22.0])
-        lms[f"MOF_{sfx}"] = obt - np.array([s * 28.0, 0.0, 0.0])
-        lms[f"SPS_{sfx}"] = np.array([s * 9.0, 50.0, -50.0])
-        lms[f"IPS_{sfx}"] = np.array([s * 9.0, 48.0, -95.0])
-        lms[f"ASIS_{sfx}"] = np.array([s * 120.0 * w, 40.0, 45.0])
-    sacrum = ellipsoid([0.0, -45.0, 15.0], [40.0 * w, 20.0, 58.0])
-    shapes["upper_sacrum"] = lambda p: sacrum(p) & (p[..., 2] > 15.0)
-    shapes["lower_sacrum"] = lambda p: sacrum(p) & (p[..., 2] <= 15.0)
-    shapes["vertebrae"] = lambda p: np.any(
-        [(np.hypot(p[..., 0], p[..., 1] + 35.0) <= 24.0) & (np.abs(p[..., 2] - zc) <= 13.0) for zc in (92.0, 124.0, 156.0)],
-        axis=0,
-    )
-    return shapes, lms
+def landmark_name(name: str) -> str:
+    """DeepFluoro's ``FH-l`` -> the dataset format's ``FH_l``."""
+    return name.replace("-", "_")
 
 
 def _pelvis_build(entry: dict, params: dict, classes: list) -> Subject:
-    from scipy import ndimage
+    from phantoms.pelvis import PelvisParameters, build_pelvis
 
-    sp = entry["spacing_mm"]
-    size = np.array([340.0, 240.0, 380.0])  # mm: x (R), y (A), z (S)
-    n = np.maximum(np.round(size / sp).astype(int), 8)
-    ax = [(np.arange(k) - (k - 1) / 2) * sp for k in n]
-    grid = np.stack(np.meshgrid(*ax, indexing="ij"), axis=-1)
-    grid[..., 2] += -30.0  # the grid spans z in [-220, 160] mm
-    # world = R @ (scale * model): evaluate shapes at model = R^T world / scale
-    R = rotation_x(params["tilt_deg"])
-    model = (grid @ R) / params["scale"]
-    shapes, lms = pelvis_model(params)
-
-    hu = np.full(n, -1000.0, dtype=np.float32)
-    labels = np.zeros(n, dtype=np.int16)
-    body = ((model[..., 0] / 175.0) ** 2 + ((model[..., 1] + 5.0) / 115.0) ** 2) <= 1.0
-    hu[body] = -90.0
-    inner = ((model[..., 0] / 160.0) ** 2 + ((model[..., 1] + 5.0) / 100.0) ** 2) <= 1.0
-    hu[inner] = 40.0
-    labels[body] = 1
-    for value, name in PELVIS_LABELS.items():
-        if name == "body":
-            continue
-        m = shapes[name](model)
-        core = ndimage.binary_erosion(m, iterations=1)
-        hu[m] = 1100.0  # cortical shell
-        hu[core] = 280.0  # trabecular core
-        labels[m] = value
-    origin = np.array([ax[0][0], ax[1][0], ax[2][0] - 30.0])
-    vol = Volume.from_array(hu, spacing=sp, origin=origin, labels=labels, label_names=PELVIS_LABELS,
-                            name="placeholder_pelvis")
-    world_lms = {k: R @ (params["scale"] * v) for k, v in lms.items()}
-    target = R @ (params["scale"] * np.array([0.0, 10.0, -25.0]))
-    return Subject(volumes=[vol], structures={c: [c] for c in classes}, landmarks=world_lms, target=target,
-                   name="placeholder_pelvis")
+    phantom = build_pelvis(PelvisParameters.from_dict(params), spacing=entry["spacing_mm"])
+    lms = {landmark_name(k): np.asarray(v, dtype=np.float64) for k, v in phantom.landmarks.items()}
+    target = np.mean(list(lms.values()), axis=0)  # the pelvis centre: mean of its 14 landmarks
+    return Subject(volumes=[phantom.volume], structures={c: [c] for c in classes}, landmarks=lms, target=target,
+                   name="pelvis_phantom")
 
 
-PLACEHOLDER_PELVIS = SubjectSource(
+PELVIS = SubjectSource(
     resolve=_pelvis_resolve,
     count=lambda entry: entry["count"],
     sample=_pelvis_sample,
     build=_pelvis_build,
-    doc="PLACEHOLDER analytic pelvis (ellipsoids and cylinders, hip classes and 14 landmarks) until the "
-        "procedural pelvis phantom lands in phantoms/; not anatomy to train a real model on",
+    doc="procedural pelvis phantom (phantoms.pelvis: signed-distance-function bones with cortical shell, "
+        "soft tissue, fat and gas; SyntheX's 6 hip classes and 14 DeepFluoro landmarks; anatomy sampled "
+        "from published population statistics)",
 )
 
 # source name -> SubjectSource
-SOURCES: dict[str, SubjectSource] = {"ct": CT, "placeholder_pelvis": PLACEHOLDER_PELVIS}
+SOURCES: dict[str, SubjectSource] = {"ct": CT, "pelvis": PELVIS}
 
 
 def resolve_subjects(entries, task: str, base_dir=None) -> list[dict]:

@@ -22,7 +22,7 @@ TASKS = {
     "hip": Task(
         classes=("hemipelvis_left", "hemipelvis_right", "vertebrae", "upper_sacrum", "femur_left", "femur_right"),
         landmarks=HIP_LANDMARKS,
-        default_source="placeholder_pelvis",
+        default_source="pelvis",
     ),
     "tool": Task(classes=("manipulator",), landmarks=("base", "tip"), default_source=None),
     "covid": Task(classes=("lesion",), landmarks=(), default_source=None),

@@ -1,5 +1,5 @@
 """A tiny render config shared by the dataset, pipeline, export and Ray tests:
-2 placeholder-pelvis subjects on a 6 mm grid, 32 x 32 images, 2 samples per shard."""
+2 procedural pelvis phantoms on a 6 mm grid, 32 x 32 images, 2 samples per shard."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ TINY = {
     "task": "hip",
     "seed": 7,
     "n": 12,
-    "subjects": [{"source": "placeholder_pelvis", "count": 2, "spacing_mm": 6.0}],
+    "subjects": [{"source": "pelvis", "count": 2, "spacing_mm": 6.0}],
     "image": {"size": 32},
     "carm": {"detector_mm": 400.0},
     "physics": {"device": "cpu"},

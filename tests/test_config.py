@@ -10,13 +10,13 @@ from synthex.cli import cli
 from synthex.config import ConfigError, load_config, rendering_config, resolve_config, schema_reference
 
 
-def test_default_config_is_a_small_hip_dataset_from_the_placeholder_phantom():
+def test_default_config_is_a_small_hip_dataset_from_pelvis_phantoms():
     cfg = load_config()
     assert cfg["task"] == "hip"
     assert cfg["classes"] == ["hemipelvis_left", "hemipelvis_right", "vertebrae", "upper_sacrum", "femur_left",
                               "femur_right"]  # SyntheX's 6 hip classes (REFERENCE.md)
     assert len(cfg["landmarks"]) == 14  # 7 landmarks, left and right
-    assert cfg["subjects"][0]["source"] == "placeholder_pelvis"
+    assert cfg["subjects"][0]["source"] == "pelvis"
     assert cfg["n"] == 48
     # 48 images over 4 subjects: 12 views each
     assert cfg["views"]["per_subject"] * cfg["subjects"][0]["count"] >= cfg["n"]
@@ -26,7 +26,7 @@ def test_default_config_is_a_small_hip_dataset_from_the_placeholder_phantom():
     ({"veiws": {}}, "veiws", "did you mean 'views'"),
     ({"views": {"alpha_dg": [0, 1]}}, "views.alpha_dg", "did you mean 'alpha_deg'"),
     ({"randomization": {"imgae": "strong"}}, "randomization.imgae", "did you mean 'image'"),
-    ({"subjects": [{"source": "placeholder_pelvis", "cout": 3}]}, "subjects[0].cout", "did you mean 'count'"),
+    ({"subjects": [{"source": "pelvis", "cout": 3}]}, "subjects[0].cout", "did you mean 'count'"),
 ])
 def test_a_typo_names_the_key_and_suggests_the_closest(data, key, hint):
     with pytest.raises(ConfigError) as e:
@@ -49,7 +49,7 @@ def test_a_typo_names_the_key_and_suggests_the_closest(data, key, hint):
     ({"randomization": {"density_jitter": float("nan")}}, "randomization.density_jitter"),
     ({"task": "knee"}, "task"),
     ({"subjects": [{"source": "pelvis_phantom"}]}, "subjects[0].source"),
-    ({"subjects": [{"source": "placeholder_pelvis", "count": 0}]}, "subjects[0].count"),
+    ({"subjects": [{"source": "pelvis", "count": 0}]}, "subjects[0].count"),
 ])
 def test_out_of_range_or_wrong_type_names_the_key(data, key):
     with pytest.raises(ConfigError) as e:
@@ -68,16 +68,16 @@ def test_tasks_without_a_built_in_source_ask_for_subjects():
     with pytest.raises(ConfigError, match="task 'tool' has no built-in subject source"):
         resolve_config({"task": "tool"})
     with pytest.raises(ConfigError, match="'classes'"):
-        resolve_config({"task": "custom", "subjects": [{"source": "placeholder_pelvis"}]})
+        resolve_config({"task": "custom", "subjects": [{"source": "pelvis"}]})
 
 
 def test_n_and_views_per_subject():
-    cfg = resolve_config({"views": {"per_subject": 5}, "subjects": [{"source": "placeholder_pelvis", "count": 3}]})
+    cfg = resolve_config({"views": {"per_subject": 5}, "subjects": [{"source": "pelvis", "count": 3}]})
     assert cfg["n"] == 15
-    cfg = resolve_config({"n": 10, "subjects": [{"source": "placeholder_pelvis", "count": 3}]})
+    cfg = resolve_config({"n": 10, "subjects": [{"source": "pelvis", "count": 3}]})
     assert cfg["views"]["per_subject"] == 4  # ceil(10 / 3)
     with pytest.raises(ConfigError, match="'n'"):
-        resolve_config({"n": 16, "views": {"per_subject": 5}, "subjects": [{"source": "placeholder_pelvis", "count": 3}]})
+        resolve_config({"n": 16, "views": {"per_subject": 5}, "subjects": [{"source": "pelvis", "count": 3}]})
 
 
 def test_runtime_keys_do_not_change_the_rendering_config():

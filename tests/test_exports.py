@@ -147,7 +147,7 @@ def test_deepfluoro_layout(dataset, tmp_path):
 def test_card_and_bad_export_targets(dataset, tmp_path):
     path = export(dataset, tmp_path / "card", "card")
     text = path.read_text()
-    assert "placeholder phantom" in text and "seed 7" in text and "hemipelvis_left" in text
+    assert "monochromatic physics" in text and "procedural pelvis" in text and "seed 7" in text and "hemipelvis_left" in text
     with pytest.raises(ExportError, match="not empty"):
         export(dataset, tmp_path / "card", "coco")
     with pytest.raises(ExportError, match="unknown export format"):

@@ -24,7 +24,7 @@ import click
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def render(config, out, task, n, size, seed, workers, ray_address, resume, print_config, device, quiet):
     """Render a dataset from CONFIG (YAML; without it: the built-in default,
-    a small hip dataset from placeholder pelvis phantoms).
+    a small hip dataset from procedural pelvis phantoms).
 
     The resolved config is saved as plan.json before the first sample; the
     dataset is complete when manifest.json exists. See README "Rendering datasets".

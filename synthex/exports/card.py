@@ -11,7 +11,6 @@ def card_text(ds, export_format: str | None = None) -> str:
 
     m, cfg = ds.manifest, ds.manifest["config"]
     sources = sorted({e["source"] for e in cfg["subjects"]})
-    placeholder = [s for s in sources if "placeholder" in s]
     lines = [
         f"# Dataset card: synthex {m['task']} dataset",
         "",
@@ -49,9 +48,9 @@ def card_text(ds, export_format: str | None = None) -> str:
         "before or alongside real data; evaluate on real images before any conclusion",
         "- not for clinical use; images are simulations and their realism depends on the physics model above",
     ]
-    if placeholder:
-        lines.append("- **the subjects come from a placeholder phantom** (crude analytic shapes): use this dataset "
-                     "to test pipelines, not to train a model meant for real anatomy")
+    if cfg["physics"]["model"] == "monochromatic":
+        lines.append("- **monochromatic physics**: no spectrum, noise or scatter was simulated (the sampled kVp, dose "
+                     "and noise values are recorded but were not applied); expect a larger sim-to-real gap")
     if export_format:
         lines += ["", "## This export", f"- format: {export_format} (see the synthex README, 'Rendering datasets')"]
     lines += ["", "## Full configuration", "```json"]
