@@ -231,7 +231,7 @@ class Pipeline:
                 scene.append(SceneVolume(v, MaterialModel(hu_map)))
         projector = Projector(scene, device=self.cfg["physics"]["device"], mode=self.cfg["physics"]["mode"])
         missing = [s for c in self.classes for s in subject.structures.get(c, [c]) if s not in projector.structures]
-        if all(s in missing for c in self.classes for s in subject.structures.get(c, [c])):
+        if subject.place is None and all(s in missing for c in self.classes for s in subject.structures.get(c, [c])):
             raise PipelineError(f"subject {subject.name!r} has none of the structures of the classes {self.classes}")
         record = {"source": entry["source"], "instance": instance, "name": subject.name, "shape": shape, **jitter}
         self._cache[subject_id] = (subject, projector, record)
@@ -252,20 +252,33 @@ class Pipeline:
         density = sim.sample_density_jitter(rng, projector.materials, cfg["randomization"]["density_jitter"])
         physics_rng = np.random.default_rng(physics["noise_seed"])
 
-        camera = sim.view_camera(self.carm, subject.target, view)
+        pose, placement = None, None
+        if subject.sample_pose is not None:  # per-view parts (a tool): posed from this sample's generator
+            pose = subject.sample_pose(rng)
+            placement = subject.place(pose)
+        target = placement.target if placement is not None and placement.target is not None else subject.target
+
+        camera = sim.view_camera(self.carm, target, view)
         proj = projector.project(camera)
-        image_raw = self.physics.simulate(sim.scale_areal_density(proj.areal_density, density), camera, physics,
-                                          physics_rng)
-        masks = masks_from_paths(proj.path_length, subject.structures, self.classes, camera.shape,
-                                 cfg["labels"]["min_path_mm"])
-        uv, visible = project_landmarks(camera, subject.landmarks, self.landmarks)
+        areal, paths, landmarks = dict(proj.areal_density), dict(proj.path_length), dict(subject.landmarks)
+        if placement is not None and placement.meshes:
+            from projectors.mesh import mesh_path_lengths
+
+            mp = mesh_path_lengths(placement.meshes, camera, device=projector.device)
+            for m, a in mp.areal_density.items():
+                areal[m] = areal[m] + a if m in areal else a
+            paths.update(mp.path_length)
+            landmarks.update(placement.landmarks)
+        image_raw = self.physics.simulate(sim.scale_areal_density(areal, density), camera, physics, physics_rng)
+        masks = masks_from_paths(paths, subject.structures, self.classes, camera.shape, cfg["labels"]["min_path_mm"])
+        uv, visible = project_landmarks(camera, landmarks, self.landmarks)
 
         image_params = sample_image_params(cfg["randomization"]["image"], self.seed, index)
         image, masks, uv, visible = apply_image_params(image_raw, masks, uv, visible, image_params)
 
         record = {
             "index": index, "seed": self.seed, "subject_id": sid, "synthex_version": __version__,
-            "subject": subject_record, "view": view,
+            "subject": subject_record, "view": view, "pose": pose,
             "camera": {"sdd": self.carm.sdd, "sid": self.carm.sid, "pixel_size_mm": list(self.carm.pixel_size),
                        "isocenter": list(camera.world_from_camera.apply(np.array([[0.0, 0.0, self.carm.sid]]))[0])},
             "physics": {"model": cfg["physics"]["model"], "applied": list(self.physics.applies), **physics},

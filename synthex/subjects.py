@@ -46,6 +46,19 @@ class Subject:
     target: np.ndarray
     name: str = "subject"
     info: dict = field(default_factory=dict)
+    # per-view parts (tools): ``sample_pose(rng) -> pose`` (JSON) and ``place(pose) -> Placement``
+    sample_pose: Callable[[np.random.Generator], dict] | None = None
+    place: Callable[[dict], "Placement"] | None = None
+
+
+@dataclass
+class Placement:
+    """What one view adds to a subject: meshes (``projectors.mesh.MeshObject``), their
+    landmarks (world mm) and the point the view aims at (None: the subject's target)."""
+
+    meshes: list
+    landmarks: dict[str, np.ndarray]
+    target: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -217,8 +230,67 @@ PELVIS = SubjectSource(
         "from published population statistics)",
 )
 
+# ---------------------------------------------------------------------------
+# pelvis phantom with a surgical tool (phantoms.tools), posed anew in every view
+
+PELVIS_TOOL_KEYS = {**PELVIS_KEYS, "source": "pelvis_tool", "tool": "tool kind (phantoms.tools.TOOLS)"}
+
+
+def _pelvis_tool_resolve(entry: dict, base_dir, where: str) -> dict:
+    from phantoms.tools import TOOLS
+
+    _check_keys(entry, PELVIS_TOOL_KEYS, where)
+    out = _pelvis_resolve({k: v for k, v in entry.items() if k != "tool"}, base_dir, where)
+    out["source"] = "pelvis_tool"
+    out["tool"] = entry.get("tool", "continuum_manipulator")
+    if out["tool"] not in TOOLS:
+        import difflib
+
+        close = difflib.get_close_matches(str(out["tool"]), list(TOOLS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise _config_error(f"config key '{where}.tool': unknown tool {out['tool']!r}; available: {sorted(TOOLS)}{hint}")
+    return out
+
+
+def _pelvis_tool_sample(entry: dict, rng: np.random.Generator) -> dict:
+    from phantoms.tools import sample_tool_parameters
+
+    return {"pelvis": _pelvis_sample(entry, rng), "tool": sample_tool_parameters(entry["tool"], rng)}
+
+
+def _pelvis_tool_build(entry: dict, params: dict, classes: list) -> Subject:
+    from phantoms.tools import build_tool, sample_tool_pose_in_pelvis, tool_pose
+
+    subject = _pelvis_build(entry, params["pelvis"], [])
+    tool = build_tool(entry["tool"], params["tool"])
+    deepfluoro = {k.replace("_", "-"): v for k, v in subject.landmarks.items()}
+
+    def place(pose: dict) -> Placement:
+        placed = tool.placed(tool_pose(tool, pose))
+        lms = placed.world_landmarks()
+        return Placement(meshes=[placed.mesh()], landmarks=lms, target=np.asarray(lms["tip"], dtype=np.float64))
+
+    # the tool's classes: every class of the task is made by the tool mesh
+    subject.structures = {c: [tool.name] for c in classes}
+    subject.landmarks = {}
+    subject.sample_pose = lambda rng: sample_tool_pose_in_pelvis(rng, tool, entry["tool"], deepfluoro)
+    subject.place = place
+    subject.name = f"pelvis_phantom+{entry['tool']}"
+    return subject
+
+
+PELVIS_TOOL = SubjectSource(
+    resolve=_pelvis_tool_resolve,
+    count=lambda entry: entry["count"],
+    sample=_pelvis_tool_sample,
+    build=_pelvis_tool_build,
+    doc="procedural pelvis phantom with a surgical tool mesh (phantoms.tools; default the continuum "
+        "manipulator of SyntheX's tool task) placed by a surgical approach, re-posed in every view; the "
+        "tool's material is added on top of the bone it overlaps (no voxels are carved out)",
+)
+
 # source name -> SubjectSource
-SOURCES: dict[str, SubjectSource] = {"ct": CT, "pelvis": PELVIS}
+SOURCES: dict[str, SubjectSource] = {"ct": CT, "pelvis": PELVIS, "pelvis_tool": PELVIS_TOOL}
 
 
 def resolve_subjects(entries, task: str, base_dir=None) -> list[dict]:

@@ -24,7 +24,7 @@ TASKS = {
         landmarks=HIP_LANDMARKS,
         default_source="pelvis",
     ),
-    "tool": Task(classes=("manipulator",), landmarks=("base", "tip"), default_source=None),
+    "tool": Task(classes=("manipulator",), landmarks=("base", "tip"), default_source="pelvis_tool"),
     "covid": Task(classes=("lesion",), landmarks=(), default_source=None),
     "custom": Task(classes=(), landmarks=(), default_source=None),
 }

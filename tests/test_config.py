@@ -65,8 +65,11 @@ def test_ct_subject_errors_name_the_file(tmp_path):
 
 
 def test_tasks_without_a_built_in_source_ask_for_subjects():
-    with pytest.raises(ConfigError, match="task 'tool' has no built-in subject source"):
-        resolve_config({"task": "tool"})
+    with pytest.raises(ConfigError, match="task 'covid' has no built-in subject source"):
+        resolve_config({"task": "covid"})
+    assert resolve_config({"task": "tool"})["subjects"][0]["source"] == "pelvis_tool"
+    with pytest.raises(ConfigError, match="did you mean 'kwire'"):
+        resolve_config({"task": "tool", "subjects": [{"source": "pelvis_tool", "tool": "kwir"}]})
     with pytest.raises(ConfigError, match="'classes'"):
         resolve_config({"task": "custom", "subjects": [{"source": "pelvis"}]})
 

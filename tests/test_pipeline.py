@@ -123,3 +123,29 @@ def test_threshold_jitter_moves_thresholds():
     m = sim.jittered_hu_map(DEFAULT_HU_MATERIALS, j)
     shift = np.subtract(m.thresholds, DEFAULT_HU_MATERIALS.thresholds)
     assert np.allclose(shift, j["threshold_shift_hu"]) and np.all(np.abs(shift) <= 20) and np.any(shift != 0)
+
+
+def test_tool_task_poses_a_tool_per_view_and_labels_it():
+    """Tool task: the manipulator mesh is re-posed in every view (pose recorded); its tip and
+    base landmarks are P @ X of the placed tool and lie on its mask."""
+    c = resolve_config({"task": "tool", "n": 4, "image": {"size": 64}, "physics": {"device": "cpu"},
+                        "randomization": {"image": "none"}, "views": {"target_jitter_mm": 0.0},
+                        "subjects": [{"source": "pelvis_tool", "count": 1, "spacing_mm": 6.0}]})
+    assert c["classes"] == ["manipulator"] and c["landmarks"] == ["base", "tip"]
+    pipe = Pipeline(c)
+    poses = []
+    for i in range(2):
+        s = pipe.sample(i)
+        rec = json.loads(s["params"])
+        poses.append(rec["pose"]["direction"])
+        subject, _, _ = pipe.subject(0)
+        placed = subject.place(rec["pose"])
+        for k, name in enumerate(c["landmarks"]):
+            x = s["P"] @ np.append(placed.landmarks[name], 1.0)
+            assert np.allclose(s["landmarks"][k], x[:2] / x[2], atol=1e-3)
+        # the view aims at the tip (no jitter): it projects to the principal point
+        assert np.allclose(s["landmarks"][1], [31.5, 31.5], atol=1e-3)
+        u, v = np.round(s["landmarks"][1]).astype(int)
+        assert s["masks"][0][max(v - 1, 0):v + 2, max(u - 1, 0):u + 2].any()  # the tip sits on the tool's mask
+        assert s["masks"][0].sum() > 10
+    assert poses[0] != poses[1]
