@@ -265,6 +265,9 @@ def resolve_config(data: dict | None = None, overrides: dict | None = None, base
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(data, dotted, value)
+    from synthex.tasks import with_task_defaults
+
+    data = with_task_defaults(data.get("task", SCHEMA.keys["task"].default), data)
     cfg = _validate_section(SCHEMA, data, "")
 
     from synthex.pipeline import PHYSICS

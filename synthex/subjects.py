@@ -289,8 +289,50 @@ PELVIS_TOOL = SubjectSource(
         "tool's material is added on top of the bone it overlaps (no voxels are carved out)",
 )
 
+# ---------------------------------------------------------------------------
+# chest phantom with COVID-19 lesions (phantoms.chest, phantoms.lesions)
+
+CHEST_KEYS = {"source": "chest_lesions", "count": "number of phantom instances", "spacing_mm": "voxel size, mm"}
+
+
+def _chest_resolve(entry: dict, base_dir, where: str) -> dict:
+    _check_keys(entry, CHEST_KEYS, where)
+    out = _pelvis_resolve({"count": entry.get("count", 4), "spacing_mm": entry.get("spacing_mm", 3.0)}, base_dir, where)
+    out["source"] = "chest_lesions"
+    return out
+
+
+def _chest_sample(entry: dict, rng: np.random.Generator) -> dict:
+    from phantoms.chest import sample_chest_parameters
+
+    # lesion placement depends on the built lungs, so it is drawn in build() from this recorded seed
+    return {"chest": sample_chest_parameters(rng).to_dict(), "lesion_seed": int(rng.integers(0, 2**63 - 1))}
+
+
+def _chest_build(entry: dict, params: dict, classes: list) -> Subject:
+    from phantoms.chest import ChestParameters, build_chest
+    from phantoms.lesions import insert_lesions, sample_lesions
+
+    chest = build_chest(ChestParameters.from_dict(params["chest"]), spacing=entry["spacing_mm"])
+    lesions = sample_lesions(np.random.default_rng(params["lesion_seed"]), chest.volume)
+    volume = insert_lesions(chest.volume, lesions)
+    return Subject(volumes=[volume], structures={c: [c] for c in classes},
+                   landmarks={k: np.asarray(v, dtype=np.float64) for k, v in chest.landmarks.items()},
+                   target=volume.center_world, name="chest_phantom", info={"lesions": lesions.to_dict()})
+
+
+CHEST_LESIONS = SubjectSource(
+    resolve=_chest_resolve,
+    count=lambda entry: entry["count"],
+    sample=_chest_sample,
+    build=_chest_build,
+    doc="procedural chest phantom (phantoms.chest: lobes, airways, heart, ribs, ...) with COVID-19 lesions "
+        "(phantoms.lesions: ground-glass and consolidation, bilateral, peripheral, basal) labelled 'lesion'",
+)
+
+
 # source name -> SubjectSource
-SOURCES: dict[str, SubjectSource] = {"ct": CT, "pelvis": PELVIS, "pelvis_tool": PELVIS_TOOL}
+SOURCES: dict[str, SubjectSource] = {"ct": CT, "pelvis": PELVIS, "pelvis_tool": PELVIS_TOOL, "chest_lesions": CHEST_LESIONS}
 
 
 def resolve_subjects(entries, task: str, base_dir=None) -> list[dict]:

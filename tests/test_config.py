@@ -64,10 +64,11 @@ def test_ct_subject_errors_name_the_file(tmp_path):
         resolve_config({"subjects": [{"source": "ct"}]})
 
 
-def test_tasks_without_a_built_in_source_ask_for_subjects():
-    with pytest.raises(ConfigError, match="task 'covid' has no built-in subject source"):
-        resolve_config({"task": "covid"})
+def test_each_task_has_its_subject_source_and_custom_needs_classes():
+    assert resolve_config({"task": "covid"})["subjects"][0]["source"] == "chest_lesions"
     assert resolve_config({"task": "tool"})["subjects"][0]["source"] == "pelvis_tool"
+    with pytest.raises(ConfigError, match="task 'custom' has no built-in subject source"):
+        resolve_config({"task": "custom", "classes": ["a"]})
     with pytest.raises(ConfigError, match="did you mean 'kwire'"):
         resolve_config({"task": "tool", "subjects": [{"source": "pelvis_tool", "tool": "kwir"}]})
     with pytest.raises(ConfigError, match="'classes'"):

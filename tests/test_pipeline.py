@@ -149,3 +149,26 @@ def test_tool_task_poses_a_tool_per_view_and_labels_it():
         assert s["masks"][0][max(v - 1, 0):v + 2, max(u - 1, 0):u + 2].any()  # the tip sits on the tool's mask
         assert s["masks"][0].sum() > 10
     assert poses[0] != poses[1]
+
+
+def test_covid_task_labels_lesions_where_their_centres_project():
+    c = resolve_config({"task": "covid", "n": 2, "image": {"size": 64}, "physics": {"device": "cpu"},
+                        "randomization": {"image": "none"},
+                        "subjects": [{"source": "chest_lesions", "count": 1, "spacing_mm": 5.0}]})
+    assert c["carm"]["sdd"] == 1800.0 and c["classes"] == ["lesion"]  # the task's radiography defaults
+    pipe = Pipeline(c)
+    s = pipe.sample(0)
+    subject, _, _ = pipe.subject(0)
+    hits = 0
+    for lesion in subject.info["lesions"]["lesions"]:
+        x = s["P"] @ np.append(lesion["center"], 1.0)
+        u, v = np.round(x[:2] / x[2]).astype(int)
+        if 0 <= u < 64 and 0 <= v < 64:
+            assert s["masks"][0, v, u] == 1  # the ray through a lesion's centre crosses the lesion
+            hits += 1
+    assert hits >= 1
+
+
+def test_task_defaults_yield_to_the_users_config():
+    c = resolve_config({"task": "covid", "carm": {"sdd": 2000.0}, "subjects": [{"source": "chest_lesions"}]})
+    assert c["carm"]["sdd"] == 2000.0 and c["carm"]["sid"] == 1500.0 and c["image"]["size"] == [224, 224]
