@@ -36,14 +36,18 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def config(n: int, size: int, subjects: int, preset: str = "strong") -> dict:
-    return resolve_config({
-        "task": "hip", "seed": 0, "n": n,
-        "subjects": [{"source": "pelvis", "count": subjects, "spacing_mm": 3.0}],
-        "image": {"size": size},
-        "physics": {"device": "cpu"},
-        "randomization": {"image": preset},
-        "dataset": {"shard_size": 50},
-    })
+    return resolve_config(
+        {
+            "task": "hip",
+            "seed": 0,
+            "n": n,
+            "subjects": [{"source": "pelvis", "count": subjects, "spacing_mm": 3.0}],
+            "image": {"size": size},
+            "physics": {"device": "cpu"},
+            "randomization": {"image": preset},
+            "dataset": {"shard_size": 50},
+        }
+    )
 
 
 def time_render(cfg: dict, workers: int) -> float:
@@ -78,23 +82,42 @@ def main():
     rows = []
     for w in args.workers:
         seconds = time_render(cfg, w)
-        rows.append({"workers": w, "images": args.n, "seconds": seconds, "images_per_hour": args.n / seconds * 3600,
-                     "hours_for_10000": 10000 * seconds / args.n / 3600})
+        rows.append(
+            {
+                "workers": w,
+                "images": args.n,
+                "seconds": seconds,
+                "images_per_hour": args.n / seconds * 3600,
+                "hours_for_10000": 10000 * seconds / args.n / 3600,
+            }
+        )
     naive = time_naive(cfg, args.naive)
     best = min(r["seconds"] for r in rows) / args.n
-    print(f"synthex render: {args.n} hip images, {args.size}x{args.size}, {args.subjects} pelvis phantom subjects, "
-          f"strong randomization, physics {cfg['physics']['model']}; {os.cpu_count()} CPUs")
+    print(
+        f"synthex render: {args.n} hip images, {args.size}x{args.size}, {args.subjects} pelvis phantom subjects, "
+        f"strong randomization, physics {cfg['physics']['model']}; {os.cpu_count()} CPUs"
+    )
     print(f"{'workers':>8} {'seconds':>9} {'images/h':>10} {'h for 10k':>10}")
     for r in rows:
         print(f"{r['workers']:>8} {r['seconds']:>9.1f} {r['images_per_hour']:>10.0f} {r['hours_for_10000']:>10.2f}")
-    print(f"naive loop (rebuild subject + projector per image, 1 process): {naive:.3f} s/image; "
-          f"pipeline is {naive / best:.1f}x faster per image")
+    print(
+        f"naive loop (rebuild subject + projector per image, 1 process): {naive:.3f} s/image; "
+        f"pipeline is {naive / best:.1f}x faster per image"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {
-        "benchmark": "render_throughput", "machine": platform.platform(), "cpus": os.cpu_count(),
-        "n": args.n, "size": args.size, "subjects": args.subjects, "physics_model": cfg["physics"]["model"],
-        "image_randomization": "strong", "runs": rows,
-        "naive_seconds_per_image": naive, "pipeline_seconds_per_image": best, "speedup_vs_naive": naive / best,
+        "benchmark": "render_throughput",
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "n": args.n,
+        "size": args.size,
+        "subjects": args.subjects,
+        "physics_model": cfg["physics"]["model"],
+        "image_randomization": "strong",
+        "runs": rows,
+        "naive_seconds_per_image": naive,
+        "pipeline_seconds_per_image": best,
+        "speedup_vs_naive": naive / best,
         "target": "10,000 images in under one hour on 2 cores",
         "target_met": bool(min(r["hours_for_10000"] for r in rows) < 1.0),
         "numpy": np.__version__,

@@ -40,8 +40,9 @@ def _log_uniform(rng: np.random.Generator, bounds) -> float:
     return lo if lo == hi else float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
-def sample_view(rng: np.random.Generator, alpha_deg=(-25.0, 25.0), beta_deg=(-15.0, 15.0),
-                target_jitter_mm: float = 15.0) -> dict:
+def sample_view(
+    rng: np.random.Generator, alpha_deg=(-25.0, 25.0), beta_deg=(-15.0, 15.0), target_jitter_mm: float = 15.0
+) -> dict:
     """C-arm pose around a target: LAO/RAO ``alpha``, cranial/caudal ``beta`` (uniform,
     degrees) and an isocentre offset from the target, uniform in ``+/- target_jitter_mm`` per axis."""
     return {
@@ -57,9 +58,15 @@ def view_camera(carm: CArm, target, view: dict) -> Camera:
     return replace(carm, isocenter=tuple(float(c) for c in iso)).camera(view["alpha_deg"], view["beta_deg"])
 
 
-def sample_technique(rng: np.random.Generator, kvp=(70.0, 120.0), filtration_mm_al=(2.5, 4.5),
-                     photons_per_pixel=(2e3, 5e4), scatter_fraction=(0.0, 0.3), blur_px=(0.0, 1.0),
-                     electronic_noise=(0.0, 0.01)) -> dict:
+def sample_technique(
+    rng: np.random.Generator,
+    kvp=(70.0, 120.0),
+    filtration_mm_al=(2.5, 4.5),
+    photons_per_pixel=(2e3, 5e4),
+    scatter_fraction=(0.0, 0.3),
+    blur_px=(0.0, 1.0),
+    electronic_noise=(0.0, 0.01),
+) -> dict:
     """X-ray technique and detector: kVp, added Al filtration, dose (photons per
     pixel, log-uniform), scatter strength, detector blur and electronic noise
     (uniform), and a seed for the physics model's own noise draws."""
@@ -81,7 +88,9 @@ def sample_density_jitter(rng: np.random.Generator, materials, density_jitter: f
 
 def sample_threshold_jitter(rng: np.random.Generator, n_thresholds: int, threshold_jitter_hu: float = 20.0) -> dict:
     """Shift of each HU material threshold, ``U(-j, j)`` HU."""
-    return {"threshold_shift_hu": [_uniform(rng, (-threshold_jitter_hu, threshold_jitter_hu)) for _ in range(n_thresholds)]}
+    return {
+        "threshold_shift_hu": [_uniform(rng, (-threshold_jitter_hu, threshold_jitter_hu)) for _ in range(n_thresholds)]
+    }
 
 
 def jittered_hu_map(hu_map: HUMaterialMap, jitter: dict) -> HUMaterialMap:

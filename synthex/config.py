@@ -146,66 +146,112 @@ def _passthrough(v):
 TASK_NAMES = ("hip", "tool", "covid", "custom")
 IMAGE_PRESETS = ("none", "mild", "strong")
 
-SCHEMA = Section({
-    "task": Key("hip", _choice(*TASK_NAMES), "what the dataset is for: sets the class and landmark names"),
-    "seed": Key(0, _number(int, 0, 2**63 - 1), "run seed; sample i is a pure function of (config, seed, i)"),
-    "n": Key(None, _number(int, 1, 10**8, allow_none=True),
-             "number of images (default: views.per_subject x number of subjects, or 48)"),
-    "output": Key(None, _string(), "dataset folder (the --out flag overrides it)", runtime=True),
-    "classes": Key(None, _string_list, "class names without background (default: the task's)"),
-    "landmarks": Key(None, _string_list, "landmark names (default: the task's)"),
-    "subjects": Key(None, _passthrough,
-                    "list of subject sources: {source: ct, path: ...} or {source: PHANTOM, count: N} "
-                    "(default: the task's built-in phantom source)"),
-    "image": Section({
-        "size": Key([64, 64], _size, "detector pixels: N or [width, height]"),
-        "pixel_size_mm": Key(None, _number(float, 0.0, 50.0, lo_open=True, allow_none=True),
-                             "detector pixel pitch in mm (default: carm.detector_mm / width)"),
-    }),
-    "carm": Section({
-        "sdd": Key(1020.0, _number(float, 100.0, 5000.0), "source-detector distance, mm"),
-        "sid": Key(530.0, _number(float, 50.0, 5000.0), "source-isocentre distance, mm"),
-        "detector_mm": Key(298.0, _number(float, 10.0, 1000.0), "detector width, mm (sets the pitch)"),
-    }),
-    "views": Section({
-        "per_subject": Key(None, _number(int, 1, 10**7, allow_none=True),
-                           "views per subject (default: n / number of subjects, rounded up)"),
-        "alpha_deg": Key([-25.0, 25.0], _range(-180.0, 180.0), "LAO/RAO angle range, degrees"),
-        "beta_deg": Key([-15.0, 15.0], _range(-90.0, 90.0), "cranial/caudal angle range, degrees"),
-        "target_jitter_mm": Key(15.0, _number(float, 0.0, 500.0),
-                                "isocentre offset from the subject's target, uniform per axis, mm"),
-    }),
-    "physics": Section({
-        "model": Key("monochromatic", _passthrough, "physics model (registry name, see synthex.pipeline.PHYSICS)"),
-        "energy_kev": Key(60.0, _number(float, 1.0, 500.0), "energy of the monochromatic model, keV"),
-        "kvp": Key([70.0, 120.0], _range(20.0, 150.0), "tube voltage range, kV"),
-        "filtration_mm_al": Key([2.5, 4.5], _range(0.0, 20.0), "added filtration range, mm Al"),
-        "photons_per_pixel": Key([2.0e3, 5.0e4], _range(1.0, 1.0e9), "dose: unattenuated photons per pixel (log-uniform)"),
-        "scatter_fraction": Key([0.0, 0.3], _range(0.0, 0.95), "scatter-to-primary strength range"),
-        "blur_px": Key([0.0, 1.0], _range(0.0, 10.0), "detector blur (Gaussian sigma) range, pixels"),
-        "electronic_noise": Key([0.0, 0.01], _range(0.0, 1.0), "electronic noise std range, fraction of flat field"),
-        "mode": Key("exact", _choice("exact", "trilinear"), "projector mode"),
-        "device": Key("auto", _string(allow_none=False), "cpu, cuda, cuda:N or auto", runtime=True),
-    }),
-    "randomization": Section({
-        "image": Key("strong", _choice(*IMAGE_PRESETS), "image-level preset (SyntheX strong, mild, none)"),
-        "store_raw": Key(True, _bool, "also store images before image randomization (for replay)"),
-        "density_jitter": Key(0.05, _number(float, 0.0, 0.5), "per-material relative density jitter, +/-"),
-        "threshold_jitter_hu": Key(20.0, _number(float, 0.0, 100.0), "HU material threshold jitter per subject, +/-"),
-    }),
-    "labels": Section({
-        "min_path_mm": Key(0.0, _number(float, 0.0, 100.0), "a class covers a pixel when its path length exceeds this"),
-    }),
-    "dataset": Section({
-        "shard_size": Key(16, _number(int, 1, 100000), "samples per shard file"),
-        "workers": Key(1, _number(int, 1, 1024), "local worker processes", runtime=True),
-    }),
-})
+SCHEMA = Section(
+    {
+        "task": Key("hip", _choice(*TASK_NAMES), "what the dataset is for: sets the class and landmark names"),
+        "seed": Key(0, _number(int, 0, 2**63 - 1), "run seed; sample i is a pure function of (config, seed, i)"),
+        "n": Key(
+            None,
+            _number(int, 1, 10**8, allow_none=True),
+            "number of images (default: views.per_subject x number of subjects, or 48)",
+        ),
+        "output": Key(None, _string(), "dataset folder (the --out flag overrides it)", runtime=True),
+        "classes": Key(None, _string_list, "class names without background (default: the task's)"),
+        "landmarks": Key(None, _string_list, "landmark names (default: the task's)"),
+        "subjects": Key(
+            None,
+            _passthrough,
+            "list of subject sources: {source: ct, path: ...} or {source: PHANTOM, count: N} "
+            "(default: the task's built-in phantom source)",
+        ),
+        "image": Section(
+            {
+                "size": Key([64, 64], _size, "detector pixels: N or [width, height]"),
+                "pixel_size_mm": Key(
+                    None,
+                    _number(float, 0.0, 50.0, lo_open=True, allow_none=True),
+                    "detector pixel pitch in mm (default: carm.detector_mm / width)",
+                ),
+            }
+        ),
+        "carm": Section(
+            {
+                "sdd": Key(1020.0, _number(float, 100.0, 5000.0), "source-detector distance, mm"),
+                "sid": Key(530.0, _number(float, 50.0, 5000.0), "source-isocentre distance, mm"),
+                "detector_mm": Key(298.0, _number(float, 10.0, 1000.0), "detector width, mm (sets the pitch)"),
+            }
+        ),
+        "views": Section(
+            {
+                "per_subject": Key(
+                    None,
+                    _number(int, 1, 10**7, allow_none=True),
+                    "views per subject (default: n / number of subjects, rounded up)",
+                ),
+                "alpha_deg": Key([-25.0, 25.0], _range(-180.0, 180.0), "LAO/RAO angle range, degrees"),
+                "beta_deg": Key([-15.0, 15.0], _range(-90.0, 90.0), "cranial/caudal angle range, degrees"),
+                "target_jitter_mm": Key(
+                    15.0, _number(float, 0.0, 500.0), "isocentre offset from the subject's target, uniform per axis, mm"
+                ),
+            }
+        ),
+        "physics": Section(
+            {
+                "model": Key(
+                    "monochromatic", _passthrough, "physics model (registry name, see synthex.pipeline.PHYSICS)"
+                ),
+                "energy_kev": Key(60.0, _number(float, 1.0, 500.0), "energy of the monochromatic model, keV"),
+                "kvp": Key([70.0, 120.0], _range(20.0, 150.0), "tube voltage range, kV"),
+                "filtration_mm_al": Key([2.5, 4.5], _range(0.0, 20.0), "added filtration range, mm Al"),
+                "photons_per_pixel": Key(
+                    [2.0e3, 5.0e4], _range(1.0, 1.0e9), "dose: unattenuated photons per pixel (log-uniform)"
+                ),
+                "scatter_fraction": Key([0.0, 0.3], _range(0.0, 0.95), "scatter-to-primary strength range"),
+                "blur_px": Key([0.0, 1.0], _range(0.0, 10.0), "detector blur (Gaussian sigma) range, pixels"),
+                "electronic_noise": Key(
+                    [0.0, 0.01], _range(0.0, 1.0), "electronic noise std range, fraction of flat field"
+                ),
+                "mode": Key("exact", _choice("exact", "trilinear"), "projector mode"),
+                "device": Key("auto", _string(allow_none=False), "cpu, cuda, cuda:N or auto", runtime=True),
+            }
+        ),
+        "randomization": Section(
+            {
+                "image": Key("strong", _choice(*IMAGE_PRESETS), "image-level preset (SyntheX strong, mild, none)"),
+                "store_raw": Key(True, _bool, "also store images before image randomization (for replay)"),
+                "density_jitter": Key(0.05, _number(float, 0.0, 0.5), "per-material relative density jitter, +/-"),
+                "threshold_jitter_hu": Key(
+                    20.0, _number(float, 0.0, 100.0), "HU material threshold jitter per subject, +/-"
+                ),
+            }
+        ),
+        "labels": Section(
+            {
+                "min_path_mm": Key(
+                    0.0, _number(float, 0.0, 100.0), "a class covers a pixel when its path length exceeds this"
+                ),
+            }
+        ),
+        "dataset": Section(
+            {
+                "shard_size": Key(16, _number(int, 1, 100000), "samples per shard file"),
+                "workers": Key(1, _number(int, 1, 1024), "local worker processes", runtime=True),
+            }
+        ),
+    }
+)
 
 DEFAULT_N = 48
 
 # CLI flags that override config keys
-FLAG_KEYS = {"task": "task", "n": "n", "size": "image.size", "seed": "seed", "out": "output", "workers": "dataset.workers"}
+FLAG_KEYS = {
+    "task": "task",
+    "n": "n",
+    "size": "image.size",
+    "seed": "seed",
+    "out": "output",
+    "workers": "dataset.workers",
+}
 
 
 # ---------------------------------------------------------------------------
@@ -291,9 +337,7 @@ def resolve_config(data: dict | None = None, overrides: dict | None = None, base
     if per is None:
         per = -(-n // n_subjects)
     if n > per * n_subjects:
-        raise ConfigError(
-            f"config key 'n': {n} images need more than {n_subjects} subjects x views.per_subject {per}"
-        )
+        raise ConfigError(f"config key 'n': {n} images need more than {n_subjects} subjects x views.per_subject {per}")
     cfg["n"], cfg["views"]["per_subject"] = n, per
     json.dumps(cfg)  # resolved configs are JSON-serializable by construction
     return cfg

@@ -35,8 +35,21 @@ CAMERA_MODEL = {
     "world": "RAS mm",
     "note": "source at origin, +z to detector, u right, v down, pixel (0,0) = centre of top-left pixel",
 }
-SHARD_KEYS = ("images", "images_raw", "labels", "masks", "landmarks", "landmark_visible", "boxes", "K",
-              "world_from_camera", "P", "sample_index", "subject_id", "params")
+SHARD_KEYS = (
+    "images",
+    "images_raw",
+    "labels",
+    "masks",
+    "landmarks",
+    "landmark_visible",
+    "boxes",
+    "K",
+    "world_from_camera",
+    "P",
+    "sample_index",
+    "subject_id",
+    "params",
+)
 REQUIRED_KEYS = tuple(k for k in SHARD_KEYS if k != "images_raw")
 
 
@@ -104,8 +117,9 @@ def prepare_output(out, plan: dict, resume: bool) -> list[int]:
             if (out / "manifest.json").exists():
                 raise DatasetError(f"output {out} already holds a complete dataset; choose another --out")
             if (out / "plan.json").exists():
-                raise DatasetError(f"output {out} holds an unfinished dataset; continue it with --resume "
-                                   "or choose another --out")
+                raise DatasetError(
+                    f"output {out} holds an unfinished dataset; continue it with --resume or choose another --out"
+                )
             raise DatasetError(f"output folder {out} is not empty; choose another --out")
         (out / "shards").mkdir(parents=True, exist_ok=True)
         plan_path = out / "plan.json"
@@ -143,8 +157,9 @@ def write_shard(path: Path, arrays: dict, first_index: int) -> None:
             if key == "params":
                 f.create_dataset(key, data=np.array(arrays[key], dtype=object), dtype=h5py.string_dtype("utf-8"))
             elif key == "masks":
-                f.create_dataset(key, data=arrays[key], compression="gzip", compression_opts=4,
-                                 chunks=(1,) + arrays[key].shape[1:])
+                f.create_dataset(
+                    key, data=arrays[key], compression="gzip", compression_opts=4, chunks=(1,) + arrays[key].shape[1:]
+                )
             else:
                 f.create_dataset(key, data=arrays[key])
     with open(tmp, "rb+") as fh:
@@ -161,17 +176,25 @@ def build_manifest(out: Path, cfg: dict) -> dict:
         p = out / "shards" / shard_name(k)
         if not p.exists():
             raise DatasetError(f"shard {p} is missing; continue the run with --resume")
-        shards.append({"file": f"shards/{shard_name(k)}", "sha256": sha256_file(p), "count": count,
-                       "first_index": first})
+        shards.append(
+            {"file": f"shards/{shard_name(k)}", "sha256": sha256_file(p), "count": count, "first_index": first}
+        )
     w, h = cfg["image"]["size"]
     pitch = cfg["image"]["pixel_size_mm"] or cfg["carm"]["detector_mm"] / w
     subject_ids = {i // cfg["views"]["per_subject"] for i in range(cfg["n"])}
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "synthex_version": __version__,
-        "task": cfg["task"], "seed": cfg["seed"], "config": cfg,
-        "image_size": [h, w], "pixel_size_mm": [pitch, pitch],
-        "classes": ["background"] + list(cfg["classes"]), "landmarks": list(cfg["landmarks"]),
-        "camera_model": CAMERA_MODEL, "shards": shards,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "synthex_version": __version__,
+        "task": cfg["task"],
+        "seed": cfg["seed"],
+        "config": cfg,
+        "image_size": [h, w],
+        "pixel_size_mm": [pitch, pitch],
+        "classes": ["background"] + list(cfg["classes"]),
+        "landmarks": list(cfg["landmarks"]),
+        "camera_model": CAMERA_MODEL,
+        "shards": shards,
         "counts": {"images": cfg["n"], "subjects": len(subject_ids)},
     }
 
@@ -270,8 +293,10 @@ def read_manifest(path) -> dict:
     mpath = path / "manifest.json"
     if not mpath.exists():
         if (path / "plan.json").exists():
-            raise DatasetError(f"dataset {path} is incomplete (no manifest.json): the run was interrupted; "
-                               "continue it with `synthex render --resume --out {path}` and the same config")
+            raise DatasetError(
+                f"dataset {path} is incomplete (no manifest.json): the run was interrupted; "
+                "continue it with `synthex render --resume --out {path}` and the same config"
+            )
         raise DatasetError(f"{path} is not a synthex dataset (no manifest.json)")
     try:
         manifest = json.loads(mpath.read_text())
@@ -280,8 +305,9 @@ def read_manifest(path) -> dict:
     if manifest.get("format") != FORMAT:
         raise DatasetError(f"{mpath}: format is {manifest.get('format')!r}, not {FORMAT!r}")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise DatasetError(f"{mpath}: format_version {manifest.get('format_version')!r}; this synthex reads "
-                           f"version {FORMAT_VERSION}")
+        raise DatasetError(
+            f"{mpath}: format_version {manifest.get('format_version')!r}; this synthex reads version {FORMAT_VERSION}"
+        )
     return manifest
 
 
@@ -337,9 +363,20 @@ def validate(path, check_labels: bool = True) -> ValidationReport:
                 report.errors.append(f"{name}: missing datasets {missing}")
                 continue
             n = s.count
-            shapes = {"images": (n, H, W), "labels": (n, H, W), "masks": (n, C, H, W), "landmarks": (n, L, 2),
-                      "landmark_visible": (n, L), "boxes": (n, C, 4), "K": (n, 3, 3), "world_from_camera": (n, 4, 4),
-                      "P": (n, 3, 4), "sample_index": (n,), "subject_id": (n,), "params": (n,)}
+            shapes = {
+                "images": (n, H, W),
+                "labels": (n, H, W),
+                "masks": (n, C, H, W),
+                "landmarks": (n, L, 2),
+                "landmark_visible": (n, L),
+                "boxes": (n, C, 4),
+                "K": (n, 3, 3),
+                "world_from_camera": (n, 4, 4),
+                "P": (n, 3, 4),
+                "sample_index": (n,),
+                "subject_id": (n,),
+                "params": (n,),
+            }
             if "images_raw" in f:
                 shapes["images_raw"] = (n, H, W)
             bad = [f"{k} {f[k].shape} != {v}" for k, v in shapes.items() if f[k].shape != v]
@@ -362,7 +399,8 @@ def validate(path, check_labels: bool = True) -> ValidationReport:
                 if not np.array_equal(labels[j], label_map(masks[j])):
                     report.errors.append(f"sample {i}: labels disagree with masks (later class must win)")
                 if not np.array_equal(np.isnan(boxes[j]), np.isnan(boxes_from_masks(masks[j]))) or not np.allclose(
-                        boxes[j], boxes_from_masks(masks[j]), equal_nan=True):
+                    boxes[j], boxes_from_masks(masks[j]), equal_nan=True
+                ):
                     report.errors.append(f"sample {i}: boxes do not enclose the masks")
                 ok = np.isfinite(lms[j]).all(axis=1)
                 expect = np.zeros(L, dtype=bool)
@@ -394,11 +432,21 @@ def info(path) -> dict:
         has_raw = "images_raw" in f
     cover = masks.mean(axis=(0, 2, 3)) if masks.size else np.zeros(0)
     return {
-        "path": str(ds.path), "task": m["task"], "format_version": m["format_version"],
-        "synthex_version": m["synthex_version"], "seed": m["seed"], "images": len(ds),
-        "subjects": m["counts"]["subjects"], "image_size": m["image_size"], "pixel_size_mm": m["pixel_size_mm"],
-        "classes": m["classes"], "landmarks": m["landmarks"], "shards": len(ds.shards), "bytes": size,
-        "images_raw_stored": has_raw, "physics_model": m["config"]["physics"]["model"],
+        "path": str(ds.path),
+        "task": m["task"],
+        "format_version": m["format_version"],
+        "synthex_version": m["synthex_version"],
+        "seed": m["seed"],
+        "images": len(ds),
+        "subjects": m["counts"]["subjects"],
+        "image_size": m["image_size"],
+        "pixel_size_mm": m["pixel_size_mm"],
+        "classes": m["classes"],
+        "landmarks": m["landmarks"],
+        "shards": len(ds.shards),
+        "bytes": size,
+        "images_raw_stored": has_raw,
+        "physics_model": m["config"]["physics"]["model"],
         "image_randomization": m["config"]["randomization"]["image"],
         "class_pixel_fraction_first_shard": {c: float(v) for c, v in zip(m["classes"][1:], cover)},
         "landmark_visible_fraction_first_shard": float(vis.mean()) if vis.size else None,
@@ -408,8 +456,24 @@ def info(path) -> dict:
 # ---------------------------------------------------------------------------
 # preview
 
-PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
-                    [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212]], dtype=np.float32) / 255.0
+PALETTE = (
+    np.array(
+        [
+            [230, 25, 75],
+            [60, 180, 75],
+            [255, 225, 25],
+            [0, 130, 200],
+            [245, 130, 48],
+            [145, 30, 180],
+            [70, 240, 240],
+            [240, 50, 230],
+            [210, 245, 60],
+            [250, 190, 212],
+        ],
+        dtype=np.float32,
+    )
+    / 255.0
+)
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, landmarks: np.ndarray, visible: np.ndarray) -> np.ndarray:

@@ -62,8 +62,13 @@ class PhysicsModel:
 
 def _technique(rng: np.random.Generator, phys: dict) -> dict:
     return sim.sample_technique(
-        rng, kvp=phys["kvp"], filtration_mm_al=phys["filtration_mm_al"], photons_per_pixel=phys["photons_per_pixel"],
-        scatter_fraction=phys["scatter_fraction"], blur_px=phys["blur_px"], electronic_noise=phys["electronic_noise"],
+        rng,
+        kvp=phys["kvp"],
+        filtration_mm_al=phys["filtration_mm_al"],
+        photons_per_pixel=phys["photons_per_pixel"],
+        scatter_fraction=phys["scatter_fraction"],
+        blur_px=phys["blur_px"],
+        electronic_noise=phys["electronic_noise"],
     )
 
 
@@ -81,7 +86,7 @@ PHYSICS: dict[str, PhysicsModel] = {
         simulate=_monochromatic,
         applies=("energy_kev",),
         doc="Beer-Lambert at one energy, percentile display window; kVp, filtration, dose, scatter, blur and "
-            "noise are sampled and recorded but not applied (the spectral model will apply them)",
+        "noise are sampled and recorded but not applied (the spectral model will apply them)",
     ),
 }
 
@@ -169,7 +174,9 @@ def apply_image_params(image, masks, keypoints, visible, params: dict):
         return image, masks, keypoints, visible
     dri = _image_module()
     ok = np.isfinite(keypoints).all(axis=1)
-    out = dri.apply(image, masks, np.where(ok[:, None], keypoints, 0.0), None, params, visible=visible.astype(bool) & ok)
+    out = dri.apply(
+        image, masks, np.where(ok[:, None], keypoints, 0.0), None, params, visible=visible.astype(bool) & ok
+    )
     kp = np.where(ok[:, None], out.keypoints, np.nan).astype(np.float32)
     # the dataset's definition: visible = defined and inside the image (also for a
     # landmark that a warp moved in from outside)
@@ -219,8 +226,9 @@ class Pipeline:
         source = subject_sources.SOURCES[entry["source"]]
         rng = np.random.default_rng([SUBJECT_STREAM, self.seed, subject_id])
         shape = source.sample(entry, rng)
-        jitter = sim.sample_threshold_jitter(rng, len(DEFAULT_HU_MATERIALS.thresholds),
-                                             self.cfg["randomization"]["threshold_jitter_hu"])
+        jitter = sim.sample_threshold_jitter(
+            rng, len(DEFAULT_HU_MATERIALS.thresholds), self.cfg["randomization"]["threshold_jitter_hu"]
+        )
         subject = source.build(entry, shape, self.classes)
         hu_map = sim.jittered_hu_map(DEFAULT_HU_MATERIALS, jitter)
         scene = []
@@ -277,10 +285,19 @@ class Pipeline:
         image, masks, uv, visible = apply_image_params(image_raw, masks, uv, visible, image_params)
 
         record = {
-            "index": index, "seed": self.seed, "subject_id": sid, "synthex_version": __version__,
-            "subject": subject_record, "view": view, "pose": pose,
-            "camera": {"sdd": self.carm.sdd, "sid": self.carm.sid, "pixel_size_mm": list(self.carm.pixel_size),
-                       "isocenter": list(camera.world_from_camera.apply(np.array([[0.0, 0.0, self.carm.sid]]))[0])},
+            "index": index,
+            "seed": self.seed,
+            "subject_id": sid,
+            "synthex_version": __version__,
+            "subject": subject_record,
+            "view": view,
+            "pose": pose,
+            "camera": {
+                "sdd": self.carm.sdd,
+                "sid": self.carm.sid,
+                "pixel_size_mm": list(self.carm.pixel_size),
+                "isocenter": list(camera.world_from_camera.apply(np.array([[0.0, 0.0, self.carm.sid]]))[0]),
+            },
             "physics": {"model": cfg["physics"]["model"], "applied": list(self.physics.applies), **physics},
             "materials": density,
             "image_randomization": image_params,

@@ -55,8 +55,12 @@ def init_ray(address: str | None = "local", num_cpus: int = 2):
         return ray, False
     try:
         if address in (None, "", "local"):
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": _forwarded_env()})
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                runtime_env={"env_vars": _forwarded_env()},
+            )
         else:
             ray.init(address=address, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as e:

@@ -43,7 +43,7 @@ def run_processes(cfg: dict, jobs: list[Job], options: dict, advance) -> Iterato
     ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
     try:
         pending = {ex.submit(render_range, cfg, first, count): (k, count) for k, first, count in jobs[: 2 * workers]}
-        queue = list(jobs[2 * workers:])
+        queue = list(jobs[2 * workers :])
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
@@ -85,14 +85,28 @@ def preflight(cfg: dict) -> None:
 def make_plan(cfg: dict) -> dict:
     from synthex._version import __version__
 
-    return {"format": ds.FORMAT, "format_version": ds.FORMAT_VERSION, "synthex_version": __version__,
-            "seed": cfg["seed"], "config": cfg,
-            "shards": [{"file": f"shards/{ds.shard_name(k)}", "first_index": a, "count": c}
-                       for k, (a, c) in enumerate(ds.shard_ranges(cfg["n"], cfg["dataset"]["shard_size"]))]}
+    return {
+        "format": ds.FORMAT,
+        "format_version": ds.FORMAT_VERSION,
+        "synthex_version": __version__,
+        "seed": cfg["seed"],
+        "config": cfg,
+        "shards": [
+            {"file": f"shards/{ds.shard_name(k)}", "first_index": a, "count": c}
+            for k, (a, c) in enumerate(ds.shard_ranges(cfg["n"], cfg["dataset"]["shard_size"]))
+        ],
+    }
 
 
-def render_dataset(cfg: dict, out, resume: bool = False, workers: int | None = None, ray_address: str | None = None,
-                   progress: bool = True, ray_options: dict | None = None) -> dict:
+def render_dataset(
+    cfg: dict,
+    out,
+    resume: bool = False,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    progress: bool = True,
+    ray_options: dict | None = None,
+) -> dict:
     """Render the dataset of a resolved config into ``out``; returns the manifest."""
     out = Path(out)
     if cfg["n"] < 1:
@@ -132,9 +146,15 @@ class _progress:
             return lambda n: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.bar = Progress(TextColumn("rendering"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn(),
-                            transient=False)
+        self.bar = Progress(
+            TextColumn("rendering"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            transient=False,
+        )
         self.bar.__enter__()
         self.task = self.bar.add_task("render", total=self.total, completed=self.completed, rate="")
 

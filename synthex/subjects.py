@@ -16,7 +16,6 @@ procedural pelvis of ``phantoms.pelvis``); more phantoms plug in as new entries 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,8 +166,13 @@ def _ct_build(entry: dict, params: dict, task_classes: list) -> Subject:
         )
     lms = {k: np.asarray(v, dtype=np.float64) for k, v in (entry.get("landmarks") or {}).items()}
     target = np.asarray(entry["target"], dtype=np.float64) if entry.get("target") is not None else vol.center_world
-    return Subject(volumes=[vol], structures=structures, landmarks=lms, target=target,
-                   name=entry.get("name") or Path(entry["path"]).name)
+    return Subject(
+        volumes=[vol],
+        structures=structures,
+        landmarks=lms,
+        target=target,
+        name=entry.get("name") or Path(entry["path"]).name,
+    )
 
 
 CT = SubjectSource(
@@ -216,8 +220,13 @@ def _pelvis_build(entry: dict, params: dict, classes: list) -> Subject:
     phantom = build_pelvis(PelvisParameters.from_dict(params), spacing=entry["spacing_mm"])
     lms = {landmark_name(k): np.asarray(v, dtype=np.float64) for k, v in phantom.landmarks.items()}
     target = np.mean(list(lms.values()), axis=0)  # the pelvis centre: mean of its 14 landmarks
-    return Subject(volumes=[phantom.volume], structures={c: [c] for c in classes}, landmarks=lms, target=target,
-                   name="pelvis_phantom")
+    return Subject(
+        volumes=[phantom.volume],
+        structures={c: [c] for c in classes},
+        landmarks=lms,
+        target=target,
+        name="pelvis_phantom",
+    )
 
 
 PELVIS = SubjectSource(
@@ -226,8 +235,8 @@ PELVIS = SubjectSource(
     sample=_pelvis_sample,
     build=_pelvis_build,
     doc="procedural pelvis phantom (phantoms.pelvis: signed-distance-function bones with cortical shell, "
-        "soft tissue, fat and gas; SyntheX's 6 hip classes and 14 DeepFluoro landmarks; anatomy sampled "
-        "from published population statistics)",
+    "soft tissue, fat and gas; SyntheX's 6 hip classes and 14 DeepFluoro landmarks; anatomy sampled "
+    "from published population statistics)",
 )
 
 # ---------------------------------------------------------------------------
@@ -248,7 +257,9 @@ def _pelvis_tool_resolve(entry: dict, base_dir, where: str) -> dict:
 
         close = difflib.get_close_matches(str(out["tool"]), list(TOOLS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise _config_error(f"config key '{where}.tool': unknown tool {out['tool']!r}; available: {sorted(TOOLS)}{hint}")
+        raise _config_error(
+            f"config key '{where}.tool': unknown tool {out['tool']!r}; available: {sorted(TOOLS)}{hint}"
+        )
     return out
 
 
@@ -285,8 +296,8 @@ PELVIS_TOOL = SubjectSource(
     sample=_pelvis_tool_sample,
     build=_pelvis_tool_build,
     doc="procedural pelvis phantom with a surgical tool mesh (phantoms.tools; default the continuum "
-        "manipulator of SyntheX's tool task) placed by a surgical approach, re-posed in every view; the "
-        "tool's material is added on top of the bone it overlaps (no voxels are carved out)",
+    "manipulator of SyntheX's tool task) placed by a surgical approach, re-posed in every view; the "
+    "tool's material is added on top of the bone it overlaps (no voxels are carved out)",
 )
 
 # ---------------------------------------------------------------------------
@@ -316,9 +327,14 @@ def _chest_build(entry: dict, params: dict, classes: list) -> Subject:
     chest = build_chest(ChestParameters.from_dict(params["chest"]), spacing=entry["spacing_mm"])
     lesions = sample_lesions(np.random.default_rng(params["lesion_seed"]), chest.volume)
     volume = insert_lesions(chest.volume, lesions)
-    return Subject(volumes=[volume], structures={c: [c] for c in classes},
-                   landmarks={k: np.asarray(v, dtype=np.float64) for k, v in chest.landmarks.items()},
-                   target=volume.center_world, name="chest_phantom", info={"lesions": lesions.to_dict()})
+    return Subject(
+        volumes=[volume],
+        structures={c: [c] for c in classes},
+        landmarks={k: np.asarray(v, dtype=np.float64) for k, v in chest.landmarks.items()},
+        target=volume.center_world,
+        name="chest_phantom",
+        info={"lesions": lesions.to_dict()},
+    )
 
 
 CHEST_LESIONS = SubjectSource(
@@ -327,12 +343,17 @@ CHEST_LESIONS = SubjectSource(
     sample=_chest_sample,
     build=_chest_build,
     doc="procedural chest phantom (phantoms.chest: lobes, airways, heart, ribs, ...) with COVID-19 lesions "
-        "(phantoms.lesions: ground-glass and consolidation, bilateral, peripheral, basal) labelled 'lesion'",
+    "(phantoms.lesions: ground-glass and consolidation, bilateral, peripheral, basal) labelled 'lesion'",
 )
 
 
 # source name -> SubjectSource
-SOURCES: dict[str, SubjectSource] = {"ct": CT, "pelvis": PELVIS, "pelvis_tool": PELVIS_TOOL, "chest_lesions": CHEST_LESIONS}
+SOURCES: dict[str, SubjectSource] = {
+    "ct": CT,
+    "pelvis": PELVIS,
+    "pelvis_tool": PELVIS_TOOL,
+    "chest_lesions": CHEST_LESIONS,
+}
 
 
 def resolve_subjects(entries, task: str, base_dir=None) -> list[dict]:
@@ -360,8 +381,9 @@ def resolve_subjects(entries, task: str, base_dir=None) -> list[dict]:
 
             close = difflib.get_close_matches(str(entry["source"]), list(SOURCES), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise _config_error(f"config key '{where}.source': unknown source {entry['source']!r}; "
-                                f"available: {sorted(SOURCES)}{hint}")
+            raise _config_error(
+                f"config key '{where}.source': unknown source {entry['source']!r}; available: {sorted(SOURCES)}{hint}"
+            )
         out.append(src.resolve(entry, base_dir, where))
     return out
 

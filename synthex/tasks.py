@@ -27,11 +27,16 @@ TASKS = {
     ),
     "tool": Task(classes=("manipulator",), landmarks=("base", "tip"), default_source="pelvis_tool"),
     # chest radiographs: a radiography room (180 cm source-detector, 43 cm detector), near-PA views, 224 px
-    "covid": Task(classes=("lesion",), landmarks=(), default_source="chest_lesions", defaults={
-        "carm": {"sdd": 1800.0, "sid": 1500.0, "detector_mm": 430.0},
-        "views": {"alpha_deg": [-5.0, 5.0], "beta_deg": [-5.0, 5.0], "target_jitter_mm": 10.0},
-        "image": {"size": 224},
-    }),
+    "covid": Task(
+        classes=("lesion",),
+        landmarks=(),
+        default_source="chest_lesions",
+        defaults={
+            "carm": {"sdd": 1800.0, "sid": 1500.0, "detector_mm": 430.0},
+            "views": {"alpha_deg": [-5.0, 5.0], "beta_deg": [-5.0, 5.0], "target_jitter_mm": 10.0},
+            "image": {"size": 224},
+        },
+    ),
     "custom": Task(classes=(), landmarks=(), default_source=None),
 }
 

@@ -13,8 +13,14 @@ from synthex.config import ConfigError, load_config, rendering_config, resolve_c
 def test_default_config_is_a_small_hip_dataset_from_pelvis_phantoms():
     cfg = load_config()
     assert cfg["task"] == "hip"
-    assert cfg["classes"] == ["hemipelvis_left", "hemipelvis_right", "vertebrae", "upper_sacrum", "femur_left",
-                              "femur_right"]  # SyntheX's 6 hip classes (REFERENCE.md)
+    assert cfg["classes"] == [
+        "hemipelvis_left",
+        "hemipelvis_right",
+        "vertebrae",
+        "upper_sacrum",
+        "femur_left",
+        "femur_right",
+    ]  # SyntheX's 6 hip classes (REFERENCE.md)
     assert len(cfg["landmarks"]) == 14  # 7 landmarks, left and right
     assert cfg["subjects"][0]["source"] == "pelvis"
     assert cfg["n"] == 48
@@ -22,35 +28,41 @@ def test_default_config_is_a_small_hip_dataset_from_pelvis_phantoms():
     assert cfg["views"]["per_subject"] * cfg["subjects"][0]["count"] >= cfg["n"]
 
 
-@pytest.mark.parametrize("data, key, hint", [
-    ({"veiws": {}}, "veiws", "did you mean 'views'"),
-    ({"views": {"alpha_dg": [0, 1]}}, "views.alpha_dg", "did you mean 'alpha_deg'"),
-    ({"randomization": {"imgae": "strong"}}, "randomization.imgae", "did you mean 'image'"),
-    ({"subjects": [{"source": "pelvis", "cout": 3}]}, "subjects[0].cout", "did you mean 'count'"),
-])
+@pytest.mark.parametrize(
+    "data, key, hint",
+    [
+        ({"veiws": {}}, "veiws", "did you mean 'views'"),
+        ({"views": {"alpha_dg": [0, 1]}}, "views.alpha_dg", "did you mean 'alpha_deg'"),
+        ({"randomization": {"imgae": "strong"}}, "randomization.imgae", "did you mean 'image'"),
+        ({"subjects": [{"source": "pelvis", "cout": 3}]}, "subjects[0].cout", "did you mean 'count'"),
+    ],
+)
 def test_a_typo_names_the_key_and_suggests_the_closest(data, key, hint):
     with pytest.raises(ConfigError) as e:
         resolve_config(data)
     assert repr(key) in str(e.value) and hint in str(e.value)
 
 
-@pytest.mark.parametrize("data, key", [
-    ({"image": {"size": 4}}, "image.size"),
-    ({"image": {"size": [64, 64, 3]}}, "image.size"),
-    ({"views": {"beta_deg": [10, -10]}}, "views.beta_deg"),
-    ({"views": {"alpha_deg": [-200, 0]}}, "views.alpha_deg"),
-    ({"seed": -1}, "seed"),
-    ({"seed": "abc"}, "seed"),
-    ({"n": 2.5}, "n"),
-    ({"physics": {"kvp": [70, 400]}}, "physics.kvp"),
-    ({"physics": {"model": "spectrall"}}, "physics.model"),
-    ({"carm": {"sid": 1200, "sdd": 1000}}, "carm.sid"),
-    ({"randomization": {"image": "strongest"}}, "randomization.image"),
-    ({"randomization": {"density_jitter": float("nan")}}, "randomization.density_jitter"),
-    ({"task": "knee"}, "task"),
-    ({"subjects": [{"source": "pelvis_phantom"}]}, "subjects[0].source"),
-    ({"subjects": [{"source": "pelvis", "count": 0}]}, "subjects[0].count"),
-])
+@pytest.mark.parametrize(
+    "data, key",
+    [
+        ({"image": {"size": 4}}, "image.size"),
+        ({"image": {"size": [64, 64, 3]}}, "image.size"),
+        ({"views": {"beta_deg": [10, -10]}}, "views.beta_deg"),
+        ({"views": {"alpha_deg": [-200, 0]}}, "views.alpha_deg"),
+        ({"seed": -1}, "seed"),
+        ({"seed": "abc"}, "seed"),
+        ({"n": 2.5}, "n"),
+        ({"physics": {"kvp": [70, 400]}}, "physics.kvp"),
+        ({"physics": {"model": "spectrall"}}, "physics.model"),
+        ({"carm": {"sid": 1200, "sdd": 1000}}, "carm.sid"),
+        ({"randomization": {"image": "strongest"}}, "randomization.image"),
+        ({"randomization": {"density_jitter": float("nan")}}, "randomization.density_jitter"),
+        ({"task": "knee"}, "task"),
+        ({"subjects": [{"source": "pelvis_phantom"}]}, "subjects[0].source"),
+        ({"subjects": [{"source": "pelvis", "count": 0}]}, "subjects[0].count"),
+    ],
+)
 def test_out_of_range_or_wrong_type_names_the_key(data, key):
     with pytest.raises(ConfigError) as e:
         resolve_config(data)

@@ -24,8 +24,21 @@ from synthex.runner import render_dataset
 from synthex.subjects import SubjectError
 
 pytest.importorskip("kornia")
-ARRAYS = ("images", "images_raw", "labels", "masks", "landmarks", "landmark_visible", "boxes", "K",
-          "world_from_camera", "P", "sample_index", "subject_id", "params")
+ARRAYS = (
+    "images",
+    "images_raw",
+    "labels",
+    "masks",
+    "landmarks",
+    "landmark_visible",
+    "boxes",
+    "K",
+    "world_from_camera",
+    "P",
+    "sample_index",
+    "subject_id",
+    "params",
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +77,21 @@ def test_layout_matches_the_format_spec(reference):
         assert f.attrs["format_version"] == 1 and f.attrs["first_index"] == 2
         shapes = {k: f[k].shape for k in f}
         dtypes = {k: f[k].dtype for k in f if k != "params"}
-    assert shapes == {"images": (2, 32, 32), "images_raw": (2, 32, 32), "labels": (2, 32, 32),
-                      "masks": (2, 6, 32, 32), "landmarks": (2, 14, 2), "landmark_visible": (2, 14),
-                      "boxes": (2, 6, 4), "K": (2, 3, 3), "world_from_camera": (2, 4, 4), "P": (2, 3, 4),
-                      "sample_index": (2,), "subject_id": (2,), "params": (2,)}
+    assert shapes == {
+        "images": (2, 32, 32),
+        "images_raw": (2, 32, 32),
+        "labels": (2, 32, 32),
+        "masks": (2, 6, 32, 32),
+        "landmarks": (2, 14, 2),
+        "landmark_visible": (2, 14),
+        "boxes": (2, 6, 4),
+        "K": (2, 3, 3),
+        "world_from_camera": (2, 4, 4),
+        "P": (2, 3, 4),
+        "sample_index": (2,),
+        "subject_id": (2,),
+        "params": (2,),
+    }
     assert dtypes["images"] == np.float32 and dtypes["labels"] == np.uint8 and dtypes["masks"] == np.uint8
     assert dtypes["K"] == np.float64 and dtypes["sample_index"] == np.int64
 
@@ -105,8 +129,7 @@ def test_validate_catches_a_corrupt_shard_and_an_incomplete_dataset(reference, t
 
 def _cli(*args, **kw):
     code = "from synthex.cli import main; main()"
-    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            **kw)
+    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
 
 
 def _wait_for_shards(out: Path, proc, k: int, timeout: float = 120.0):
@@ -175,11 +198,15 @@ def test_missing_ct_and_ct_without_the_task_labels(tmp_path):
     seg = shared_file("ct/totalseg_abdomen_pelvis/example_seg_total_fast.nii.gz")
     # a real CT without any label map cannot make hip masks
     with pytest.raises(SubjectError, match="no structure for the task's classes"):
-        render_dataset(resolve_config(tiny(subjects=[{"source": "ct", "path": str(ct)}])), tmp_path / "a",
-                       progress=False)
+        render_dataset(
+            resolve_config(tiny(subjects=[{"source": "ct", "path": str(ct)}])), tmp_path / "a", progress=False
+        )
     assert not (tmp_path / "a").exists()
     # with TotalSegmentator's labels but no class mapping, 'upper_sacrum' etc. are named differently
     with pytest.raises(SubjectError, match="upper_sacrum"):
-        render_dataset(resolve_config(tiny(subjects=[{"source": "ct", "path": str(ct), "labels": str(seg)}])),
-                       tmp_path / "b", progress=False)
+        render_dataset(
+            resolve_config(tiny(subjects=[{"source": "ct", "path": str(ct), "labels": str(seg)}])),
+            tmp_path / "b",
+            progress=False,
+        )
     assert not (tmp_path / "b").exists()

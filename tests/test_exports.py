@@ -1,4 +1,5 @@
-"""Exports: COCO (pycocotools reads it back), nnU-Net v2 (its own integrity check), DICOM (pydicom), DeepFluoro HDF5, card."""
+"""Exports: COCO (pycocotools reads it back), nnU-Net v2 (schema; its own integrity check when
+installed), DICOM (pydicom), DeepFluoro HDF5, dataset card."""
 
 from __future__ import annotations
 
@@ -147,7 +148,12 @@ def test_deepfluoro_layout(dataset, tmp_path):
 def test_card_and_bad_export_targets(dataset, tmp_path):
     path = export(dataset, tmp_path / "card", "card")
     text = path.read_text()
-    assert "monochromatic physics" in text and "procedural pelvis" in text and "seed 7" in text and "hemipelvis_left" in text
+    assert (
+        "monochromatic physics" in text
+        and "procedural pelvis" in text
+        and "seed 7" in text
+        and "hemipelvis_left" in text
+    )
     with pytest.raises(ExportError, match="not empty"):
         export(dataset, tmp_path / "card", "coco")
     with pytest.raises(ExportError, match="unknown export format"):

@@ -105,10 +105,12 @@ def test_density_jitter_scales_areal_density_exactly():
     labels = np.ones((8, 8, 8), np.int16)
     vol = Volume.from_array(hu, spacing=2.0, labels=labels, label_names={1: "block"})
     cam = parallel_camera((0, 1, 0), size=(8, 8), pitch=2.0)
-    dense = project(SceneVolume(vol, MaterialModel(label_materials={1: LabelMaterial("soft_tissue", 1.1)})), cam,
-                    device="cpu")
-    base = project(SceneVolume(vol, MaterialModel(label_materials={1: LabelMaterial("soft_tissue", 1.0)})), cam,
-                   device="cpu")
+    dense = project(
+        SceneVolume(vol, MaterialModel(label_materials={1: LabelMaterial("soft_tissue", 1.1)})), cam, device="cpu"
+    )
+    base = project(
+        SceneVolume(vol, MaterialModel(label_materials={1: LabelMaterial("soft_tissue", 1.0)})), cam, device="cpu"
+    )
     scaled = sim.scale_areal_density(base.areal_density, {"density_scale": {"soft_tissue": 1.1}})
     assert np.allclose(scaled["soft_tissue"], dense.areal_density["soft_tissue"], rtol=1e-6)
     # and 16 mm of water-like tissue at 1 g/cm^3 is 1.6 g/cm^2 on the central ray
@@ -128,9 +130,17 @@ def test_threshold_jitter_moves_thresholds():
 def test_tool_task_poses_a_tool_per_view_and_labels_it():
     """Tool task: the manipulator mesh is re-posed in every view (pose recorded); its tip and
     base landmarks are P @ X of the placed tool and lie on its mask."""
-    c = resolve_config({"task": "tool", "n": 4, "image": {"size": 64}, "physics": {"device": "cpu"},
-                        "randomization": {"image": "none"}, "views": {"target_jitter_mm": 0.0},
-                        "subjects": [{"source": "pelvis_tool", "count": 1, "spacing_mm": 6.0}]})
+    c = resolve_config(
+        {
+            "task": "tool",
+            "n": 4,
+            "image": {"size": 64},
+            "physics": {"device": "cpu"},
+            "randomization": {"image": "none"},
+            "views": {"target_jitter_mm": 0.0},
+            "subjects": [{"source": "pelvis_tool", "count": 1, "spacing_mm": 6.0}],
+        }
+    )
     assert c["classes"] == ["manipulator"] and c["landmarks"] == ["base", "tip"]
     pipe = Pipeline(c)
     poses = []
@@ -146,15 +156,22 @@ def test_tool_task_poses_a_tool_per_view_and_labels_it():
         # the view aims at the tip (no jitter): it projects to the principal point
         assert np.allclose(s["landmarks"][1], [31.5, 31.5], atol=1e-3)
         u, v = np.round(s["landmarks"][1]).astype(int)
-        assert s["masks"][0][max(v - 1, 0):v + 2, max(u - 1, 0):u + 2].any()  # the tip sits on the tool's mask
+        assert s["masks"][0][max(v - 1, 0) : v + 2, max(u - 1, 0) : u + 2].any()  # the tip sits on the tool's mask
         assert s["masks"][0].sum() > 10
     assert poses[0] != poses[1]
 
 
 def test_covid_task_labels_lesions_where_their_centres_project():
-    c = resolve_config({"task": "covid", "n": 2, "image": {"size": 64}, "physics": {"device": "cpu"},
-                        "randomization": {"image": "none"},
-                        "subjects": [{"source": "chest_lesions", "count": 1, "spacing_mm": 5.0}]})
+    c = resolve_config(
+        {
+            "task": "covid",
+            "n": 2,
+            "image": {"size": 64},
+            "physics": {"device": "cpu"},
+            "randomization": {"image": "none"},
+            "subjects": [{"source": "chest_lesions", "count": 1, "spacing_mm": 5.0}],
+        }
+    )
     assert c["carm"]["sdd"] == 1800.0 and c["classes"] == ["lesion"]  # the task's radiography defaults
     pipe = Pipeline(c)
     s = pipe.sample(0)

@@ -13,8 +13,13 @@ from synthex.exports import FORMATS
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True, help="Export format.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Export folder (new).")
-@click.option("--modality", type=click.Choice(["XA", "DX"]), default="XA", show_default=True,
-              help="DICOM object type (dicom format).")
+@click.option(
+    "--modality",
+    type=click.Choice(["XA", "DX"]),
+    default="XA",
+    show_default=True,
+    help="DICOM object type (dicom format).",
+)
 @click.option("--dataset-id", type=int, default=501, show_default=True, help="nnU-Net dataset id (nnunet format).")
 def export(dataset, fmt, out, modality, dataset_id):
     """Export DATASET as COCO (16-bit PNG + RLE masks + keypoints), an nnU-Net v2

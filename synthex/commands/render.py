@@ -9,15 +9,25 @@ import click
 
 @click.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Dataset folder [default: output: "
-              "of the config, else synthex-dataset].")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Dataset folder [default: output: of the config, else synthex-dataset].",
+)
 @click.option("--task", type=click.Choice(["hip", "tool", "covid", "custom"]), help="Overrides task:.")
 @click.option("--n", type=int, help="Number of images (overrides n:).")
 @click.option("--size", type=int, help="Detector pixels per side (overrides image.size:).")
 @click.option("--seed", type=int, help="Run seed (overrides seed:).")
 @click.option("--workers", type=int, help="Local worker processes (overrides dataset.workers:).")
-@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
-              help="Render shards as Ray tasks: local Ray with 2 CPUs, or join ADDRESS.")
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Render shards as Ray tasks: local Ray with 2 CPUs, or join ADDRESS.",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (same config).")
 @click.option("--print-config", is_flag=True, help="Print the resolved config as YAML and exit.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N or auto (overrides physics.device:).")
@@ -36,8 +46,15 @@ def render(config, out, task, n, size, seed, workers, ray_address, resume, print
     from synthex.runner import RenderInterrupted, render_dataset
     from synthex.subjects import SubjectError
 
-    overrides = {"task": task, "n": n, "image.size": size, "seed": seed, "output": str(out) if out else None,
-                 "dataset.workers": workers, "physics.device": device}
+    overrides = {
+        "task": task,
+        "n": n,
+        "image.size": size,
+        "seed": seed,
+        "output": str(out) if out else None,
+        "dataset.workers": workers,
+        "physics.device": device,
+    }
     try:
         cfg = load_config(config, overrides)
         if print_config:
@@ -52,5 +69,7 @@ def render(config, out, task, n, size, seed, workers, ray_address, resume, print
         raise SystemExit(130) from None
     except ValueError as e:  # a reader or geometry error from a subject (VolumeError, GeometryError, ...)
         raise click.ClickException(f"{type(e).__name__}: {e}") from None
-    click.echo(f"wrote {manifest['counts']['images']} images in {len(manifest['shards'])} shards to {target} "
-               f"(task {manifest['task']}, seed {manifest['seed']}); preview: {target / 'preview.png'}")
+    click.echo(
+        f"wrote {manifest['counts']['images']} images in {len(manifest['shards'])} shards to {target} "
+        f"(task {manifest['task']}, seed {manifest['seed']}); preview: {target / 'preview.png'}"
+    )

@@ -20,8 +20,13 @@ class ExportError(ValueError):
 def _registry() -> dict:
     from synthex.exports import card, coco, deepfluoro, dicom, nnunet
 
-    return {"coco": coco.export_coco, "nnunet": nnunet.export_nnunet, "deepfluoro": deepfluoro.export_deepfluoro,
-            "dicom": dicom.export_dicom, "card": card.export_card}
+    return {
+        "coco": coco.export_coco,
+        "nnunet": nnunet.export_nnunet,
+        "deepfluoro": deepfluoro.export_deepfluoro,
+        "dicom": dicom.export_dicom,
+        "card": card.export_card,
+    }
 
 
 FORMATS = ("coco", "nnunet", "deepfluoro", "dicom", "card")

@@ -33,7 +33,8 @@ def card_text(ds, export_format: str | None = None) -> str:
         f"views: alpha {cfg['views']['alpha_deg']} deg, beta {cfg['views']['beta_deg']} deg, "
         f"isocentre jitter +/-{cfg['views']['target_jitter_mm']} mm",
         f"- domain randomization: image preset `{cfg['randomization']['image']}`, density jitter "
-        f"+/-{cfg['randomization']['density_jitter']}, HU threshold jitter +/-{cfg['randomization']['threshold_jitter_hu']} HU",
+        f"+/-{cfg['randomization']['density_jitter']}, "
+        f"HU threshold jitter +/-{cfg['randomization']['threshold_jitter_hu']} HU",
         "- every sampled parameter of every image is stored with it (`params`, JSON) and can be replayed",
         "",
         "## Labels",
@@ -49,8 +50,10 @@ def card_text(ds, export_format: str | None = None) -> str:
         "- not for clinical use; images are simulations and their realism depends on the physics model above",
     ]
     if cfg["physics"]["model"] == "monochromatic":
-        lines.append("- **monochromatic physics**: no spectrum, noise or scatter was simulated (the sampled kVp, dose "
-                     "and noise values are recorded but were not applied); expect a larger sim-to-real gap")
+        lines.append(
+            "- **monochromatic physics**: no spectrum, noise or scatter was simulated (the sampled kVp, dose "
+            "and noise values are recorded but were not applied); expect a larger sim-to-real gap"
+        )
     if export_format:
         lines += ["", "## This export", f"- format: {export_format} (see the synthex README, 'Rendering datasets')"]
     lines += ["", "## Full configuration", "```json"]

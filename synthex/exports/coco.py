@@ -35,8 +35,15 @@ def export_coco(ds, out: Path, **options) -> Path:
     classes = ds.classes[1:]
     lm_cat = len(classes) + 1
     categories = [{"id": c + 1, "name": name, "supercategory": ds.manifest["task"]} for c, name in enumerate(classes)]
-    categories.append({"id": lm_cat, "name": "landmarks", "supercategory": "keypoints",
-                       "keypoints": list(ds.landmarks), "skeleton": []})
+    categories.append(
+        {
+            "id": lm_cat,
+            "name": "landmarks",
+            "supercategory": "keypoints",
+            "keypoints": list(ds.landmarks),
+            "skeleton": [],
+        }
+    )
     images, annotations = [], []
     H, W = ds.manifest["image_size"]
     for shard in ds.shards:
@@ -45,8 +52,15 @@ def export_coco(ds, out: Path, **options) -> Path:
                 i = int(f["sample_index"][j])
                 name = f"{i:06d}.png"
                 Image.fromarray(to_uint16(f["images"][j])).save(out / "images" / name)
-                images.append({"id": i, "file_name": f"images/{name}", "height": H, "width": W,
-                               "subject_id": int(f["subject_id"][j])})
+                images.append(
+                    {
+                        "id": i,
+                        "file_name": f"images/{name}",
+                        "height": H,
+                        "width": W,
+                        "subject_id": int(f["subject_id"][j]),
+                    }
+                )
                 masks = f["masks"][j]
                 for c in range(masks.shape[0]):
                     if not masks[c].any():
@@ -54,9 +68,17 @@ def export_coco(ds, out: Path, **options) -> Path:
                     rle = mask_utils.encode(np.asfortranarray(masks[c]))
                     x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
                     rle["counts"] = rle["counts"].decode("ascii")
-                    annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": c + 1,
-                                        "segmentation": rle, "area": float(mask_utils.area(rle)),
-                                        "bbox": [x, y, w, h], "iscrowd": 0})
+                    annotations.append(
+                        {
+                            "id": len(annotations) + 1,
+                            "image_id": i,
+                            "category_id": c + 1,
+                            "segmentation": rle,
+                            "area": float(mask_utils.area(rle)),
+                            "bbox": [x, y, w, h],
+                            "iscrowd": 0,
+                        }
+                    )
                 if ds.landmarks:
                     uv, vis = f["landmarks"][j], f["landmark_visible"][j]
                     kps = []
@@ -71,14 +93,28 @@ def export_coco(ds, out: Path, **options) -> Path:
                         bbox = [float(x0), float(y0), float(inside[:, 0].max() - x0), float(inside[:, 1].max() - y0)]
                     else:
                         bbox = [0.0, 0.0, 0.0, 0.0]
-                    annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": lm_cat,
-                                        "keypoints": kps, "num_keypoints": int(sum(k == 2 for k in kps[2::3])),
-                                        "bbox": bbox, "area": float(bbox[2] * bbox[3]), "iscrowd": 0})
+                    annotations.append(
+                        {
+                            "id": len(annotations) + 1,
+                            "image_id": i,
+                            "category_id": lm_cat,
+                            "keypoints": kps,
+                            "num_keypoints": int(sum(k == 2 for k in kps[2::3])),
+                            "bbox": bbox,
+                            "area": float(bbox[2] * bbox[3]),
+                            "iscrowd": 0,
+                        }
+                    )
     coco = {
-        "info": {"description": f"synthex {ds.manifest['task']} dataset (synthetic X-ray)",
-                 "version": ds.manifest["synthex_version"], "seed": ds.manifest["seed"]},
+        "info": {
+            "description": f"synthex {ds.manifest['task']} dataset (synthetic X-ray)",
+            "version": ds.manifest["synthex_version"],
+            "seed": ds.manifest["seed"],
+        },
         "licenses": [],
-        "images": images, "annotations": annotations, "categories": categories,
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
     }
     path = out / "annotations.json"
     path.write_text(json.dumps(coco))

@@ -94,7 +94,12 @@ def export_dicom(ds, out: Path, modality: str = "XA", **options) -> Path:
         if modality == "DX":
             d.PresentationIntentType = "FOR PRESENTATION"
             d.ViewPosition = "AP"
-        d.ImageComments = json.dumps({"synthex_sample_index": i, "K": np.asarray(s["K"]).tolist(),
-                                      "world_from_camera_RAS_mm": np.asarray(s["world_from_camera"]).tolist()})
+        d.ImageComments = json.dumps(
+            {
+                "synthex_sample_index": i,
+                "K": np.asarray(s["K"]).tolist(),
+                "world_from_camera_RAS_mm": np.asarray(s["world_from_camera"]).tolist(),
+            }
+        )
         d.save_as(folder / f"{i:06d}.dcm", enforce_file_format=True)
     return folder
