@@ -13,6 +13,10 @@ from synthex._version import __version__
 COMMANDS = {
     "demo": "synthex.commands.demo:demo",
     "drr": "synthex.commands.drr:drr",
+    "export": "synthex.commands.export:export",
+    "info": "synthex.commands.info:info",
+    "render": "synthex.commands.render:render",
+    "validate": "synthex.commands.validate:validate",
     "vtt": "synthex.vtt.cli:vtt",
 }
 
