@@ -198,7 +198,7 @@ SCHEMA = Section(
         "physics": Section(
             {
                 "model": Key(
-                    "monochromatic", _passthrough, "physics model (registry name, see synthex.pipeline.PHYSICS)"
+                    "spectral", _passthrough, "physics model (registry name, see synthex.pipeline.PHYSICS)"
                 ),
                 "energy_kev": Key(60.0, _number(float, 1.0, 500.0), "energy of the monochromatic model, keV"),
                 "kvp": Key([70.0, 120.0], _range(20.0, 150.0), "tube voltage range, kV"),

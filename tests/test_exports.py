@@ -149,7 +149,7 @@ def test_card_and_bad_export_targets(dataset, tmp_path):
     path = export(dataset, tmp_path / "card", "card")
     text = path.read_text()
     assert (
-        "monochromatic physics" in text
+        "physics model `spectral`: projectors.physics: SpekPy spectrum" in text
         and "procedural pelvis" in text
         and "seed 7" in text
         and "hemipelvis_left" in text

@@ -49,7 +49,11 @@ def card_text(ds, export_format: str | None = None) -> str:
         "before or alongside real data; evaluate on real images before any conclusion",
         "- not for clinical use; images are simulations and their realism depends on the physics model above",
     ]
-    if cfg["physics"]["model"] == "monochromatic":
+    from synthex.pipeline import PHYSICS
+
+    model = cfg["physics"]["model"]
+    lines.append(f"- physics model `{model}`: {PHYSICS[model].doc}")
+    if model == "monochromatic":
         lines.append(
             "- **monochromatic physics**: no spectrum, noise or scatter was simulated (the sampled kVp, dose "
             "and noise values are recorded but were not applied); expect a larger sim-to-real gap"
