@@ -7,8 +7,8 @@ Reference in the same run: the naive loop without the pipeline's per-subject
 caching (build the phantom and upload it to the projector for every image),
 timed on a subset; the table gives the ratio.
 
-Physics: the model the config names (today ``monochromatic``; the spectral model
-with noise and scatter is not in this build, so its cost is not included).
+Physics: the model the config names (default ``spectral``: spectrum, grid +
+fast scatter, quantum and electronic noise, detector blur, display processing).
 
 Usage: python benchmarks/render_throughput.py [--n 1000] [--size 256] [--workers 1 2] [--subjects 10]
 Writes benchmarks/results/render_throughput.json.

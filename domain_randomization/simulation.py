@@ -62,10 +62,10 @@ def sample_technique(
     rng: np.random.Generator,
     kvp=(70.0, 120.0),
     filtration_mm_al=(2.5, 4.5),
-    photons_per_pixel=(2e3, 5e4),
+    photons_per_pixel=(2e4, 3e5),
     scatter_fraction=(0.0, 0.3),
     blur_px=(0.0, 1.0),
-    electronic_noise=(0.0, 0.01),
+    electronic_noise=(0.0, 0.005),
 ) -> dict:
     """X-ray technique and detector: kVp, added Al filtration, dose (photons per
     pixel, log-uniform), scatter strength, detector blur and electronic noise

@@ -204,12 +204,14 @@ SCHEMA = Section(
                 "kvp": Key([70.0, 120.0], _range(20.0, 150.0), "tube voltage range, kV"),
                 "filtration_mm_al": Key([2.5, 4.5], _range(0.0, 20.0), "added filtration range, mm Al"),
                 "photons_per_pixel": Key(
-                    [2.0e3, 5.0e4], _range(1.0, 1.0e9), "dose: unattenuated photons per pixel (log-uniform)"
+                    [2.0e4, 3.0e5], _range(1.0, 1.0e9), "dose: unattenuated photons per pixel (log-uniform)"
                 ),
                 "scatter_fraction": Key([0.0, 0.3], _range(0.0, 0.95), "scatter-to-primary strength range"),
                 "blur_px": Key([0.0, 1.0], _range(0.0, 10.0), "detector blur (Gaussian sigma) range, pixels"),
                 "electronic_noise": Key(
-                    [0.0, 0.01], _range(0.0, 1.0), "electronic noise std range, fraction of flat field"
+                    [0.0, 0.005],
+                    _range(0.0, 1.0),
+                    "electronic noise std range, in units of 1000 detected X-ray quanta (0.001 = one quantum)",
                 ),
                 "mode": Key("exact", _choice("exact", "trilinear"), "projector mode"),
                 "device": Key("auto", _string(allow_none=False), "cpu, cuda, cuda:N or auto", runtime=True),

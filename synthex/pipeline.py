@@ -89,8 +89,8 @@ def _spectral_params(params: dict):
         # physical scatter (fast model calibrated against the Monte Carlo) behind a C-arm's 10:1 grid
         scatter=ScatterParams(model="fast", grid=GridParams()),
         noise=True,
-        # electronic noise is sampled relative to the flat field: convert to units of one detected quantum
-        detector=DetectorParams(blur_px=params["blur_px"], electronic_noise=params["electronic_noise"] * params["photons_per_pixel"]),
+        # electronic noise is sampled in units of 1000 detected quanta (a-Si flat panels: about 1-5 quanta)
+        detector=DetectorParams(blur_px=params["blur_px"], electronic_noise=params["electronic_noise"] * 1000.0),
     )
 
 
