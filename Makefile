@@ -19,7 +19,7 @@ $(VENV)/.dev: $(VENV)/.base
 	touch $@
 
 demo: $(VENV)/.base
-	$(VENV)/bin/synthex demo --out $(DEMO_OUT)
+	$(PIP) install -e '.[augment]' && rm -rf $(DEMO_OUT)/dataset && $(VENV)/bin/synthex render --out $(DEMO_OUT)/dataset
 
 test: $(VENV)/.dev chromium
 	$(PY) -m pytest -m "not slow" -q

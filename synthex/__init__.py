@@ -5,7 +5,7 @@ Public API (see README)::
     import synthex as sx
     vol = sx.Volume.from_file("ct.nii.gz")
     cam = sx.CArm(sdd=1020, sid=530, size=(256, 256), pitch=0.776).camera(alpha=0, beta=0)
-    out = sx.render(vol, cam, device="cpu")
+    out = sx.render(vol, cam, kvp=80, noise=False, scatter=False, device="cpu")
 """
 
 from projectors.geometry import Camera, CArm, GeometryError, Transform, parallel_camera
@@ -21,7 +21,8 @@ from projectors.materials import (
 )
 from projectors.projector import DeviceError, Projection, Projector, SceneVolume, project
 from projectors.volume import Volume, VolumeError
-from synthex.render import RenderResult, render
+from projectors.physics import PhysicsParams, sample_physics_params
+from synthex.render import RenderResult, render, render_from_projection
 from synthex._version import __version__
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "LabelMaterial",
     "MATERIALS",
     "MaterialModel",
+    "PhysicsParams",
     "Projection",
     "Projector",
     "RenderResult",
@@ -48,4 +50,6 @@ __all__ = [
     "parallel_camera",
     "project",
     "render",
+    "render_from_projection",
+    "sample_physics_params",
 ]

@@ -15,6 +15,10 @@ COMMANDS = {
     "drr": "synthex.commands.drr:drr",
     "train-downstream": "synthex.commands.train:train_downstream",
     "evaluate": "synthex.commands.evaluate:evaluate",
+    "export": "synthex.commands.export:export",
+    "info": "synthex.commands.info:info",
+    "render": "synthex.commands.render:render",
+    "validate": "synthex.commands.validate:validate",
     "vtt": "synthex.vtt.cli:vtt",
 }
 

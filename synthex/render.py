@@ -1,4 +1,10 @@
-"""``sx.render``: one call from a CT (or scene) and a camera to a labelled X-ray image."""
+"""``sx.render``: one call from a CT (or scene) and a camera to a physically simulated X-ray image.
+
+Rays are cast once (per-material areal densities); the spectrum, dose,
+scatter, noise, detector and display processing are cheap functions of those
+(``projectors.physics.simulate``), so re-randomizing them never re-casts rays:
+call ``render_from_projection`` with the same ``Projection`` and new parameters.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,10 @@ import numpy as np
 
 from projectors.geometry import Camera
 from projectors.materials import mass_attenuation
+from projectors.physics import PhysicsParams, simulate
 from projectors.projector import Projection, Projector
+
+DEFAULT_SDD = 1020.0  # mm, used when the camera does not carry its source-detector distance
 
 
 @dataclass
@@ -17,19 +26,18 @@ class RenderResult:
 
     areal_density: dict[str, np.ndarray]  # material -> g/cm^2
     path_length: dict[str, np.ndarray]  # structure -> mm
+    signal: np.ndarray  # detector signal with noise (keV deposited or photons counted)
     transmission: np.ndarray  # detector signal / flat-field signal, in (0, 1]
-    image: np.ndarray  # processed image as shown to a model, in [0, 1]
+    log_image: np.ndarray  # -log(transmission): the attenuation line integral
+    image: np.ndarray  # display-processed image as shown to a model, in [0, 1]
+    primary: np.ndarray  # noise-free primary transmission
+    scatter: np.ndarray  # noise-free scatter signal relative to the flat field
     camera: Camera
-    params: dict = field(default_factory=dict)
-
-    @property
-    def line_integral(self) -> np.ndarray:
-        """-log(transmission): the attenuation line integral a scanner reconstructs from."""
-        return -np.log(np.clip(self.transmission, 1e-30, None))
+    params: dict = field(default_factory=dict)  # physics parameters (JSON-ready) + projector mode
 
 
 def monochromatic_transmission(areal_density: dict[str, np.ndarray], energy_kev: float) -> np.ndarray:
-    """Beer-Lambert at one energy: ``exp(-sum_m (mu/rho)_m(E) A_m)``."""
+    """Beer-Lambert at one energy, no detector: ``exp(-sum_m (mu/rho)_m(E) A_m)``."""
     total = None
     for material, a in areal_density.items():
         term = mass_attenuation(material, energy_kev) * a.astype(np.float64)
@@ -45,32 +53,71 @@ def display_image(line_integral: np.ndarray) -> np.ndarray:
     return np.clip((line_integral - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
+def physics_params(physics: PhysicsParams | None = None, **options) -> PhysicsParams:
+    """``physics`` (default: ``PhysicsParams()``) with the render keywords that were given (not None)."""
+    given = {k: v for k, v in options.items() if v is not None}
+    if not given:
+        return physics or PhysicsParams()
+    base = physics or PhysicsParams()
+    # from_options resets scatter and noise to on unless given: keep the base's when not given
+    given.setdefault("scatter", base.scatter)
+    given.setdefault("noise", base.noise)
+    return PhysicsParams.from_options(base=base, **given)
+
+
+def render_from_projection(
+    proj: Projection, params: PhysicsParams, rng: np.random.Generator | None = None, sdd: float | None = None
+) -> RenderResult:
+    """Physics on an existing projection (no rays cast)."""
+    cam = proj.camera
+    res = simulate(proj.areal_density, cam, params, rng, sdd=sdd or cam.sdd or DEFAULT_SDD)
+    return RenderResult(
+        areal_density=proj.areal_density,
+        path_length=proj.path_length,
+        signal=res.signal,
+        transmission=res.transmission,
+        log_image=res.log_image,
+        image=res.image,
+        primary=res.primary,
+        scatter=res.scatter,
+        camera=cam,
+        params={"physics": params.to_dict(), "projector": {"mode": proj.mode, "step": proj.step}},
+    )
+
+
 def render(
     scene,
     camera: Camera,
-    energy_kev: float = 60.0,
+    *,
+    kvp: float | None = None,
+    filtration=None,
+    mas: float | None = None,
+    quanta_per_pixel: float | None = None,
+    scatter=None,
+    grid=None,
+    noise: bool | None = None,
+    detector=None,
+    display=None,
+    physics: PhysicsParams | None = None,
+    rng: np.random.Generator | None = None,
+    seed: int = 0,
     mode: str = "exact",
     step: float | None = None,
     device: str = "auto",
     projector: Projector | None = None,
 ) -> RenderResult:
-    """Render a volume (or a list of volumes) seen by ``camera``.
+    """Render a volume (or a list of volumes / ``SceneVolume``) seen by ``camera``.
 
-    Returns per-material areal densities, per-structure path lengths and a
-    monochromatic transmission at ``energy_kev`` (the full spectral physics
-    with noise and scatter builds on the same areal densities). Pass a prepared
+    Physics keywords (``kvp``, ``filtration={"Al": 3.0, "Cu": 0.1}``, ``mas`` or
+    ``quanta_per_pixel``, ``scatter`` True/False/"fast"/"none", ``grid``,
+    ``noise``, ``detector``, ``display``) override ``physics`` (default
+    ``PhysicsParams()``: 80 kVp, fast scatter, quantum noise on). Noise is drawn
+    from ``rng``, or from ``numpy.random.default_rng(seed)``. Pass a prepared
     ``projector`` to render many views without re-uploading the volumes.
     """
-    if not (np.isfinite(energy_kev) and 1.0 <= energy_kev <= 500.0):
-        raise ValueError(f"energy_kev must lie in 1..500 keV, got {energy_kev}")
-    proj: Projection = (projector or Projector(scene, device=device, mode=mode, step=step)).project(camera)
-    transmission = monochromatic_transmission(proj.areal_density, energy_kev)
-    line = -np.log(np.clip(transmission, 1e-30, None))
-    return RenderResult(
-        areal_density=proj.areal_density,
-        path_length=proj.path_length,
-        transmission=transmission,
-        image=display_image(line),
-        camera=camera,
-        params={"energy_kev": energy_kev, "mode": proj.mode, "step": proj.step},
+    params = physics_params(
+        physics, kvp=kvp, filtration=filtration, mas=mas, quanta_per_pixel=quanta_per_pixel, scatter=scatter,
+        grid=grid, noise=noise, detector=detector, display=display,
     )
+    proj = (projector or Projector(scene, device=device, mode=mode, step=step)).project(camera)
+    return render_from_projection(proj, params, rng if rng is not None else np.random.default_rng(seed))

@@ -33,8 +33,8 @@ def demo(out: Path, size: int, device: str):
     carm = CArm(sdd=1800.0, sid=1500.0, size=(size, size), pitch=430.0 / size)
     projector = Projector(vol, device=device)
     images = []
-    for name, (alpha, beta) in track(list(VIEWS.items()), description="rendering"):
-        res = render(vol, carm.camera(alpha, beta), projector=projector)
+    for i, (name, (alpha, beta)) in enumerate(track(list(VIEWS.items()), description="rendering")):
+        res = render(vol, carm.camera(alpha, beta), projector=projector, seed=i)  # 80 kVp, scatter, noise
         save_png(out / f"{name}.png", res.image)
         images.append((name, res.image))
     save_png(out / "preview.png", contact_sheet([im for _, im in images]))

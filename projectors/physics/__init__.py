@@ -1,0 +1,35 @@
+"""X-ray physics: spectra, attenuation, detector signal, scatter, noise and display.
+
+Entry points::
+
+    from projectors.physics import simulate, PhysicsParams, sample_physics_params
+    res = simulate(proj.areal_density, camera, PhysicsParams(), rng)   # no rays are cast
+    res.signal, res.transmission, res.log_image, res.image
+
+The Monte Carlo scatter reference (Warp) is :mod:`projectors.physics.scatter_mc`
+(imported lazily: it compiles a kernel on first use).
+"""
+
+from .detector import apply_detector, mtf, psf_blur
+from .display import display, to_uint16
+from .params import (
+    DetectorParams,
+    DisplayParams,
+    GridParams,
+    PhysicsParams,
+    PhysicsParamsError,
+    PhysicsRanges,
+    ScatterParams,
+    sample_physics_params,
+)
+from .signal import SignalError, detector_qe, pixel_solid_angle, spectral_signal, water_equivalent_thickness
+from .simulate import PhysicsResult, simulate
+from .spectrum import PRESETS, Spectrum, SpectrumError, SpectrumParams, preset, spectrum, spekpy_reference
+
+__all__ = [
+    "DetectorParams", "DisplayParams", "GridParams", "PhysicsParams", "PhysicsParamsError", "PhysicsRanges",
+    "PhysicsResult", "ScatterParams", "SignalError", "Spectrum", "SpectrumError", "SpectrumParams", "PRESETS",
+    "apply_detector", "detector_qe", "display", "mtf", "pixel_solid_angle", "preset", "psf_blur",
+    "sample_physics_params", "simulate", "spectral_signal", "spectrum", "spekpy_reference", "to_uint16",
+    "water_equivalent_thickness",
+]

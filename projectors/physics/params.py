@@ -1,0 +1,318 @@
+"""Physics parameters (JSON-serializable dataclasses) and their sampler.
+
+Split as everywhere in synthex: :func:`sample_physics_params` draws a
+:class:`PhysicsParams` from its own ``numpy.random.Generator``; the pure
+:func:`projectors.physics.simulate` applies it. ``params.to_dict()`` is stored
+with each sample and ``PhysicsParams.from_dict`` replays it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .spectrum import SpectrumParams
+
+
+class PhysicsParamsError(ValueError):
+    """Impossible or misspelled physics parameters."""
+
+
+def _check(cond: bool, msg: str):
+    if not cond:
+        raise PhysicsParamsError(msg)
+
+
+@dataclass(frozen=True)
+class DetectorParams:
+    """Flat-panel detector: CsI:Tl scintillator on an a-Si panel (or a photon counter).
+
+    * ``mode``: ``"integrating"`` (signal = deposited energy, weight E) or
+      ``"counting"`` (signal = detected photons, weight 1).
+    * ``csi_mm``, ``csi_fill``: scintillator thickness and packing fraction
+      (columnar CsI ~ 0.75-0.8); QE(E) = 1 - exp(-mu_CsI(E) rho fill t).
+    * ``blur_px``: Gaussian PSF sigma (pixels); ``glare``: fraction of signal
+      in a wide Gaussian of sigma ``glare_px`` (scintillator/optical glare).
+    * ``electronic_noise``: additive Gaussian noise, sigma in units of the
+      mean signal of one detected X-ray quantum.
+    * ``gain_variation``, ``offset_variation``: residual fixed-pattern gain
+      (relative sigma) and offset (sigma relative to the flat-field signal)
+      after calibration, from ``pattern_seed``; ``line_variation`` adds
+      per-row/column stripes (relative sigma).
+    * ``saturation``: full scale relative to the flat-field signal at the
+      detector centre (None: never saturates); ``bits``: ADC depth over full scale.
+    """
+
+    mode: str = "integrating"
+    csi_mm: float = 0.6
+    csi_fill: float = 0.8
+    blur_px: float = 0.0
+    glare: float = 0.0
+    glare_px: float = 20.0
+    electronic_noise: float = 0.0
+    gain_variation: float = 0.0
+    offset_variation: float = 0.0
+    line_variation: float = 0.0
+    saturation: float | None = None
+    bits: int = 16
+    pattern_seed: int = 0
+
+    def __post_init__(self):
+        _check(self.mode in ("integrating", "counting"), f"detector mode must be 'integrating' or 'counting', got {self.mode!r}")
+        _check(0 < self.csi_mm <= 5, f"CsI thickness must lie in (0, 5] mm, got {self.csi_mm}")
+        _check(0 < self.csi_fill <= 1, f"CsI packing fraction must lie in (0, 1], got {self.csi_fill}")
+        for n in ("blur_px", "glare", "electronic_noise", "gain_variation", "offset_variation", "line_variation"):
+            v = getattr(self, n)
+            _check(np.isfinite(v) and v >= 0, f"detector {n} must be finite and >= 0, got {v}")
+        _check(self.glare < 1, f"glare fraction must be < 1, got {self.glare}")
+        _check(self.glare_px > 0, f"glare_px must be > 0, got {self.glare_px}")
+        _check(self.saturation is None or self.saturation > 0, f"saturation must be > 0 or None, got {self.saturation}")
+        _check(4 <= int(self.bits) <= 24, f"ADC bits must lie in 4..24, got {self.bits}")
+
+
+@dataclass(frozen=True)
+class GridParams:
+    """Anti-scatter grid by its specification: ratio and transmissions (IEC 60627 figures).
+
+    ``primary_transmission`` Tp and ``scatter_transmission`` Ts multiply the
+    primary and scatter signals; the flat-field calibration includes Tp, so
+    the grid lowers the scatter-to-primary ratio by Ts / Tp.
+    """
+
+    ratio: float = 10.0
+    primary_transmission: float = 0.72
+    scatter_transmission: float = 0.12
+
+    def __post_init__(self):
+        _check(self.ratio > 0, f"grid ratio must be > 0, got {self.ratio}")
+        _check(0 < self.primary_transmission <= 1, f"grid primary transmission must lie in (0, 1], got {self.primary_transmission}")
+        _check(0 <= self.scatter_transmission <= 1, f"grid scatter transmission must lie in [0, 1], got {self.scatter_transmission}")
+
+
+@dataclass(frozen=True)
+class ScatterParams:
+    """``model``: ``"fast"`` (kernel superposition, default), ``"none"``; ``grid``: optional anti-scatter grid."""
+
+    model: str = "fast"
+    grid: GridParams | None = None
+    scale: float = 1.0  # multiplies the model's scatter (domain randomization)
+
+    def __post_init__(self):
+        known = ("fast", "none")  # projectors.physics.simulate.SCATTER_MODELS
+        _check(self.model in known, f"scatter model must be one of {known} (the Monte Carlo runs on voxel scenes, see scatter_mc), got {self.model!r}")
+        _check(np.isfinite(self.scale) and self.scale >= 0, f"scatter scale must be >= 0, got {self.scale}")
+
+
+@dataclass(frozen=True)
+class DisplayParams:
+    """Display processing like a clinical workstation, applied to the log image.
+
+    Unsharp masking (``unsharp_amount`` of the detail above a Gaussian of
+    ``unsharp_px``), then a window: explicit ``window=(lo, hi)`` in log units,
+    or the ``percentiles`` of the image; then a LUT: ``"linear"``,
+    ``"sigmoid"`` (film-like S-curve) with ``gamma``. Output in [0, 1], bone bright.
+    """
+
+    unsharp_amount: float = 0.0
+    unsharp_px: float = 16.0
+    window: tuple[float, float] | None = None
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    lut: str = "linear"
+    gamma: float = 1.0
+
+    def __post_init__(self):
+        if self.window is not None:
+            object.__setattr__(self, "window", tuple(float(x) for x in self.window))
+            _check(len(self.window) == 2 and self.window[1] > self.window[0], f"window must be (lo, hi) with hi > lo, got {self.window}")
+        object.__setattr__(self, "percentiles", tuple(float(x) for x in self.percentiles))
+        lo, hi = self.percentiles
+        _check(0 <= lo < hi <= 100, f"percentiles must satisfy 0 <= lo < hi <= 100, got {self.percentiles}")
+        _check(self.unsharp_amount >= 0 and self.unsharp_px > 0, "unsharp amount must be >= 0 and its radius > 0")
+        _check(self.lut in ("linear", "sigmoid"), f"display LUT must be 'linear' or 'sigmoid', got {self.lut!r}")
+        _check(self.gamma > 0, f"gamma must be > 0, got {self.gamma}")
+
+
+@dataclass(frozen=True)
+class PhysicsParams:
+    """Everything :func:`projectors.physics.simulate` needs besides the areal densities and camera.
+
+    * ``mode``: ``"physics"`` or ``"naive"`` (plain line integral of density,
+      ``log_image = naive_mu * sum_m A_m``; no spectrum, scatter, noise).
+    * Dose: ``mas`` (tube current-time product) or ``quanta_per_pixel`` (mean
+      unattenuated photons per pixel over the detector); exactly one is set.
+    * ``heel``: anode heel effect along image ``heel_axis`` (``"v"`` rows or
+      ``"u"`` columns), cathode towards +axis if ``heel_sign`` > 0.
+    * ``noise``: quantum + electronic noise on/off (blur and fixed pattern follow ``detector``).
+    """
+
+    mode: str = "physics"
+    spectrum: SpectrumParams = field(default_factory=SpectrumParams)
+    mas: float | None = None
+    quanta_per_pixel: float | None = 200000.0
+    detector: DetectorParams = field(default_factory=DetectorParams)
+    scatter: ScatterParams = field(default_factory=ScatterParams)
+    display: DisplayParams = field(default_factory=DisplayParams)
+    noise: bool = True
+    heel: bool = False
+    heel_axis: str = "v"
+    heel_sign: float = 1.0
+    naive_mu: float = 0.2
+
+    def __post_init__(self):
+        _check(self.mode in ("physics", "naive"), f"physics mode must be 'physics' or 'naive', got {self.mode!r}")
+        _check((self.mas is None) != (self.quanta_per_pixel is None), "set exactly one of mas and quanta_per_pixel")
+        if self.mas is not None:
+            _check(np.isfinite(self.mas) and self.mas > 0, f"mAs must be > 0, got {self.mas}")
+        if self.quanta_per_pixel is not None:
+            _check(np.isfinite(self.quanta_per_pixel) and self.quanta_per_pixel > 0, f"quanta per pixel must be > 0, got {self.quanta_per_pixel}")
+        _check(self.heel_axis in ("u", "v"), f"heel axis must be 'u' or 'v', got {self.heel_axis!r}")
+        _check(self.naive_mu > 0, "naive_mu must be > 0")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["spectrum"] = self.spectrum.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PhysicsParams":
+        return _from_dict(cls, d)
+
+    def replace(self, **changes) -> "PhysicsParams":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_options(
+        cls,
+        kvp: float | None = None,
+        filtration=None,
+        mas: float | None = None,
+        quanta_per_pixel: float | None = None,
+        scatter: bool | str | ScatterParams = True,
+        grid: GridParams | dict | bool | None = None,
+        noise: bool = True,
+        detector: DetectorParams | dict | None = None,
+        display: DisplayParams | dict | None = None,
+        heel: bool = False,
+        mode: str = "physics",
+        base: "PhysicsParams | None" = None,
+    ) -> "PhysicsParams":
+        """Build parameters from render-style keywords (``sx.render(..., kvp=, filtration=, mas=, scatter=, noise=, detector=)``).
+
+        ``filtration``: ``{"Al": 3.0, "Cu": 0.1}`` or pairs (mm); ``scatter``:
+        True/"fast", False/"none" or a :class:`ScatterParams`; ``grid``: True
+        (a 10:1 grid), a :class:`GridParams` or its dict; ``detector``,
+        ``display``: dataclass or dict. Unset values keep ``base``'s (default: ``PhysicsParams()``).
+        """
+        p = base or cls()
+        spec = p.spectrum
+        if kvp is not None or filtration is not None:
+            spec = dataclasses.replace(spec, **({"kvp": float(kvp)} if kvp is not None else {}),
+                                       **({"filtration": filtration} if filtration is not None else {}))
+        if mas is not None and quanta_per_pixel is not None:
+            raise PhysicsParamsError("set mas or quanta_per_pixel, not both")
+        dose = {"mas": mas, "quanta_per_pixel": None} if mas is not None else (
+            {"mas": None, "quanta_per_pixel": quanta_per_pixel} if quanta_per_pixel is not None else {})
+        if isinstance(scatter, ScatterParams):
+            sc = scatter
+        elif scatter in (True, "fast"):
+            sc = dataclasses.replace(p.scatter, model="fast")
+        elif scatter in (False, None, "none"):
+            sc = dataclasses.replace(p.scatter, model="none")
+        else:
+            raise PhysicsParamsError(f"scatter must be True/'fast', False/'none' or ScatterParams, got {scatter!r}")
+        if grid is not None:
+            g = GridParams() if grid is True else None if grid is False else grid if isinstance(grid, GridParams) else _from_dict(GridParams, grid)
+            sc = dataclasses.replace(sc, grid=g)
+        det = p.detector if detector is None else detector if isinstance(detector, DetectorParams) else _from_dict(DetectorParams, detector)
+        disp = p.display if display is None else display if isinstance(display, DisplayParams) else _from_dict(DisplayParams, display)
+        return dataclasses.replace(p, mode=mode, spectrum=spec, scatter=sc, noise=bool(noise), detector=det, display=disp,
+                                   heel=bool(heel), **dose)
+
+
+_NESTED = {"spectrum": SpectrumParams, "detector": DetectorParams, "scatter": ScatterParams, "display": DisplayParams, "grid": GridParams}
+
+
+def _from_dict(cls, d):
+    if not isinstance(d, dict):
+        raise PhysicsParamsError(f"{cls.__name__} must be given as a mapping, got {type(d).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise PhysicsParamsError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
+    kw = {}
+    for k, v in d.items():
+        if k in _NESTED and isinstance(v, dict):
+            kw[k] = SpectrumParams.from_dict(v) if k == "spectrum" else _from_dict(_NESTED[k], v)
+        elif isinstance(v, list):
+            kw[k] = tuple(v)
+        else:
+            kw[k] = v
+    return cls(**kw)
+
+
+# -- sampler ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PhysicsRanges:
+    """Ranges :func:`sample_physics_params` draws from (uniform unless noted)."""
+
+    kvp: tuple[float, float] = (60.0, 120.0)
+    anode_angle: tuple[float, float] = (8.0, 14.0)
+    al_mm: tuple[float, float] = (2.5, 4.0)
+    cu_mm: tuple[float, float] = (0.0, 0.3)
+    quanta_per_pixel: tuple[float, float] = (2.0e4, 2.0e6)  # log-uniform; ~1.2 mm pixels behind 20 cm tissue see ~1%
+    blur_px: tuple[float, float] = (0.3, 1.2)
+    glare: tuple[float, float] = (0.0, 0.1)
+    electronic_noise: tuple[float, float] = (0.5, 4.0)
+    gain_variation: tuple[float, float] = (0.0, 0.01)
+    scatter_scale: tuple[float, float] = (0.8, 1.2)
+    p_grid: float = 0.5
+    unsharp_amount: tuple[float, float] = (0.0, 1.5)
+    heel: float = 0.5  # probability
+    bin_kev: float = 1.0
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, tuple):
+                _check(len(v) == 2 and v[0] <= v[1], f"range {f.name} must be (lo, hi) with lo <= hi, got {v}")
+
+
+def sample_physics_params(rng: np.random.Generator, ranges: PhysicsRanges | dict | None = None) -> PhysicsParams:
+    """Draw one :class:`PhysicsParams` from ``rng`` (a ``numpy.random.Generator``)."""
+    if not isinstance(rng, np.random.Generator):
+        raise PhysicsParamsError(f"sample_physics_params needs a numpy.random.Generator, got {type(rng).__name__}")
+    if ranges is None:
+        ranges = PhysicsRanges()
+    elif isinstance(ranges, dict):
+        ranges = _from_dict(PhysicsRanges, ranges)
+    r = ranges
+
+    def u(lo_hi):
+        return float(rng.uniform(*lo_hi))
+
+    kvp = round(u(r.kvp), 1)
+    cu = round(u(r.cu_mm), 2)
+    filt = (("Al", round(u(r.al_mm), 2)),) + ((("Cu", cu),) if cu > 0 else ())
+    spec = SpectrumParams(kvp=kvp, anode_angle=round(u(r.anode_angle), 1), filtration=filt, bin_kev=r.bin_kev)
+    qpp = float(np.exp(rng.uniform(np.log(r.quanta_per_pixel[0]), np.log(r.quanta_per_pixel[1]))))
+    det = DetectorParams(
+        blur_px=u(r.blur_px),
+        glare=u(r.glare),
+        electronic_noise=u(r.electronic_noise),
+        gain_variation=u(r.gain_variation),
+        pattern_seed=int(rng.integers(0, 2**31 - 1)),
+    )
+    grid = GridParams() if rng.random() < r.p_grid else None
+    return PhysicsParams(
+        spectrum=spec,
+        quanta_per_pixel=qpp,
+        detector=det,
+        scatter=ScatterParams(model="fast", grid=grid, scale=u(r.scatter_scale)),
+        display=DisplayParams(unsharp_amount=u(r.unsharp_amount)),
+        heel=bool(rng.random() < r.heel),
+        heel_sign=float(rng.choice([-1.0, 1.0])),
+    )

@@ -1,0 +1,137 @@
+"""The physics entry point: areal densities + camera + parameters -> detector signal and images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..geometry import Camera
+from .detector import apply_detector
+from .display import display
+from .params import PhysicsParams, PhysicsParamsError
+from .scatter_fast import fast_scatter
+from .signal import spectral_signal, validate_areal_density
+from .spectrum import Spectrum, spectrum as get_spectrum
+
+#: Transmission is clipped to [MIN_TRANSMISSION, 1] (the contract is (0, 1]).
+MIN_TRANSMISSION = 1e-6
+
+
+def _no_scatter(primary_transmission, camera, sdd, spec, det):
+    return np.zeros_like(primary_transmission)
+
+
+#: Scatter models by ``ScatterParams.model``: f(primary transmission, camera, sdd, spectrum, detector)
+#: -> scatter relative to the flat field. (The Monte Carlo needs a voxel scene; pass its result as
+#: ``simulate(..., scatter=...)``.)
+SCATTER_MODELS = {"fast": fast_scatter, "none": _no_scatter}
+
+
+@dataclass(frozen=True, eq=False)
+class PhysicsResult:
+    """Outputs of :func:`simulate`, all (H, W).
+
+    * ``signal``: detector signal (keV deposited or photons counted), with noise;
+    * ``transmission``: signal / flat-field signal, clipped to (0, 1];
+    * ``log_image``: ``-log(transmission)`` (line integral of attenuation);
+    * ``image``: display-processed float32 in [0, 1];
+    * ``primary``: noise-free primary transmission; ``scatter``: noise-free
+      scatter signal relative to the flat field (0 without scatter).
+    """
+
+    signal: np.ndarray
+    transmission: np.ndarray
+    log_image: np.ndarray
+    image: np.ndarray
+    primary: np.ndarray
+    scatter: np.ndarray
+    params: PhysicsParams
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return getattr(self, key)
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("signal", "transmission", "log_image", "image", "primary", "scatter")}
+
+
+def simulate(
+    areal_density: dict,
+    camera: Camera,
+    params: PhysicsParams | None = None,
+    rng: np.random.Generator | None = None,
+    *,
+    sdd: float = 1020.0,
+    scatter: np.ndarray | None = None,
+    spec: Spectrum | None = None,
+) -> PhysicsResult:
+    """Turn per-material areal densities (g/cm^2, from the projector) into detector images.
+
+    ``params``: a :class:`PhysicsParams` (default: 80 kVp, fast scatter,
+    noise); ``rng``: the sample's own Generator for the noise draws (required
+    when ``params.noise``); ``sdd``: source-detector distance in mm (sets the
+    detector pixel pitch ``sdd / fx`` for the scatter kernels; the camera's K
+    only holds their ratio); ``scatter``: a precomputed scatter image relative
+    to the flat field (e.g. from :func:`.scatter_mc.simulate_scatter`),
+    replacing ``params.scatter.model``; ``spec``: a precomputed spectrum.
+    No rays are cast here: re-randomizing the parameters is cheap.
+    """
+    params = params or PhysicsParams()
+    if not isinstance(params, PhysicsParams):
+        raise PhysicsParamsError(f"params must be a PhysicsParams, got {type(params).__name__}")
+    if params.noise and params.mode == "physics" and not isinstance(rng, np.random.Generator):
+        raise PhysicsParamsError("noise is on: pass the sample's numpy.random.Generator as rng (or set noise=False)")
+    if params.mode == "naive":
+        return _naive(areal_density, camera, params)
+    spec = spec or get_spectrum(params.spectrum)
+    sig = spectral_signal(areal_density, camera, spec, params)
+    T_p = sig.transmission
+    if scatter is not None:
+        s_rel = np.asarray(scatter, dtype=np.float64)
+        if s_rel.shape != T_p.shape or not np.all(np.isfinite(s_rel)) or np.any(s_rel < 0):
+            raise PhysicsParamsError(f"scatter image must be finite, >= 0 and of shape {T_p.shape}")
+    else:
+        s_rel = SCATTER_MODELS[params.scatter.model](T_p, camera, sdd, spec, params.detector)
+    s_rel = s_rel * params.scatter.scale
+    grid = params.scatter.grid
+    # The flat-field calibration is taken with the grid in place: it scales the primary and the
+    # flat alike (Tp cancels) and the scatter by Ts / Tp relative to them.
+    s_rel_det = s_rel * (grid.scatter_transmission / grid.primary_transmission if grid else 1.0)
+    mean = sig.primary + s_rel_det * sig.flat
+    # Scattered quanta are softer than the primary; we give them the primary's variance per unit signal.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e2 = np.where(sig.primary > 0, sig.second / sig.primary, sig.flat_second / sig.flat)
+    second = sig.second + s_rel_det * sig.flat * e2
+    flat_c = float(sig.flat[camera.height // 2, camera.width // 2])
+    quantum = float(sig.flat.mean() / sig.flat_quanta.mean())
+    out = apply_detector(mean, second, flat_c, quantum, params.detector, rng, noise=params.noise)
+    transmission = np.clip(out / sig.flat, MIN_TRANSMISSION, 1.0)
+    log_image = -np.log(transmission)
+    return PhysicsResult(
+        signal=out.astype(np.float32),
+        transmission=transmission.astype(np.float32),
+        log_image=log_image.astype(np.float32),
+        image=display(log_image, params.display),
+        primary=T_p.astype(np.float32),
+        scatter=s_rel_det.astype(np.float32),
+        params=params,
+    )
+
+
+def _naive(areal_density, camera, params: PhysicsParams) -> PhysicsResult:
+    """Plain line integral of density (DiffDRR-style baseline): no spectrum, scatter, noise or detector."""
+    ad = validate_areal_density(areal_density, camera.shape)
+    total = np.zeros(camera.shape)
+    for a in ad.values():
+        total += a
+    log_image = params.naive_mu * total
+    transmission = np.clip(np.exp(-log_image), MIN_TRANSMISSION, 1.0)
+    return PhysicsResult(
+        signal=transmission.astype(np.float32),
+        transmission=transmission.astype(np.float32),
+        log_image=log_image.astype(np.float32),
+        image=display(log_image, params.display),
+        primary=transmission.astype(np.float32),
+        scatter=np.zeros(camera.shape, np.float32),
+        params=params,
+    )
