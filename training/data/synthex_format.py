@@ -1,11 +1,12 @@
 """Read-only reader of the synthex dataset format v1 (``manifest.json`` + HDF5 shards).
 
-NOTE: a temporary, minimal reader. The format's writer and reader live in
-``synthex.dataset`` (issue 5), which was not yet in main when training was
-written; this module reads exactly the layout of that shared contract
+NOTE: written while ``synthex.dataset`` (the format's writer and reader, issue
+5) was not yet in main; it reads exactly the layout of that shared contract
 (``manifest.json`` written last; ``shards/NNNNN.h5`` with ``images``, ``labels``,
-``landmarks``, ``landmark_visible``, ``subject_id``, ...). Switch
-:func:`read_synthex` to ``synthex.dataset`` once it is merged.
+``landmarks``, ``landmark_visible``, ``subject_id``, ...). ``synthex.dataset``
+has since landed; a test checks that both readers return the same arrays for
+a ``synthex render`` output. Follow-up: build :func:`read_synthex` on
+``synthex.dataset.open_dataset`` / ``validate`` and drop the duplicate parsing.
 """
 
 from __future__ import annotations
