@@ -50,7 +50,10 @@ class MeanLandmarkBackground:
 def mean_training_landmarks(data: TaskImages) -> np.ndarray:
     pts = np.stack([np.where(it["visible"][:, None], it["keypoints"], np.nan) for it in
                     (data[k] for k in range(len(data)))])
-    return np.nanmean(pts, axis=0)
+    seen = np.any(np.isfinite(pts[..., 0]), axis=0)
+    mean = np.full(pts.shape[1:], (data.size - 1) / 2.0)  # never labelled in training: the image centre
+    mean[seen] = np.nanmean(pts[:, seen], axis=0)
+    return mean
 
 
 def main(argv=None):
@@ -61,6 +64,7 @@ def main(argv=None):
     ap.add_argument("--image-size", type=int, default=TrainConfig.image_size)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data-note", default="", help="how DATASET was made (stored in the result JSON)")
     ap.add_argument("--result", default="train_hip", help="name of the JSON under benchmarks/results/")
     args = ap.parse_args(argv)
     if (args.dataset is None) == (args.toy is None):
@@ -78,7 +82,7 @@ def main(argv=None):
                      "the target ~2,000-image rendered synthetic hip dataset does not exist yet")
     else:
         dataset = args.dataset
-        data_note = f"dataset {dataset}"
+        data_note = f"{open_sources([dataset]).describe()}; {args.data_note or 'no description given'}"
     out = args.out or Path(tmp.name) / "run"
     config = TrainConfig(task="hip", epochs=args.epochs, image_size=args.image_size, seed=args.seed)
     t0 = time.perf_counter()
