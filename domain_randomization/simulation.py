@@ -71,7 +71,7 @@ def sample_technique(
     pixel, log-uniform), scatter strength, detector blur and electronic noise
     (uniform), and a seed for the physics model's own noise draws."""
     return {
-        "kvp": _uniform(rng, kvp),
+        "kvp": float(round(_uniform(rng, kvp))),  # generators set whole kV (and SpekPy tube models are cached per kV)
         "filtration_mm_al": _uniform(rng, filtration_mm_al),
         "photons_per_pixel": _log_uniform(rng, photons_per_pixel),
         "scatter_fraction": _uniform(rng, scatter_fraction),
