@@ -20,8 +20,6 @@ must lie outside every mesh.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -183,7 +181,7 @@ def mesh_path_lengths(meshes, camera: Camera, device: str = "auto", threads: int
     names = [m.name for m in meshes]
     if len(set(names)) != len(names):
         raise MeshError(f"mesh names must be unique, got {names}")
-    from projectors.projector import _wp, resolve_device
+    from projectors.projector import _wp, cpu_threads, launch_over_rows, resolve_device
 
     device = resolve_device(device)
     _wp()
@@ -210,13 +208,7 @@ def mesh_path_lengths(meshes, camera: Camera, device: str = "auto", threads: int
         wp.launch(kernel, dim=(r1 - r0) * W, inputs=[ids, off, rad, *args, r0, max_hits, path, depth], device=device)
 
     wp.load_module(device=device)  # compile once, before threads launch it
-    if device == "cpu":
-        n = max(1, min(threads or os.cpu_count() or 1, H))
-        bounds = np.linspace(0, H, n + 1).astype(int)
-        with ThreadPoolExecutor(n) as pool:
-            list(pool.map(lambda i: launch(bounds[i], bounds[i + 1]), range(n)))
-    else:
-        launch(0, H)
+    launch_over_rows(launch, H, device, block=max(1, -(-H // (threads or cpu_threads()))))
     wp.synchronize_device(device)
     p, d = path.numpy(), depth.numpy()
     d[d >= 1.0e7] = np.inf

@@ -67,6 +67,25 @@ def cpu_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def launch_over_rows(launch, height: int, device: str, block: int) -> None:
+    """Run ``launch(r0, r1)`` over detector rows ``0..height``.
+
+    On CUDA one launch covers every row. A Warp CPU launch runs on one core,
+    so on the CPU rows go in blocks of ``block`` to a pool of all cores.
+    """
+    if device != "cpu":
+        launch(0, height)
+        return
+    n = cpu_threads()
+    spans = [(r, min(r + block, height)) for r in range(0, height, block)]
+    if n == 1 or len(spans) == 1:
+        for r0, r1 in spans:
+            launch(r0, r1)
+        return
+    with ThreadPoolExecutor(n) as ex:
+        list(ex.map(lambda span: launch(*span), spans))
+
+
 @dataclass(frozen=True)
 class SceneVolume:
     """A volume in a scene with its material model and overlap priority (higher wins)."""
@@ -250,20 +269,9 @@ class Projector:
             )
 
         wp.load_module(k, device=self.device)  # compile (or load from cache) once, not per thread
-        if self.device == "cpu":
-            # A Warp CPU launch runs on one core: split rows in interleaved blocks over all cores.
-            n = cpu_threads()
-            block = T * max(1, min(2, H // (4 * n * T)))
-            spans = [(r, min(r + block, H)) for r in range(0, H, block)]
-            if n == 1 or len(spans) == 1:
-                for r0, r1 in spans:
-                    launch(r0, r1)
-            else:
-                with ThreadPoolExecutor(n) as ex:
-                    list(ex.map(lambda s: launch(*s), spans))
-        else:
-            launch(0, H)
-            wp.synchronize_device(self.device)
+        # blocks of whole tiles, at least 4 per core so the cores finish together
+        launch_over_rows(launch, H, self.device, block=T * max(1, min(2, H // (4 * cpu_threads() * T))))
+        wp.synchronize_device(self.device)
         mats = out_mat.numpy()
         structs = out_struct.numpy()
         return Projection(
