@@ -20,6 +20,7 @@ import numpy as np
 
 from phantoms import sdf
 from phantoms.landmarks import Phantom
+from phantoms.params import strict_from_dict
 from phantoms.totalseg import LUNG_LOBES
 from projectors.volume import Volume
 
@@ -78,11 +79,7 @@ class ChestParameters:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ChestParameters":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ChestError(f"unknown chest parameter(s) {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**d)
+        return strict_from_dict(cls, d, ChestError, "chest")
 
 
 def sample_chest_parameters(rng: np.random.Generator) -> ChestParameters:

@@ -42,6 +42,7 @@ import numpy as np
 
 from phantoms import sdf
 from phantoms.landmarks import HIP_CLASSES, HIP_LANDMARKS, Phantom
+from phantoms.params import strict_from_dict
 from projectors.geometry import rotation_x, rotation_y, rotation_z
 from projectors.volume import Volume
 
@@ -115,11 +116,7 @@ class PelvisParameters:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PelvisParameters":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise PhantomError(f"unknown pelvis parameter(s) {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**d)
+        return strict_from_dict(cls, d, PhantomError, "pelvis")
 
 
 # --- sampling ------------------------------------------------------------------
