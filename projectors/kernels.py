@@ -444,7 +444,8 @@ def project_kernel(
                         if iz < 0 or iz >= nz:
                             done = 1
                 else:
-                    # -- march: trilinear HU at the step midpoint (edges replicated), nearest label
+                    # -- march: trilinear HU at the step midpoint (edges replicated), nearest label;
+                    # the same interpolation as trilinear_hu(), inlined: wp.func calls copy their array arguments
                     k = k + 1
                     tnew = t + float(k) * hstep
                     seg = hstep
