@@ -13,6 +13,11 @@ Two modes:
 * ``MODE_MARCH``: samples at the midpoints of equal steps (at most ``step`` mm)
   with trilinear interpolation of HU (labels: nearest voxel).
 
+In exact mode the hot loop reads, per voxel, a (density, material coordinate)
+pair and a structure channel that ``prepare_voxels_kernel`` computes once per
+volume from the HU lookup table and the label tables: the ray walk then does no
+table lookups (memory traffic, not arithmetic, bounds its speed on the CPU).
+
 Where volumes overlap, they are visited in priority order (highest first, the
 order of the ``vols`` array). A volume takes the fraction ``occupancy`` of what
 remains of the segment, where occupancy is the non-air fraction of its voxel;
@@ -36,7 +41,7 @@ MAX_VOLUMES = 8
 MODE_EXACT = 0
 MODE_MARCH = 1
 LABEL_KEY = wp.constant(1 << 20)  # material-slot keys >= this are label-assigned channels
-TILE = wp.constant(8)  # detector pixels per tile side (see project_kernel)
+TILE = wp.constant(8)
 
 vec8 = wp.types.vector(length=MAX_VOLUMES, dtype=wp.float32)
 
@@ -309,6 +314,8 @@ def project_kernel(
     qmap: wp.array(dtype=wp.int32),
     label_ints: wp.array(dtype=wp.vec2i),
     label_floats: wp.array(dtype=wp.vec2),
+    voxel_dq: wp.array(dtype=wp.vec2),
+    voxel_struct: wp.array(dtype=wp.int32),
     o0: wp.vec3,
     Mo: wp.mat33,
     Md: wp.mat33,
@@ -407,6 +414,7 @@ def project_kernel(
                 seg = float(0.0)
                 h_v = float(0.0)
                 lab = int(-1)
+                lin_v = int(0)
                 tnew = float(0.0)
                 if mode == 0:
                     # -- exact: the voxel `lin` from tc to the next plane crossing
@@ -420,9 +428,7 @@ def project_kernel(
                         tn = ty
                     tnew = wp.min(tn, t_evt)
                     seg = tnew - tc
-                    h_v = hu[hu_off + lin]
-                    if lab_off >= 0:
-                        lab = labels[lab_off + lin]
+                    lin_v = lin
                     if tn >= t_evt:
                         done = 1
                     elif ax == 0:
@@ -477,40 +483,52 @@ def project_kernel(
                         lab = labels[lab_off + ln + wp.clamp(int(wp.floor(g[2])), 0, nz - 1)]
                 if seg > 0.0:
                     if n_active == 1:
-                        # -- inline deposit: LUT (density, material coordinate), label overrides
-                        x = wp.clamp(h_v - lut_min, 0.0, lut_xmax)
-                        li0 = int(x)
-                        lf0 = x - float(li0)
-                        e = lut[lut_off + li0] * (1.0 - lf0) + lut[lut_off + li0 + 1] * lf0
-                        density = e[0]
-                        q = e[1]
-                        newkey = int(-1)
-                        if lab >= 0 and lab < n_lt:
-                            li = label_ints[lt_off + lab]
-                            if li[1] >= 0:
-                                if li[1] != skey:
-                                    if skey >= 0:
-                                        out_struct[skey, row, col] = out_struct[skey, row, col] + s_len
-                                    skey = li[1]
-                                    s_len = 0.0
-                                s_len = s_len + seg
-                            if li[0] >= 0:
-                                newkey = LABEL_KEY + li[0]
-                                q = 0.0
-                                lfl = label_floats[lt_off + lab]
-                                if lfl[0] >= 0.0:
-                                    density = lfl[0]
-                        lo = int(0)
-                        if newkey < 0:
-                            lo = wp.min(int(q), n_q - 1)
-                            newkey = lo
+                        density = float(0.0)
+                        q = float(0.0)
+                        sk = int(-1)
+                        if mode == 0:
+                            # -- exact: the voxel's precomputed (density, material coordinate) and structure
+                            e2 = voxel_dq[hu_off + lin_v]
+                            density = e2[0]
+                            q = e2[1]
+                            if lab_off >= 0:
+                                sk = voxel_struct[lab_off + lin_v]
+                        else:
+                            # -- march: LUT (density, material coordinate) of the interpolated HU, label overrides
+                            x = wp.clamp(h_v - lut_min, 0.0, lut_xmax)
+                            li0 = int(x)
+                            lf0 = x - float(li0)
+                            e = lut[lut_off + li0] * (1.0 - lf0) + lut[lut_off + li0 + 1] * lf0
+                            density = e[0] * 0.1
+                            q = e[1]
+                            if lab >= 0 and lab < n_lt:
+                                li = label_ints[lt_off + lab]
+                                sk = li[1]
+                                if li[0] >= 0:
+                                    q = -float(li[0] + 1)
+                                    lfl = label_floats[lt_off + lab]
+                                    if lfl[0] >= 0.0:
+                                        density = lfl[0] * 0.1
+                        if sk >= 0:
+                            if sk != skey:
+                                if skey >= 0:
+                                    out_struct[skey, row, col] = out_struct[skey, row, col] + s_len
+                                skey = sk
+                                s_len = 0.0
+                            s_len = s_len + seg
+                        newkey = int(0)
+                        fr = float(0.0)
+                        if q >= 0.0:
+                            newkey = wp.min(int(q), n_q - 1)
+                            fr = q - float(newkey)
+                        else:
+                            newkey = LABEL_KEY + int(-q) - 1
                         if newkey != key:
                             flush_material(key, s_lo, s_hi, q_off, n_q, qmap, row, col, out_mat)
                             key = newkey
                             s_lo = 0.0
                             s_hi = 0.0
-                        mass = density * seg * 0.1  # g/cm^3 x cm
-                        fr = q - float(lo)
+                        mass = density * seg  # (g/cm^3 x 0.1 cm/mm) x mm
                         s_lo = s_lo + mass * (1.0 - fr)
                         s_hi = s_hi + mass * fr
                     else:
@@ -527,3 +545,39 @@ def project_kernel(
         t = t_evt
     if skey >= 0:
         out_struct[skey, row, col] = out_struct[skey, row, col] + s_len
+
+
+@wp.kernel
+def prepare_voxels_kernel(
+    P: VolumeParams,
+    hu: wp.array(dtype=wp.float32),
+    labels: wp.array(dtype=wp.int32),
+    lut: wp.array(dtype=wp.vec3),
+    label_ints: wp.array(dtype=wp.vec2i),
+    label_floats: wp.array(dtype=wp.vec2),
+    voxel_dq: wp.array(dtype=wp.vec2),
+    voxel_struct: wp.array(dtype=wp.int32),
+):
+    """Per voxel of one volume, what exact mode reads in its hot loop (so it needs no lookup tables).
+
+    ``voxel_dq`` = (density x 0.1 (g/cm^3 per cm/mm), material coordinate q): q >= 0 is the HU map's
+    coordinate (lower material ``int(q)``, weight ``q - int(q)`` on the next), q = -(c + 1) a
+    label-assigned material channel c. ``voxel_struct`` = structure channel or -1 (labelled volumes).
+    """
+    lin = wp.tid()
+    e = lut_lookup(lut, P.lut_offset, P.lut_size, P.lut_hu_min, hu[P.hu_offset + lin])
+    density = e[0]
+    q = e[1]
+    sk = int(-1)
+    if P.label_offset >= 0:
+        lab = labels[P.label_offset + lin]
+        if lab >= 0 and lab < P.n_label_table:
+            li = label_ints[P.label_table_offset + lab]
+            sk = li[1]
+            if li[0] >= 0:
+                q = -float(li[0] + 1)
+                lf = label_floats[P.label_table_offset + lab]
+                if lf[0] >= 0.0:
+                    density = lf[0]
+        voxel_struct[P.label_offset + lin] = sk
+    voxel_dq[P.hu_offset + lin] = wp.vec2(density * 0.1, q)

@@ -212,6 +212,15 @@ class Projector:
         self._qmap = wp.array(np.concatenate(qmap_parts), dtype=wp.int32, device=d)
         self._lint = wp.array(np.concatenate(lint_parts), dtype=wp.vec2i, device=d)
         self._lflt = wp.array(np.concatenate(lflt_parts), dtype=wp.vec2, device=d)
+        # exact mode reads each voxel's (density, material coordinate) and structure, computed here once
+        self._dq = wp.zeros(hu_off if mode == "exact" else 1, dtype=wp.vec2, device=d)
+        self._sch = wp.zeros(lab_off if mode == "exact" and lab_off else 1, dtype=wp.int32, device=d)
+        if mode == "exact":
+            for p, item in zip(params, self.items):
+                wp.launch(
+                    kernels.prepare_voxels_kernel, dim=item.volume.hu.size, device=d,
+                    inputs=[p, self._hu, self._labels, self._lut, self._lint, self._lflt, self._dq, self._sch],
+                )
 
     def _channel(self, material: str) -> int:
         if material not in self.materials:
@@ -262,7 +271,7 @@ class Projector:
                 dim=(-(-(r1 - r0) // T)) * tiles_x * T * T,
                 inputs=[
                     self._vols, len(self.items), self._hu, self._labels, self._lut, self._qmap, self._lint,
-                    self._lflt, wp.vec3(*o0.astype(np.float32)), wp.mat33(*Mo.astype(np.float32).ravel()),
+                    self._lflt, self._dq, self._sch, wp.vec3(*o0.astype(np.float32)), wp.mat33(*Mo.astype(np.float32).ravel()),
                     wp.mat33(*Md.astype(np.float32).ravel()), r0, mode, self.step, out_mat, out_struct,
                 ],
                 device=self.device,
