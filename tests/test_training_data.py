@@ -94,7 +94,7 @@ def test_incomplete_dataset_without_manifest(tmp_path):
     write_synthex(tmp_path)
     (tmp_path / "manifest.json").unlink()
     (tmp_path / "plan.json").write_text("{}")
-    with pytest.raises(DataFormatError, match="manifest.json is missing"):
+    with pytest.raises(DataFormatError, match=r"incomplete \(no manifest.json\)"):
         open_source(tmp_path, format="synthex")
 
 
@@ -246,6 +246,38 @@ def test_folder_layout(tmp_path):
     (tmp_path / "masks" / "case2.npy").unlink()
     with pytest.raises(DataFormatError, match="no mask for image 'case2'"):
         src[1]
+
+
+def test_synthex_per_index_layout(tmp_path):
+    """SyntheX's proj/ seg/ lands/ layout, two specimen folders: subject = folder, dim1/dim2 = column/row."""
+    rng = np.random.default_rng(3)
+    images, masks = {}, {}
+    for spec in ("17-1882", "18-0725"):
+        for d in ("proj", "seg", "lands"):
+            (tmp_path / spec / d).mkdir(parents=True)
+        for k in range(2):
+            img = rng.integers(0, 65535, (6, 9), dtype=np.uint16)
+            mask = rng.integers(0, 3, (6, 9), dtype=np.uint8)
+            Image.fromarray(img).save(tmp_path / spec / "proj" / f"{k:05d}.tiff")
+            Image.fromarray(mask).save(tmp_path / spec / "seg" / f"{k:05d}.png")
+            images[f"{spec}/{k:05d}"], masks[f"{spec}/{k:05d}"] = img, mask
+            with h5py.File(tmp_path / spec / "lands" / f"{k:05d}.h5", "w") as h:
+                h["dim1"] = np.array([2.0, 30.0, 7.5])  # columns; 30 is outside the 9-column image
+                h["dim2"] = np.array([1.0, 3.0, 4.25])  # rows
+    (tmp_path / "dataset.json").write_text(json.dumps({
+        "classes": ["background", "a", "b"], "landmarks": ["L0", "L1", "L2"], "pixel_size_mm": 0.388}))
+    src = open_source(tmp_path)
+    assert src.format == "synthex-index" and len(src) == 4 and src.pixel_size_mm == 0.388
+    assert src.subjects == ["17-1882", "17-1882", "18-0725", "18-0725"]
+    rec = src[2]
+    assert rec.name == "18-0725/00000"
+    np.testing.assert_allclose(rec.image, images[rec.name] / 65535.0, rtol=1e-6)  # 16-bit range -> [0, 1]
+    np.testing.assert_array_equal(rec.labels, masks[rec.name])
+    np.testing.assert_allclose(rec.landmarks[[0, 2]], [[2.0, 1.0], [7.5, 4.25]])
+    assert np.all(np.isnan(rec.landmarks[1]))  # outside the image: not labelled
+    (tmp_path / "dataset.json").unlink()
+    with pytest.raises(DataFormatError, match="seg/ masks need class names"):
+        open_source(tmp_path, format="synthex-index")
 
 
 # ---------------------------------------------------------------- subject-level splits

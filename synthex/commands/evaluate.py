@@ -6,11 +6,13 @@ from pathlib import Path
 
 import click
 
+from synthex.commands.train import DATA_FORMATS
+
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("dataset", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["auto", "synthex", "coco", "deepfluoro", "folder"]),
+@click.option("--format", "fmt", type=click.Choice(DATA_FORMATS),
               default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval-output"),
               show_default=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-_FORMATS = ["auto", "synthex", "coco", "deepfluoro", "folder"]
+DATA_FORMATS = ["auto", "synthex", "coco", "deepfluoro", "folder", "synthex-index"]
 
 
 @click.command("train-downstream")
@@ -17,7 +17,7 @@ _FORMATS = ["auto", "synthex", "coco", "deepfluoro", "folder"]
               help="Test dataset(s); default: 15% of the training subjects, held out.")
 @click.option("--val", "val_paths", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="Validation dataset(s); default: a subject-level split of the training data.")
-@click.option("--format", "fmt", type=click.Choice(_FORMATS), default="auto", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(DATA_FORMATS), default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("train-output"),
               show_default=True)
 @click.option("--image-size", type=int, default=128, show_default=True, help="Model input, px per side.")

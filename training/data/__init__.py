@@ -2,7 +2,8 @@
 
 ``open_source(path, format="auto")`` returns a :class:`~training.data.base.Source`
 whatever the layout: a synthex dataset, COCO JSON, the DeepFluoro/SyntheX hip
-HDF5 file, or a folder of images + masks + landmark JSON. Add a layout with
+HDF5 file, a folder of images + masks + landmark JSON, or SyntheX's per-index
+layout (proj/ seg/ lands/). Add a layout with
 :func:`register_reader`.
 """
 
@@ -18,6 +19,7 @@ from .deepfluoro import is_deepfluoro, read_deepfluoro
 from .folder import is_folder_dataset, read_folder
 from .splits import SplitError, check_disjoint, split_by_subject
 from .synthex_format import is_synthex_dataset, read_synthex
+from .synthex_index import is_synthex_index, read_synthex_index
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,8 @@ def register_reader(reader: Reader) -> None:
 
 
 for _r in (Reader("synthex", is_synthex_dataset, read_synthex), Reader("coco", is_coco, read_coco),
-           Reader("deepfluoro", is_deepfluoro, read_deepfluoro), Reader("folder", is_folder_dataset, read_folder)):
+           Reader("deepfluoro", is_deepfluoro, read_deepfluoro), Reader("folder", is_folder_dataset, read_folder),
+           Reader("synthex-index", is_synthex_index, read_synthex_index)):
     register_reader(_r)
 
 
@@ -49,8 +52,8 @@ def open_source(path, format: str = "auto", **options) -> Source:
         if not found:
             raise DataFormatError(
                 f"cannot tell the format of {path}: expected a synthex dataset folder (manifest.json), a COCO "
-                "JSON file, a DeepFluoro/SyntheX .h5 file (land-names group) or a folder with dataset.json + "
-                "images/; pass format= to choose")
+                "JSON file, a DeepFluoro/SyntheX .h5 file (land-names group), a folder with dataset.json + "
+                "images/ or SyntheX's per-index layout (proj/, seg/, lands/); pass format= to choose")
         reader = found[0]
     elif format in READERS:
         reader = READERS[format]
