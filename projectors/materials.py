@@ -43,16 +43,26 @@ class Material:
             raise MaterialError(f"{self.name}: mass fractions sum to {total:.4f}, not 1")
 
 
-@lru_cache(maxsize=256)
-def _mass_attenuation_cached(name: str, energies: tuple[float, ...]) -> np.ndarray:
+#: mu/rho per material and energy (keV), filled on demand: spectra of different kVp and
+#: filtration share their bin centres, so each randomized sample computes only new energies.
+_MU_CACHE: dict[str, dict[float, float]] = {}
+_MU_CACHE_MAX = 200_000  # energies per material; beyond this (arbitrary float energies) start afresh
+
+
+def _mass_attenuation_cached(name: str, energies: list[float]) -> np.ndarray:
     import xraydb
 
-    e_ev = np.asarray(energies, dtype=np.float64) * 1000.0
-    mat = MATERIALS[name]
-    mu = np.zeros_like(e_ev)
-    for el, frac in mat.composition.items():
-        mu += frac * xraydb.mu_elam(el, e_ev, kind="total")
-    return mu
+    cache = _MU_CACHE.setdefault(name, {})
+    missing = sorted({e for e in energies if e not in cache})
+    if missing:
+        if len(cache) + len(missing) > _MU_CACHE_MAX:
+            cache.clear()
+        e_ev = np.asarray(missing, dtype=np.float64) * 1000.0
+        mu = np.zeros_like(e_ev)
+        for el, frac in MATERIALS[name].composition.items():
+            mu += frac * xraydb.mu_elam(el, e_ev, kind="total")
+        cache.update(zip(missing, mu.tolist()))
+    return np.array([cache[e] for e in energies], dtype=np.float64)
 
 
 # Mass fractions: ICRU Report 44 (1989) / NIST tissue compositions (as tabulated in
@@ -66,7 +76,7 @@ def register_material(material: Material) -> Material:
     comp = {el: frac / total for el, frac in material.composition.items()}
     m = Material(material.name, comp, material.density, material.source)
     MATERIALS[m.name] = m
-    _mass_attenuation_cached.cache_clear()
+    _MU_CACHE.pop(m.name, None)
     return m
 
 
@@ -118,8 +128,8 @@ def mass_attenuation(name: str, energy_kev) -> np.ndarray:
     e = np.atleast_1d(np.asarray(energy_kev, dtype=np.float64))
     if np.any(e < 1) or np.any(e > 500) or not np.all(np.isfinite(e)):
         raise MaterialError(f"energies must lie in 1..500 keV, got {e.min()}..{e.max()}")
-    out = _mass_attenuation_cached(name, tuple(e.tolist()))
-    return out.copy() if np.ndim(energy_kev) else float(out[0])
+    out = _mass_attenuation_cached(name, e.tolist())
+    return out if np.ndim(energy_kev) else float(out[0])
 
 
 
