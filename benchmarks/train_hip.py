@@ -9,8 +9,13 @@ and writes benchmarks/results/train_hip.json, saying which data it ran on.
     python benchmarks/train_hip.py DATASET [--epochs 20]
     python benchmarks/train_hip.py --toy 20x20 [--epochs 8]   # no dataset: toy 2D shapes (training.toydata)
 
-The target study is ~2,000 rendered hip images at 128 x 128; until `synthex
-render` writes one, `--toy` generates analytic 2D shapes (not X-ray physics).
+The target study is ~2,000 rendered hip images at 128 x 128, e.g.
+
+    synthex render benchmarks/configs/hip2000.yaml --out data/hip2000
+    python benchmarks/train_hip.py data/hip2000 --data-note "..."
+
+`--toy` instead generates analytic 2D shapes (not X-ray physics) for a quick
+check without rendering.
 """
 
 from __future__ import annotations
@@ -78,8 +83,7 @@ def main(argv=None):
         dataset = write_toy_hip_dataset(Path(tmp.name) / "toy-hip", n_sub, per, size=args.image_size,
                                         seed=args.seed)
         data_note = (f"TOY data: {n_sub * per} analytic 2D hip-like images ({n_sub} subjects x {per}) at "
-                     f"{args.image_size} px from training.toydata (flat shapes, not rendered X-rays); "
-                     "the target ~2,000-image rendered synthetic hip dataset does not exist yet")
+                     f"{args.image_size} px from training.toydata (flat shapes, not rendered X-rays)")
     else:
         dataset = args.dataset
         data_note = f"{open_sources([dataset]).describe()}; {args.data_note or 'no description given'}"
