@@ -131,6 +131,9 @@ def as_scene(scene) -> list[SceneVolume]:
 class Projector:
     """Volumes uploaded once to a device; ``project(camera)`` renders one view."""
 
+    #: exact mode with one volume runs a dedicated kernel (same result; tests compare the two)
+    single_volume_kernel = True
+
     def __init__(self, scene, device: str = "auto", mode: str = "exact", step: float | None = None):
         from projectors import kernels
 
@@ -205,6 +208,7 @@ class Projector:
             params.append(p)
 
         d = self.device
+        self._params = params
         self._vols = wp.array(params, dtype=kernels.VolumeParams, device=d)
         self._hu = wp.array(np.concatenate(hu_parts), dtype=wp.float32, device=d)
         self._labels = wp.array(np.concatenate(lab_parts) if lab_parts else np.zeros(1, np.int32), dtype=wp.int32, device=d)
@@ -265,17 +269,19 @@ class Projector:
         T = int(k.TILE)
         tiles_x = -(-W // T)
 
+        rays = [wp.vec3(*o0.astype(np.float32)), wp.mat33(*Mo.astype(np.float32).ravel()),
+                wp.mat33(*Md.astype(np.float32).ravel())]
+
         def launch(r0: int, r1: int):  # rows r0..r1, r0 a multiple of TILE
-            wp.launch(
-                k.project_kernel,
-                dim=(-(-(r1 - r0) // T)) * tiles_x * T * T,
-                inputs=[
-                    self._vols, len(self.items), self._hu, self._labels, self._lut, self._qmap, self._lint,
-                    self._lflt, self._dq, self._sch, wp.vec3(*o0.astype(np.float32)), wp.mat33(*Mo.astype(np.float32).ravel()),
-                    wp.mat33(*Md.astype(np.float32).ravel()), r0, mode, self.step, out_mat, out_struct,
-                ],
-                device=self.device,
-            )
+            dim = (-(-(r1 - r0) // T)) * tiles_x * T * T
+            if self.mode == "exact" and len(self.items) == 1 and self.single_volume_kernel:
+                inputs = [self._params[0], self._dq, self._sch, self._qmap, *rays, r0, out_mat, out_struct]
+                kernel = k.project_exact_labels_kernel if self.items[0].volume.labels is not None else k.project_exact_kernel
+                wp.launch(kernel, dim=dim, inputs=inputs, device=self.device)
+                return
+            inputs = [self._vols, len(self.items), self._hu, self._labels, self._lut, self._qmap, self._lint,
+                      self._lflt, self._dq, self._sch, *rays, r0, mode, self.step, out_mat, out_struct]
+            wp.launch(k.project_kernel, dim=dim, inputs=inputs, device=self.device)
 
         wp.load_module(k, device=self.device)  # compile (or load from cache) once, not per thread
         # blocks of whole tiles, at least 4 per core so the cores finish together
