@@ -44,7 +44,7 @@ MAX_VOLUMES = 8
 MODE_EXACT = 0
 MODE_MARCH = 1
 LABEL_KEY = wp.constant(1 << 20)  # material-slot keys >= this are label-assigned channels
-TILE = wp.constant(8)
+TILE = wp.constant(8)  # detector pixels per tile side (see tile_pixel)
 
 vec8 = wp.types.vector(length=MAX_VOLUMES, dtype=wp.float32)
 
