@@ -16,8 +16,8 @@ Two modes:
 In exact mode the hot loop reads, per voxel, a (density, material coordinate)
 pair and a structure channel that ``prepare_voxels_kernel`` computes once per
 volume from the HU lookup table and the label tables: the ray walk then does no
-table lookups. A scene of one volume (the common case) runs
-``project_exact_kernel``, the same walk without the event and overlap
+table lookups. A scene of one volume (the common case) runs one of
+``EXACT_KERNELS``, the same walk without the event and overlap
 machinery of ``project_kernel``: on the CPU that machinery's live state and
 calls slowed the voxel loop by 1.5-2x (a test checks both give the same images).
 
@@ -588,15 +588,21 @@ def prepare_voxels_kernel(
 
 
 
-def _exact_kernel(with_labels: bool):
+def _exact_kernel(with_labels: bool, indexed: bool):
     """Exact mode for a scene of ONE volume (the common case): ``project_kernel``'s result without its
-    event and overlap machinery, whose extra live state and calls slow the voxel loop on the CPU
-    (``with_labels``: a variant that also reads each voxel's structure channel)."""
+    event and overlap machinery, whose extra live state and calls slow the voxel loop on the CPU.
+
+    ``with_labels``: also reads each voxel's structure channel. ``indexed``: the volume holds integer
+    HU and no label materials, so a voxel's (density, q) pair is ``dq_table[voxel_index[v]]`` with a
+    2-byte index (HU - table start) instead of an 8-byte pair per voxel: a quarter of the memory
+    traffic, which is what bounds the walk on the CPU (table: at most 65,536 pairs, cache resident).
+    """
 
     def project_exact(
         P: VolumeParams,
         voxel_dq: wp.array(dtype=wp.vec2),
         voxel_struct: wp.array(dtype=wp.int32),
+        voxel_index: wp.array(dtype=wp.uint16),
         qmap: wp.array(dtype=wp.int32),
         o0: wp.vec3,
         Mo: wp.mat33,
@@ -668,7 +674,11 @@ def _exact_kernel(with_labels: bool):
             tn = wp.min(tn, t_end)
             seg = tn - t
             t = tn
-            e = voxel_dq[dq_off + v]
+            e = wp.vec2()
+            if wp.static(indexed):
+                e = voxel_dq[int(voxel_index[v])]
+            else:
+                e = voxel_dq[dq_off + v]
             if wp.static(with_labels):
                 sk = voxel_struct[st_off + v]
                 if sk >= 0:
@@ -703,8 +713,8 @@ def _exact_kernel(with_labels: bool):
         if skey >= 0:
             out_struct[skey, row, col] = out_struct[skey, row, col] + s_len
 
-    return wp.Kernel(project_exact, key=f"project_exact_{'labels' if with_labels else 'hu'}")
+    return wp.Kernel(project_exact, key=f"project_exact_{int(with_labels)}{int(indexed)}")
 
 
-project_exact_kernel = _exact_kernel(False)
-project_exact_labels_kernel = _exact_kernel(True)
+#: (with_labels, indexed) -> kernel
+EXACT_KERNELS = {(lab, idx): _exact_kernel(lab, idx) for lab in (False, True) for idx in (False, True)}

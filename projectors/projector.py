@@ -225,6 +225,20 @@ class Projector:
                     kernels.prepare_voxels_kernel, dim=item.volume.hu.size, device=d,
                     inputs=[p, self._hu, self._labels, self._lut, self._lint, self._lflt, self._dq, self._sch],
                 )
+        # one volume of integer HU without label materials: 2-byte index into a (density, q) table
+        self._index = self._table = None
+        self._no_index = wp.zeros(1, dtype=wp.uint16, device=d)
+        item = self.items[0]
+        if mode == "exact" and len(self.items) == 1 and not item.materials.label_materials:
+            hu = item.volume.hu
+            lut = lut_parts[0]
+            if np.array_equal(hu, np.rint(hu)) and len(lut) <= 65536:
+                # the LUT's entry at an integer HU is exactly what prepare_voxels_kernel computes there
+                n_q = len(item.materials.hu_map.materials)
+                table = np.stack([lut[:, 0] * np.float32(0.1), np.clip(lut[:, 1], 0, n_q - 1)], axis=1)
+                self._table = wp.array(table.astype(np.float32), dtype=wp.vec2, device=d)
+                index = (hu - np.float32(params[0].lut_hu_min)).astype(np.uint16).ravel()
+                self._index = wp.array(index, dtype=wp.uint16, device=d)
 
     def _channel(self, material: str) -> int:
         if material not in self.materials:
@@ -275,8 +289,10 @@ class Projector:
         def launch(r0: int, r1: int):  # rows r0..r1, r0 a multiple of TILE
             dim = (-(-(r1 - r0) // T)) * tiles_x * T * T
             if self.mode == "exact" and len(self.items) == 1 and self.single_volume_kernel:
-                inputs = [self._params[0], self._dq, self._sch, self._qmap, *rays, r0, out_mat, out_struct]
-                kernel = k.project_exact_labels_kernel if self.items[0].volume.labels is not None else k.project_exact_kernel
+                indexed = self._index is not None
+                kernel = k.EXACT_KERNELS[(self.items[0].volume.labels is not None, indexed)]
+                inputs = [self._params[0], self._table if indexed else self._dq, self._sch,
+                          self._index if indexed else self._no_index, self._qmap, *rays, r0, out_mat, out_struct]
                 wp.launch(kernel, dim=dim, inputs=inputs, device=self.device)
                 return
             inputs = [self._vols, len(self.items), self._hu, self._labels, self._lut, self._qmap, self._lint,

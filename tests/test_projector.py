@@ -315,22 +315,27 @@ def test_structure_path_lengths_and_label_materials():
     np.testing.assert_allclose(proj.areal_density["soft_tissue"], RHO0 * 0.1 * (30 - proj.path_length["implant"]), rtol=1e-5)
 
 
-@pytest.mark.parametrize("labelled", [False, True])
-def test_single_volume_kernel_equals_general_kernel(labelled, rng):
-    """Exact mode runs a dedicated kernel for one-volume scenes; the general (multi-volume) kernel,
-    itself checked against analytic chords with several volumes above, must give the same images:
-    HU values across every material ramp, label materials with and without a fixed density,
-    structures, oblique views of an anisotropic grid."""
+@pytest.mark.parametrize("labelled,label_materials,integer_hu", [
+    (False, False, False), (True, True, False), (False, False, True), (True, False, True)])
+def test_single_volume_kernel_equals_general_kernel(labelled, label_materials, integer_hu, rng):
+    """Exact mode runs a dedicated kernel for one-volume scenes (integer HU without label materials:
+    through a 2-byte index into a (density, q) table); the general (multi-volume) kernel, itself
+    checked against analytic chords with several volumes above, must give the same images: HU values
+    across every material ramp, label materials with and without a fixed density, structures,
+    oblique views of an anisotropic grid."""
     hu = rng.uniform(-1100.0, 1600.0, (23, 19, 17)).astype(np.float32)
+    if integer_hu:
+        hu = np.rint(hu)
     labels = rng.integers(0, 4, hu.shape).astype(np.int16) if labelled else None
     names = {1: "implant", 2: "cortex", 3: "liver"} if labelled else {}
     vol = Volume.from_array(hu, spacing=(1.0, 1.3, 0.8), labels=labels, label_names=names)
     mm = MaterialModel(label_materials={1: LabelMaterial("titanium", density=4.5), 2: LabelMaterial("bone_cortical")}
-                       if labelled else {})
+                       if label_materials else {})
     carm = CArm(sdd=1020.0, sid=530.0, size=(24, 20), pitch=1.5)
     fast = Projector(SceneVolume(vol, mm), device="cpu")
     general = Projector(SceneVolume(vol, mm), device="cpu")
     general.single_volume_kernel = False
+    assert (fast._index is not None) == integer_hu  # the indexed variant runs exactly when it should
     for alpha, beta in [(0, 0), (33, -17), (-75, 40)]:
         a, b = fast.project(carm.camera(alpha, beta)), general.project(carm.camera(alpha, beta))
         assert a.areal_density.keys() == b.areal_density.keys() and a.path_length.keys() == b.path_length.keys()
