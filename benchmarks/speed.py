@@ -230,13 +230,13 @@ def main():
                 r["fastest_diffdrr"] = best["engine"]
 
     print("DRR/s: best pass over the poses (median pass); x DiffDRR: best vs DiffDRR's fastest renderer's best")
-    header = f"{'case':<14}{'engine':<28}{'DRR/s':>9}{'(median)':>10}{'Msamples/s':>12}{'peak RSS MB':>13}{'x DiffDRR':>11}"
+    header = f"{'case':<20}{'engine':<28}{'DRR/s':>9}{'(median)':>10}{'Msamples/s':>12}{'peak RSS MB':>13}{'x DiffDRR':>11}"
     print(header)
     print("-" * len(header))
     for r in rows:
         ms = f"{r['ray_samples_per_s'] / 1e6:.1f}" if "ray_samples_per_s" in r else "-"
         ratio = f"{r['ratio_to_fastest_diffdrr']:.1f}" if "ratio_to_fastest_diffdrr" in r else "-"
-        print(f"{r['case']:<14}{r['engine']:<28}{r['drr_per_s']:>9.2f}{r['drr_per_s_median']:>10.2f}{ms:>12}"
+        print(f"{r['case']:<20}{r['engine']:<28}{r['drr_per_s']:>9.2f}{r['drr_per_s_median']:>10.2f}{ms:>12}"
               f"{r['peak_rss_mb']:>13.0f}{ratio:>11}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
