@@ -228,6 +228,21 @@ def tile_pixel(tid: int, row0: int, width: int):
 
 
 @wp.func
+def pixel_ray(o0: wp.vec3, Mo: wp.mat33, Md: wp.mat33, row: int, col: int):
+    """World origin and unit direction of the ray through detector pixel (row, col)."""
+    h = wp.vec3(float(col), float(row), 1.0)
+    return o0 + wp.mul(Mo, h), wp.normalize(wp.mul(Md, h))
+
+
+@wp.func
+def box_interval(go: wp.vec3, gd: wp.vec3, shape: wp.vec3i):
+    """Ray-parameter interval (t_in, t_out) inside the grid box [0, shape] (empty when t_in >= t_out)."""
+    iv = slab(go[0], gd[0], float(shape[0]), 0.0, float(BIG))
+    iv = slab(go[1], gd[1], float(shape[1]), iv[0], iv[1])
+    return slab(go[2], gd[2], float(shape[2]), iv[0], iv[1])
+
+
+@wp.func
 def dda_next(i: int, s: int, g0: float, inv: float):
     """Ray parameter of the next voxel boundary along one axis (stepping ``s`` from voxel ``i``)."""
     if s > 0:
@@ -343,9 +358,7 @@ def project_kernel(
     row, col = tile_pixel(wp.tid(), row0, out_mat.shape[2])
     if row >= out_mat.shape[1] or col >= out_mat.shape[2]:
         return
-    h = wp.vec3(float(col), float(row), 1.0)
-    o = o0 + wp.mul(Mo, h)
-    d = wp.normalize(wp.mul(Md, h))
+    o, d = pixel_ray(o0, Mo, Md, row, col)
 
     tin = vec8()
     tout = vec8()
@@ -355,9 +368,7 @@ def project_kernel(
         P = vols[v]
         go = wp.transform_point(P.grid_from_world, o)
         gd = wp.transform_vector(P.grid_from_world, d)
-        iv = slab(go[0], gd[0], float(P.shape[0]), 0.0, float(BIG))
-        iv = slab(go[1], gd[1], float(P.shape[1]), iv[0], iv[1])
-        iv = slab(go[2], gd[2], float(P.shape[2]), iv[0], iv[1])
+        iv = box_interval(go, gd, P.shape)
         tin[v] = iv[0]
         tout[v] = iv[1]
         if iv[0] < iv[1]:
@@ -614,17 +625,13 @@ def _exact_kernel(with_labels: bool, indexed: bool):
         row, col = tile_pixel(wp.tid(), row0, out_mat.shape[2])
         if row >= out_mat.shape[1] or col >= out_mat.shape[2]:
             return
-        h = wp.vec3(float(col), float(row), 1.0)
-        o = o0 + wp.mul(Mo, h)
-        d = wp.normalize(wp.mul(Md, h))
+        o, d = pixel_ray(o0, Mo, Md, row, col)
         nx = P.shape[0]
         ny = P.shape[1]
         nz = P.shape[2]
         go = wp.transform_point(P.grid_from_world, o)
         gd = wp.transform_vector(P.grid_from_world, d)
-        iv = slab(go[0], gd[0], float(nx), 0.0, float(BIG))
-        iv = slab(go[1], gd[1], float(ny), iv[0], iv[1])
-        iv = slab(go[2], gd[2], float(nz), iv[0], iv[1])
+        iv = box_interval(go, gd, P.shape)
         t = iv[0]
         t_end = iv[1]
         if t >= t_end:

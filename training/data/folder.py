@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DataFormatError, Record, Source, to_unit_range
-from .images import IMAGE_SUFFIXES, find_with_stem, read_image_file
+from .images import IMAGE_SUFFIXES, find_with_stem, read_image_file, read_mask
 
 
 def is_folder_dataset(path: Path) -> bool:
@@ -52,12 +52,7 @@ def read_folder(path) -> Source:
     def load(i: int) -> Record:
         stem = stems[i]
         image = to_unit_range(read_image_file(find_with_stem(root / "images", stem)))
-        labels = None
-        if has_masks:
-            mpath = find_with_stem(root / "masks", stem)
-            if mpath is None:
-                raise DataFormatError(f"{root / 'masks'} has no mask for image {stem!r}")
-            labels = read_image_file(mpath, grayscale=False).astype(np.int64)
+        labels = read_mask(root / "masks", stem) if has_masks else None
         lm = np.full((len(landmarks), 2), np.nan)
         lpath = root / "landmarks" / f"{stem}.json"
         if lpath.is_file():

@@ -42,3 +42,11 @@ def find_with_stem(folder: Path, stem: str) -> Path | None:
         if p.is_file():
             return p
     return None
+
+
+def read_mask(folder: Path, stem: str) -> np.ndarray:
+    """The class-index mask with ``stem`` in ``folder`` (any image suffix), as int64."""
+    path = find_with_stem(folder, stem)
+    if path is None:
+        raise DataFormatError(f"{folder} has no mask for image {stem!r}")
+    return read_image_file(path, grayscale=False).astype(np.int64)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DataFormatError, Record, Source, to_unit_range
-from .images import IMAGE_SUFFIXES, find_with_stem, read_image_file
+from .images import IMAGE_SUFFIXES, find_with_stem, read_image_file, read_mask
 
 
 def _groups(root: Path) -> list[tuple[str | None, Path]]:
@@ -69,12 +69,7 @@ def read_synthex_index(path) -> Source:
     def load(i: int) -> Record:
         g, stem, subject, name = items[i]
         image = to_unit_range(read_image_file(find_with_stem(g / "proj", stem)))
-        labels = None
-        if has_seg:
-            mpath = find_with_stem(g / "seg", stem)
-            if mpath is None:
-                raise DataFormatError(f"{g / 'seg'} has no mask for image {stem!r}")
-            labels = read_image_file(mpath, grayscale=False).astype(np.int64)
+        labels = read_mask(g / "seg", stem) if has_seg else None
         lm = np.full((len(landmarks), 2), np.nan)
         lpath = g / "lands" / f"{stem}.h5"
         if landmarks and lpath.is_file():
