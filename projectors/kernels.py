@@ -43,7 +43,6 @@ wp.set_module_options({"optimization_level": 3})
 MAX_VOLUMES = 8
 MODE_EXACT = 0
 MODE_MARCH = 1
-LABEL_KEY = wp.constant(1 << 20)  # material-slot keys >= this are label-assigned channels
 TILE = wp.constant(8)  # detector pixels per tile side (see tile_pixel)
 
 vec8 = wp.types.vector(length=MAX_VOLUMES, dtype=wp.float32)
@@ -110,9 +109,10 @@ def flush_material(
     col: int,
     out_mat: wp.array3d(dtype=wp.float32),
 ):
-    """Write a material slot: an HU-map pair (lower, upper material) or one label material."""
-    if key >= LABEL_KEY:
-        ch = key - LABEL_KEY
+    """Write material slot ``key`` = int(q): an HU-map pair (lower, upper material) when key < n_q, else
+    label-assigned material channel key - n_q."""
+    if key >= n_q:
+        ch = key - n_q
         out_mat[ch, row, col] = out_mat[ch, row, col] + s_lo
     elif key >= 0:
         ch = qmap[q_off + key]
@@ -383,7 +383,7 @@ def project_kernel(
     # Where only one volume is active (nearly always) the contribution is
     # accumulated inline in registers: this loop is the projector's hot path,
     # so it calls no functions that take arrays (Warp passes them by value).
-    key = int(-1)  # material slot: HU-map coordinate index, or LABEL_KEY + channel
+    key = int(-1)  # material slot int(q): HU-map coordinate index, or n_q + label material channel
     s_lo = float(0.0)
     s_hi = float(0.0)
     skey = int(-1)  # structure slot
@@ -536,8 +536,6 @@ def project_kernel(
                             s_len = s_len + seg
                         newkey = int(q)
                         fr = q - float(newkey)
-                        if newkey >= n_q:
-                            newkey = LABEL_KEY + newkey - n_q
                         if newkey != key:
                             flush_material(key, s_lo, s_hi, q_off, n_q, qmap, row, col, out_mat)
                             key = newkey
