@@ -337,19 +337,35 @@ class CArm:
         cu, cv = self.principal_point if self.principal_point is not None else ((w - 1) / 2, (h - 1) / 2)
         return np.array([[self.sdd / du, 0.0, cu], [0.0, self.sdd / dv, cv], [0.0, 0.0, 1.0]])
 
-    def world_from_camera(self, alpha: float = 0.0, beta: float = 0.0) -> Transform:
+    def world_from_camera(self, alpha: float = 0.0, beta: float = 0.0, isocenter=None) -> Transform:
         # Camera axes at alpha = beta = 0, as world vectors: x = patient left (-x RAS),
         # y (image down) = inferior, z (to detector) = posterior.
         base = np.array([[-1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, -1.0, 0.0]]).T
         R = rotation_z(alpha) @ rotation_x(beta) @ base
-        source = np.asarray(self.isocenter, dtype=np.float64) - self.sid * R[:, 2]
+        source = _point(self.isocenter if isocenter is None else isocenter) - self.sid * R[:, 2]
         return Transform.from_rt(R, source)
 
-    def camera(self, alpha: float = 0.0, beta: float = 0.0) -> Camera:
+    def camera(self, alpha: float = 0.0, beta: float = 0.0, isocenter=None) -> Camera:
+        """The camera at C-arm angles ``alpha``, ``beta`` (degrees).
+
+        ``isocenter`` overrides the C-arm's: a world point (mm), or an object with a
+        ``center_world`` (a :class:`~projectors.volume.Volume`: aim at the volume's centre).
+        """
         if not (np.isfinite(alpha) and np.isfinite(beta)):
             raise GeometryError(f"C-arm angles must be finite, got alpha={alpha}, beta={beta}")
         w, h = self.size
-        return Camera(K=self.K, world_from_camera=self.world_from_camera(alpha, beta), width=w, height=h, sdd=self.sdd)
+        return Camera(
+            K=self.K, world_from_camera=self.world_from_camera(alpha, beta, isocenter), width=w, height=h, sdd=self.sdd
+        )
+
+
+def _point(p) -> np.ndarray:
+    """A world point (3,) from a point or an object with ``center_world`` (a Volume)."""
+    p = getattr(p, "center_world", p)
+    out = np.asarray(p, dtype=np.float64).reshape(-1)
+    if out.shape != (3,) or not np.all(np.isfinite(out)):
+        raise GeometryError(f"isocentre must be a finite (x, y, z) point in mm or a Volume, got {p!r}")
+    return out
 
 
 def parallel_camera(

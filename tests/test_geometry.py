@@ -91,3 +91,18 @@ def test_deepdrr_converter_shifts_principal_point_by_half_a_pixel():
     ours = cam.project(p)[0]
     h = dd["intrinsic"] @ (dd["camera3d_from_world"] @ np.append(p[0], 1.0))[:3]
     np.testing.assert_allclose(h[:2] / h[2], ours + 0.5)
+
+
+def test_camera_aims_at_a_volume_centre():
+    """``isocenter=vol`` puts the volume's centre on the principal ray, at sid from the source."""
+    import synthex as sx
+
+    vol = sx.Volume.from_array(np.zeros((10, 12, 14), np.float32), spacing=(1.0, 2.0, 3.0))
+    vol_shifted = sx.Volume(vol.hu, sx.Transform.from_rt(np.eye(3), [100.0, -50.0, 20.0]) @ vol.world_from_ijk)
+    carm = sx.CArm(size=(65, 65))
+    cam = carm.camera(30.0, 10.0, isocenter=vol_shifted)
+    uv = cam.project(vol_shifted.center_world[None])[0]
+    np.testing.assert_allclose(uv, [32.0, 32.0], atol=1e-9)  # centre pixel of a 65 px detector
+    np.testing.assert_allclose(cam.depth(vol_shifted.center_world[None])[0], carm.sid, rtol=1e-12)
+    with pytest.raises(sx.GeometryError, match="isocentre"):
+        carm.camera(isocenter=[np.nan, 0, 0])
