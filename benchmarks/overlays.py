@@ -37,8 +37,8 @@ COLORS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130
 
 def render_view(scene, camera, meshes=()):
     from projectors.mesh import mesh_path_lengths
+    from projectors.physics import PhysicsParams, simulate
     from projectors.projector import project
-    from synthex.render import display_image, monochromatic_transmission
 
     proj = project(scene, camera, device="cpu")
     areal = dict(proj.areal_density)
@@ -50,8 +50,8 @@ def render_view(scene, camera, meshes=()):
             areal[m] = areal.get(m, 0.0) + a
         paths.update(mp.path_length)
         depth = mp.depth
-    line = -np.log(np.clip(monochromatic_transmission(areal, 60.0), 1e-30, None))
-    return display_image(line), paths, depth
+    image = simulate(areal, camera, PhysicsParams(mode="monochromatic", energy_kev=60.0)).image
+    return image, paths, depth
 
 
 def overlay(image, masks: dict, points=None, boxes=None, title=""):

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def config(n: int, size: int, subjects: int, preset: str = "strong") -> dict:
+def config(n: int, size: int, subjects: int):
     return resolve_config(
         {
             "task": "hip",
@@ -43,14 +43,13 @@ def config(n: int, size: int, subjects: int, preset: str = "strong") -> dict:
             "n": n,
             "subjects": [{"source": "pelvis", "count": subjects, "spacing_mm": 3.0}],
             "image": {"size": size},
-            "physics": {"device": "cpu"},
-            "randomization": {"image": preset},
+            "projector": {"device": "cpu"},
             "dataset": {"shard_size": 50},
         }
     )
 
 
-def time_render(cfg: dict, workers: int) -> float:
+def time_render(cfg, workers: int) -> float:
     out = Path(tempfile.mkdtemp(prefix="synthex-bench-")) / "ds"
     try:
         t0 = time.perf_counter()
@@ -60,11 +59,11 @@ def time_render(cfg: dict, workers: int) -> float:
         shutil.rmtree(out.parent, ignore_errors=True)
 
 
-def time_naive(cfg: dict, count: int) -> float:
+def time_naive(cfg, count: int) -> float:
     """Seconds per image when every image rebuilds its subject and projector."""
     t0 = time.perf_counter()
     for i in range(count):
-        Pipeline(cfg, cache_size=1).sample(i * cfg["views"]["per_subject"] % cfg["n"])
+        Pipeline(cfg, cache_size=1).sample(i * cfg.views.per_subject % cfg.n)
     return (time.perf_counter() - t0) / count
 
 
@@ -95,7 +94,7 @@ def main():
     best = min(r["seconds"] for r in rows) / args.n
     print(
         f"synthex render: {args.n} hip images, {args.size}x{args.size}, {args.subjects} pelvis phantom subjects, "
-        f"strong randomization, physics {cfg['physics']['model']}; {os.cpu_count()} CPUs"
+        f"physics {cfg.physics.model}; {os.cpu_count()} CPUs"
     )
     print(f"{'workers':>8} {'seconds':>9} {'images/h':>10} {'h for 10k':>10}")
     for r in rows:
@@ -112,8 +111,7 @@ def main():
         "n": args.n,
         "size": args.size,
         "subjects": args.subjects,
-        "physics_model": cfg["physics"]["model"],
-        "image_randomization": "strong",
+        "physics_model": cfg.physics.model,
         "runs": rows,
         "naive_seconds_per_image": naive,
         "pipeline_seconds_per_image": best,

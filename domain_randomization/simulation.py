@@ -1,33 +1,81 @@
-"""Simulation-level domain randomization: samplers of the parameters that
-change how a scene is imaged (view pose, X-ray technique, detector, materials).
+"""Simulation-level domain randomization: what is drawn, from which ranges, and how a draw is applied.
 
-As everywhere in synthex, each sampler draws a JSON-serializable record from
+The ranges are typed models (pydantic): the render config's ``views``,
+``physics`` and ``materials`` sections *are* these models, so each default and
+bound is written once, here. Each sampler draws a JSON-serializable record from
 the ``numpy.random.Generator`` it is given (seeded from run seed + index, never
 the global RNG), and a deterministic function applies a record:
 
-    view = sample_view(rng, alpha_deg=(-25, 25), beta_deg=(-15, 15), target_jitter_mm=15)
+    view = sample_view(rng, ViewRanges())                    # alpha, beta, isocentre offset
     camera = view_camera(carm, target, view)
-    tech = sample_technique(rng, kvp=(70, 120), ...)          # recorded with the sample
-    mat = sample_material_jitter(rng, materials, thresholds, density_jitter=0.05, threshold_jitter_hu=20)
-    hu_map = jittered_hu_map(DEFAULT_HU_MATERIALS, mat)       # thresholds moved
-    areal = scale_areal_density(proj.areal_density, mat)       # densities scaled
+    params = sample_physics_params(rng, PhysicsRanges())     # a projectors.physics.PhysicsParams
+    jitter = sample_density_jitter(rng, materials, MaterialRanges())
+    areal = scale_areal_density(proj.areal_density, jitter)  # densities scaled
+    hu_map = jittered_hu_map(DEFAULT_HU_MATERIALS, sample_threshold_jitter(rng, 5, MaterialRanges()))
 
-Density jitter is applied to the projected areal densities: scaling the density
-of material ``m`` by ``s_m`` scales its areal density ``A_m = int rho_m dl`` by
-exactly ``s_m``, so it costs nothing and never re-casts rays. Threshold jitter
-changes which voxels are which material, so it is drawn per subject (the
-projector's lookup tables are built once per subject).
+Every parameter drawn here changes the image (nothing is drawn only to be
+recorded). Density jitter is applied to the projected areal densities: scaling
+the density of material ``m`` by ``s_m`` scales ``A_m = int rho_m dl`` by exactly
+``s_m``, so it never re-casts rays. Threshold jitter changes which voxels are
+which material, so it is drawn per subject (the projector's tables are built
+once per subject).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from projectors.geometry import Camera, CArm
 from projectors.materials import HUMaterialMap
+from projectors.physics import (
+    DetectorParams,
+    DisplayParams,
+    GridParams,
+    PhysicsParams,
+    PhysicsParamsError,
+    ScatterParams,
+    SpectrumParams,
+)
+
+
+# ---------------------------------------------------------------------------
+# typed ranges
+
+
+def _range_check(lo: float | None, hi: float | None):
+    def check(v):
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            v = [v, v]
+        if not isinstance(v, (list, tuple)) or len(v) != 2:
+            raise ValueError(f"expected [min, max] (or one number for a fixed value), got {v!r}")
+        out = []
+        for x in v:
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+                raise ValueError(f"expected finite numbers, got {v!r}")
+            if (lo is not None and x < lo) or (hi is not None and x > hi):
+                raise ValueError(f"must lie within [{lo}, {hi}], got {list(v)}")
+            out.append(float(x))
+        if out[1] < out[0]:
+            raise ValueError(f"min must not exceed max, got {list(v)}")
+        return tuple(out)
+
+    return check
+
+
+def Range(lo: float | None = None, hi: float | None = None):
+    """A closed interval ``[min, max]`` within ``[lo, hi]``; one number means a fixed value."""
+    return Annotated[tuple[float, float], BeforeValidator(_range_check(lo, hi))]
+
+
+class Ranges(BaseModel):
+    """Base of every typed parameter section: unknown keys and NaN are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True)
 
 
 def _uniform(rng: np.random.Generator, bounds) -> float:
@@ -40,57 +88,127 @@ def _log_uniform(rng: np.random.Generator, bounds) -> float:
     return lo if lo == hi else float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
-def sample_view(
-    rng: np.random.Generator, alpha_deg=(-25.0, 25.0), beta_deg=(-15.0, 15.0), target_jitter_mm: float = 15.0
-) -> dict:
-    """C-arm pose around a target: LAO/RAO ``alpha``, cranial/caudal ``beta`` (uniform,
-    degrees) and an isocentre offset from the target, uniform in ``+/- target_jitter_mm`` per axis."""
+# ---------------------------------------------------------------------------
+# views
+
+
+class ViewRanges(Ranges):
+    """C-arm poses around a subject's target (uniform)."""
+
+    per_subject: int | None = Field(None, ge=1, le=10**7, description="views per subject (default: n / number of subjects, rounded up)")
+    alpha_deg: Range(-180.0, 180.0) = Field((-25.0, 25.0), description="LAO/RAO angle range, degrees")
+    beta_deg: Range(-90.0, 90.0) = Field((-15.0, 15.0), description="cranial/caudal angle range, degrees")
+    target_jitter_mm: float = Field(15.0, ge=0.0, le=500.0, description="isocentre offset from the subject's target, uniform per axis, mm")
+
+
+def sample_view(rng: np.random.Generator, ranges: ViewRanges) -> dict:
+    """A C-arm pose around a target: LAO/RAO ``alpha``, cranial/caudal ``beta`` and an isocentre offset."""
+    j = ranges.target_jitter_mm
     return {
-        "alpha_deg": _uniform(rng, alpha_deg),
-        "beta_deg": _uniform(rng, beta_deg),
-        "isocenter_offset_mm": [_uniform(rng, (-target_jitter_mm, target_jitter_mm)) for _ in range(3)],
+        "alpha_deg": _uniform(rng, ranges.alpha_deg),
+        "beta_deg": _uniform(rng, ranges.beta_deg),
+        "isocenter_offset_mm": [_uniform(rng, (-j, j)) for _ in range(3)],
     }
 
 
 def view_camera(carm: CArm, target, view: dict) -> Camera:
     """The camera of a recorded view: ``carm`` rotated about ``target + offset``."""
     iso = np.asarray(target, dtype=np.float64) + np.asarray(view["isocenter_offset_mm"], dtype=np.float64)
-    return replace(carm, isocenter=tuple(float(c) for c in iso)).camera(view["alpha_deg"], view["beta_deg"])
+    return carm.camera(view["alpha_deg"], view["beta_deg"], isocenter=iso)
 
 
-def sample_technique(
-    rng: np.random.Generator,
-    kvp=(70.0, 120.0),
-    filtration_mm_al=(2.5, 4.5),
-    photons_per_pixel=(2e4, 3e5),
-    scatter_fraction=(0.0, 0.3),
-    blur_px=(0.0, 1.0),
-    electronic_noise=(0.0, 0.005),
-) -> dict:
-    """X-ray technique and detector: kVp, added Al filtration, dose (photons per
-    pixel, log-uniform), scatter strength, detector blur and electronic noise
-    (uniform), and a seed for the physics model's own noise draws."""
-    return {
-        "kvp": float(round(_uniform(rng, kvp))),  # generators set whole kV (and SpekPy tube models are cached per kV)
-        "filtration_mm_al": _uniform(rng, filtration_mm_al),
-        "photons_per_pixel": _log_uniform(rng, photons_per_pixel),
-        "scatter_fraction": _uniform(rng, scatter_fraction),
-        "blur_px": _uniform(rng, blur_px),
-        "electronic_noise": _uniform(rng, electronic_noise),
-        "noise_seed": int(rng.integers(0, 2**32)),
-    }
+# ---------------------------------------------------------------------------
+# X-ray technique, detector, scatter, display
 
 
-def sample_density_jitter(rng: np.random.Generator, materials, density_jitter: float = 0.05) -> dict:
+class PhysicsRanges(Ranges):
+    """What :func:`sample_physics_params` draws (uniform unless noted) and the image-formation model."""
+
+    model: Literal["spectral", "monochromatic", "naive"] = Field(
+        "spectral",
+        description="spectral: SpekPy spectrum, CsI detector, scatter, noise (projectors.physics); monochromatic: "
+        "Beer-Lambert at energy_kev; naive: line integral of density (DiffDRR-like baseline)",
+    )
+    energy_kev: float = Field(60.0, ge=1.0, le=500.0, description="energy of the monochromatic model, keV")
+    kvp: Range(20.0, 150.0) = Field((60.0, 120.0), description="tube voltage range, kV (drawn in whole kV)")
+    anode_angle_deg: Range(5.0, 25.0) = Field(
+        (12.0, 16.0), description="anode angle range, degrees (radiography and C-arm tubes: 12-16; a small angle "
+        "cannot cover a wide field on its anode side when the heel effect is on)"
+    )
+    al_mm: Range(0.0, 20.0) = Field((2.5, 4.0), description="added aluminium filtration range, mm")
+    cu_mm: Range(0.0, 2.0) = Field((0.0, 0.3), description="added copper filtration range, mm")
+    quanta_per_pixel: Range(1.0, 1e9) = Field(
+        (2.0e4, 2.0e6), description="dose: mean unattenuated quanta per pixel over the detector (log-uniform)"
+    )
+    blur_px: Range(0.0, 10.0) = Field((0.3, 1.2), description="detector blur (Gaussian PSF sigma) range, pixels")
+    glare: Range(0.0, 0.5) = Field((0.0, 0.1), description="fraction of the signal in a wide glare halo")
+    electronic_noise: Range(0.0, 100.0) = Field(
+        (0.5, 4.0), description="electronic noise sigma range, in units of one detected quantum's signal"
+    )
+    gain_variation: Range(0.0, 0.2) = Field((0.0, 0.01), description="residual detector gain non-uniformity (relative sigma)")
+    scatter_scale: Range(0.0, 5.0) = Field((0.8, 1.2), description="multiplies the fast scatter model's scatter")
+    grid_probability: float = Field(0.5, ge=0.0, le=1.0, description="chance of a 10:1 anti-scatter grid")
+    heel_probability: float = Field(0.5, ge=0.0, le=1.0, description="chance of the anode heel effect")
+    unsharp_amount: Range(0.0, 5.0) = Field((0.0, 1.5), description="display unsharp-masking amount range")
+    bin_kev: float = Field(1.0, gt=0.0, le=10.0, description="spectrum energy bin, keV")
+
+
+def sample_physics_params(rng: np.random.Generator, ranges: PhysicsRanges | dict | None = None) -> PhysicsParams:
+    """Draw one :class:`~projectors.physics.PhysicsParams` from ``rng`` (a ``numpy.random.Generator``).
+
+    kVp is drawn in whole kV (as generators step it; SpekPy's tube model is cached per kV).
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise PhysicsParamsError(f"sample_physics_params needs a numpy.random.Generator, got {type(rng).__name__}")
+    r = ranges if isinstance(ranges, PhysicsRanges) else PhysicsRanges.model_validate(ranges or {})
+    u = lambda bounds: _uniform(rng, bounds)  # noqa: E731
+    kvp = float(round(u(r.kvp)))
+    cu = round(u(r.cu_mm), 2)
+    filtration = (("Al", round(u(r.al_mm), 2)),) + ((("Cu", cu),) if cu > 0 else ())
+    spec = SpectrumParams(kvp=kvp, anode_angle=round(u(r.anode_angle_deg), 1), filtration=filtration, bin_kev=r.bin_kev)
+    qpp = _log_uniform(rng, r.quanta_per_pixel)
+    det = DetectorParams(
+        blur_px=u(r.blur_px),
+        glare=u(r.glare),
+        electronic_noise=u(r.electronic_noise),
+        gain_variation=u(r.gain_variation),
+        pattern_seed=int(rng.integers(0, 2**31 - 1)),
+    )
+    grid = GridParams() if rng.random() < r.grid_probability else None
+    return PhysicsParams(
+        mode=r.model,
+        energy_kev=r.energy_kev,
+        spectrum=spec,
+        quanta_per_pixel=qpp,
+        detector=det,
+        scatter=ScatterParams(model="fast", grid=grid, scale=u(r.scatter_scale)),
+        display=DisplayParams(unsharp_amount=u(r.unsharp_amount)),
+        heel=bool(rng.random() < r.heel_probability),
+        heel_sign=float(rng.choice([-1.0, 1.0])),
+    )
+
+
+# ---------------------------------------------------------------------------
+# materials
+
+
+class MaterialRanges(Ranges):
+    """Jitter of the HU-to-material calibration."""
+
+    density_jitter: float = Field(0.05, ge=0.0, le=0.5, description="per-material relative density jitter, +/- (per image)")
+    threshold_jitter_hu: float = Field(20.0, ge=0.0, le=100.0, description="HU material threshold jitter, +/- (per subject)")
+
+
+def sample_density_jitter(rng: np.random.Generator, materials, ranges: MaterialRanges) -> dict:
     """Per-material density scale ``1 + U(-j, j)`` (HU-to-density calibration jitter)."""
-    return {"density_scale": {m: 1.0 + _uniform(rng, (-density_jitter, density_jitter)) for m in sorted(materials)}}
+    j = ranges.density_jitter
+    return {"density_scale": {m: 1.0 + _uniform(rng, (-j, j)) for m in sorted(materials)}}
 
 
-def sample_threshold_jitter(rng: np.random.Generator, n_thresholds: int, threshold_jitter_hu: float = 20.0) -> dict:
+def sample_threshold_jitter(rng: np.random.Generator, n_thresholds: int, ranges: MaterialRanges) -> dict:
     """Shift of each HU material threshold, ``U(-j, j)`` HU."""
-    return {
-        "threshold_shift_hu": [_uniform(rng, (-threshold_jitter_hu, threshold_jitter_hu)) for _ in range(n_thresholds)]
-    }
+    j = ranges.threshold_jitter_hu
+    return {"threshold_shift_hu": [_uniform(rng, (-j, j)) for _ in range(n_thresholds)]}
 
 
 def jittered_hu_map(hu_map: HUMaterialMap, jitter: dict) -> HUMaterialMap:

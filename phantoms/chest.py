@@ -20,7 +20,7 @@ import numpy as np
 
 from phantoms import sdf
 from phantoms.landmarks import Phantom
-from phantoms.params import strict_from_dict
+from projectors.records import from_record
 from phantoms.totalseg import LUNG_LOBES
 from projectors.volume import Volume
 
@@ -79,7 +79,7 @@ class ChestParameters:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ChestParameters":
-        return strict_from_dict(cls, d, ChestError, "chest")
+        return from_record(cls, d, ChestError, "chest parameter")
 
 
 def sample_chest_parameters(rng: np.random.Generator) -> ChestParameters:

@@ -42,7 +42,7 @@ import numpy as np
 
 from phantoms import sdf
 from phantoms.landmarks import HIP_CLASSES, HIP_LANDMARKS, Phantom
-from phantoms.params import strict_from_dict
+from projectors.records import from_record
 from projectors.geometry import rotation_x, rotation_y, rotation_z
 from projectors.volume import Volume
 
@@ -116,7 +116,7 @@ class PelvisParameters:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PelvisParameters":
-        return strict_from_dict(cls, d, PhantomError, "pelvis")
+        return from_record(cls, d, PhantomError, "pelvis parameter")
 
 
 # --- sampling ------------------------------------------------------------------

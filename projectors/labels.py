@@ -82,13 +82,7 @@ def project_landmarks(camera: Camera, landmarks, names=None) -> ProjectedPoints:
     in_front = depth > 0 if camera.projection == "perspective" else np.ones(len(pts), bool)
     uv = camera.project(pts) if len(pts) else np.zeros((0, 2))
     uv = np.where(in_front[:, None], uv, np.nan)
-    with np.errstate(invalid="ignore"):
-        in_image = (
-            in_front
-            & (uv[:, 0] >= -0.5) & (uv[:, 0] <= camera.width - 0.5)
-            & (uv[:, 1] >= -0.5) & (uv[:, 1] <= camera.height - 0.5)
-        )
-    return ProjectedPoints(names, uv, in_front, in_image, depth)
+    return ProjectedPoints(names, uv, in_front, in_front & in_image(uv, camera.width, camera.height), depth)
 
 
 def structure_masks(path_length: dict, threshold_mm: float = MASK_THRESHOLD_MM, names=None) -> dict[str, np.ndarray]:
@@ -102,31 +96,68 @@ def structure_masks(path_length: dict, threshold_mm: float = MASK_THRESHOLD_MM, 
     return {n: np.asarray(path_length[n]) > threshold_mm for n in names}
 
 
+def class_path_lengths(path_length: dict, structures: dict, shape) -> dict[str, np.ndarray]:
+    """Path length (mm) through each class: the sum over the class's structures.
+
+    ``structures`` maps a class name to the structure names that make it
+    (SyntheX's ``upper_sacrum`` may be TotalSegmentator's ``sacrum`` and
+    ``vertebrae_S1``); structures absent from ``path_length`` (not in this scene)
+    add nothing, so a class with none of them has zero path everywhere.
+    """
+    out = {}
+    for name, parts in structures.items():
+        total = np.zeros(shape, dtype=np.float32)
+        for s in parts:
+            if s in path_length:
+                total = total + np.asarray(path_length[s], dtype=np.float32)
+        out[name] = total
+    return out
+
+
 def label_image(path_length: dict, classes: dict[int, str], threshold_mm: float = MASK_THRESHOLD_MM,
-                overlap: str = "longest") -> np.ndarray:
-    """One class value per pixel (0 = background) from per-structure path lengths.
+                overlap: str = "longest", priority=()) -> np.ndarray:
+    """One class value per pixel (0 = background) from per-structure (or per-class) path lengths.
 
     ``classes`` maps class values to structure names (e.g. SyntheX's hip
     classes); structures missing from ``path_length`` (not in this scene) are
-    empty. Overlaps go to the longest path (``"longest"``) or to the class
-    listed last (``"order"``).
+    empty. A pixel belongs to the classes whose path exceeds ``threshold_mm``;
+    where several do, a class named in ``priority`` wins (earlier names first:
+    a lesion inside a lung is a lesion), and otherwise the longest path
+    (``"longest"``) or the class listed last (``"order"``).
     """
     if overlap not in ("longest", "order"):
         raise LabelError(f"overlap must be 'longest' or 'order', got {overlap!r}")
     if not path_length:
         raise LabelError("no path lengths given")
+    unknown = [n for n in priority if n not in classes.values()]
+    if unknown:
+        raise LabelError(f"priority names {unknown} are not among the classes {sorted(classes.values())}")
+    rank = {name: len(priority) - k for k, name in enumerate(priority)}  # higher wins; 0 = no priority
     shape = np.asarray(next(iter(path_length.values()))).shape
     out = np.zeros(shape, dtype=np.int32)
     best = np.full(shape, threshold_mm, dtype=np.float64)
+    best_rank = np.zeros(shape, dtype=np.int32)
     for value, name in classes.items():
         if name not in path_length:
             continue
         p = np.asarray(path_length[name], dtype=np.float64)
-        take = p > best if overlap == "longest" else p > threshold_mm
-        out[take] = int(value)
+        r = rank.get(name, 0)
+        present = p > threshold_mm
         if overlap == "longest":
-            best = np.where(take, p, best)
+            take = present & ((r > best_rank) | ((r == best_rank) & (p > best)))
+        else:
+            take = present & (r >= best_rank)
+        out[take] = int(value)
+        best = np.where(take, p, best)
+        best_rank = np.where(take, r, best_rank)
     return out
+
+
+def in_image(uv, width: int, height: int) -> np.ndarray:
+    """(N,) bool: pixel coordinates on the detector ``[-0.5, W - 0.5] x [-0.5, H - 0.5]`` (NaN: False)."""
+    uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+    with np.errstate(invalid="ignore"):
+        return (uv[:, 0] >= -0.5) & (uv[:, 0] <= width - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= height - 0.5)
 
 
 def bounding_box(mask) -> tuple[float, float, float, float] | None:

@@ -1,17 +1,20 @@
-"""The ``synthex render`` configuration: a YAML file, validated against a schema.
+"""The ``synthex render`` configuration: a YAML file read into typed models (pydantic).
 
 Every key has a default, so an empty file (or no file) is a valid config: the
-built-in default, a small hip dataset from procedural pelvis phantoms. A key
-the schema does not know, a value of the wrong type or outside its range gets
-one :class:`ConfigError` naming the key (``views.alpha_deg``), and a typo gets
-the closest known key as a suggestion.
+built-in default hip dataset. A key the models do not know, a value of the
+wrong type or outside its range gets one :class:`ConfigError` naming the key
+(``views.alpha_deg``), and a typo gets the closest known key as a suggestion.
 
     cfg = load_config("hip.yaml", overrides={"n": 100, "image.size": 128})
-    cfg["views"]["alpha_deg"]        # [-25.0, 25.0]
+    cfg.views.alpha_deg              # (-25.0, 25.0)
+    cfg.to_json()                    # the plain JSON form plan.json and manifest.json store
 
-The resolved config is a plain JSON-serializable dict; it is what ``plan.json``
-and ``manifest.json`` store, and sample ``i`` of a dataset is a pure function of
-(resolved config, seed, i).
+The ranges of the simulation-level randomization (``views``, ``physics``,
+``materials``) are the models of :mod:`domain_randomization.simulation`; the
+subject entries are those of :mod:`synthex.subjects`. Sample ``i`` of a dataset
+is a pure function of (resolved config, seed, i). ``RenderConfig.model_json_schema()``
+(``synthex render --print-schema``) exports the schema; :func:`schema_reference`
+gives the docs' config table.
 """
 
 from __future__ import annotations
@@ -19,273 +22,203 @@ from __future__ import annotations
 import copy
 import difflib
 import json
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
 import yaml
+from pydantic import BeforeValidator, Field, ValidationError
+
+from domain_randomization.simulation import MaterialRanges, PhysicsRanges, Ranges, ViewRanges
+from synthex import subjects as subject_sources
+from synthex.tasks import TASKS, Task, get_task
 
 
 class ConfigError(ValueError):
     """An invalid render configuration; the message names the offending key."""
 
 
-# ---------------------------------------------------------------------------
-# schema building blocks
-
-
-@dataclass(frozen=True)
-class Key:
-    """One leaf of the schema: a default, a parser that checks and normalizes a
-    value (raising ``ValueError`` with a short reason), and a one-line doc."""
-
-    default: Any
-    parse: Callable[[Any], Any]
-    doc: str
-    runtime: bool = False  # True: does not change what is rendered (not compared on --resume)
-
-
-@dataclass(frozen=True)
-class Section:
-    keys: dict
-    doc: str = ""
-
-
-def _number(kind: type, lo=None, hi=None, lo_open=False, allow_none=False):
-    def parse(v):
-        if v is None and allow_none:
-            return None
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError(f"expected a number, got {v!r}")
-        if kind is int and (isinstance(v, float) and not v.is_integer()):
-            raise ValueError(f"expected a whole number, got {v!r}")
-        v = kind(v)
-        if not math.isfinite(v):
-            raise ValueError(f"expected a finite number, got {v!r}")
-        if lo is not None and (v <= lo if lo_open else v < lo):
-            raise ValueError(f"must be {'>' if lo_open else '>='} {lo}, got {v}")
-        if hi is not None and v > hi:
-            raise ValueError(f"must be <= {hi}, got {v}")
-        return v
-
-    return parse
-
-
-def _range(lo=None, hi=None):
-    """A closed interval ``[min, max]`` (a single number means a fixed value)."""
-    element = _number(float, lo, hi)
-
-    def parse(v):
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            v = [v, v]
-        if not isinstance(v, (list, tuple)) or len(v) != 2:
-            raise ValueError(f"expected [min, max], got {v!r}")
-        a, b = element(v[0]), element(v[1])
-        if b < a:
-            raise ValueError(f"min must not exceed max, got [{a}, {b}]")
-        return [a, b]
-
-    return parse
-
-
-def _choice(*choices):
-    def parse(v):
-        if v not in choices:
-            close = difflib.get_close_matches(str(v), [str(c) for c in choices], n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"must be one of {list(choices)}, got {v!r}{hint}")
-        return v
-
-    return parse
-
-
-def _string(allow_none=True):
-    def parse(v):
-        if v is None and allow_none:
-            return None
-        if not isinstance(v, (str, Path)):
-            raise ValueError(f"expected a string, got {v!r}")
-        return str(v)
-
-    return parse
-
-
-def _bool(v):
-    if not isinstance(v, bool):
-        raise ValueError(f"expected true or false, got {v!r}")
-    return v
+DEFAULT_N = 48
 
 
 def _size(v):
     """Detector pixels: one number (square) or [width, height]."""
-    px = _number(int, 16, 4096)
     if isinstance(v, (list, tuple)):
         if len(v) != 2:
-            raise ValueError(f"expected a pixel count or [width, height], got {v!r}")
-        return [px(v[0]), px(v[1])]
-    n = px(v)
-    return [n, n]
+            raise ValueError(f"expected a pixel count or [width, height], got {list(v)!r}")
+        return tuple(v)
+    return (v, v)
 
 
-def _string_list(v):
-    if v is None:
-        return None
-    if not isinstance(v, (list, tuple)) or not all(isinstance(s, str) and s for s in v):
-        raise ValueError(f"expected a list of names, got {v!r}")
-    if len(set(v)) != len(v):
-        raise ValueError(f"names must be unique, got {v!r}")
-    return list(v)
+Pixels = Annotated[int, Field(ge=16, le=4096, strict=True)]
+Size = Annotated[tuple[Pixels, Pixels], BeforeValidator(_size)]
+Names = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=0)]
+RUNTIME = {"runtime": True}  # json_schema_extra of keys that do not change what is rendered
 
 
-def _passthrough(v):
-    return v
+class ImageConfig(Ranges):
+    size: Size = Field((64, 64), description="detector pixels: N or [width, height]")
+    pixel_size_mm: float | None = Field(
+        None, gt=0.0, le=50.0, description="detector pixel pitch in mm (default: geometry.detector_mm / width)"
+    )
 
 
-TASK_NAMES = ("hip", "tool", "covid", "custom")
-IMAGE_PRESETS = ("none", "mild", "strong")
+class GeometryConfig(Ranges):
+    sdd: float = Field(1020.0, ge=100.0, le=5000.0, description="source-detector distance, mm")
+    sid: float = Field(530.0, ge=50.0, le=5000.0, description="source-isocentre distance, mm")
+    detector_mm: float = Field(298.0, ge=10.0, le=1000.0, description="detector width, mm (sets the pitch)")
 
-SCHEMA = Section(
-    {
-        "task": Key("hip", _choice(*TASK_NAMES), "what the dataset is for: sets the class and landmark names"),
-        "seed": Key(0, _number(int, 0, 2**63 - 1), "run seed; sample i is a pure function of (config, seed, i)"),
-        "n": Key(
-            None,
-            _number(int, 1, 10**8, allow_none=True),
-            "number of images (default: views.per_subject x number of subjects, or 48)",
-        ),
-        "output": Key(None, _string(), "dataset folder (the --out flag overrides it)", runtime=True),
-        "classes": Key(None, _string_list, "class names without background (default: the task's)"),
-        "landmarks": Key(None, _string_list, "landmark names (default: the task's)"),
-        "subjects": Key(
-            None,
-            _passthrough,
-            "list of subject sources: {source: ct, path: ...} or {source: PHANTOM, count: N} "
-            "(default: the task's built-in phantom source)",
-        ),
-        "image": Section(
-            {
-                "size": Key([64, 64], _size, "detector pixels: N or [width, height]"),
-                "pixel_size_mm": Key(
-                    None,
-                    _number(float, 0.0, 50.0, lo_open=True, allow_none=True),
-                    "detector pixel pitch in mm (default: carm.detector_mm / width)",
-                ),
-            }
-        ),
-        "carm": Section(
-            {
-                "sdd": Key(1020.0, _number(float, 100.0, 5000.0), "source-detector distance, mm"),
-                "sid": Key(530.0, _number(float, 50.0, 5000.0), "source-isocentre distance, mm"),
-                "detector_mm": Key(298.0, _number(float, 10.0, 1000.0), "detector width, mm (sets the pitch)"),
-            }
-        ),
-        "views": Section(
-            {
-                "per_subject": Key(
-                    None,
-                    _number(int, 1, 10**7, allow_none=True),
-                    "views per subject (default: n / number of subjects, rounded up)",
-                ),
-                "alpha_deg": Key([-25.0, 25.0], _range(-180.0, 180.0), "LAO/RAO angle range, degrees"),
-                "beta_deg": Key([-15.0, 15.0], _range(-90.0, 90.0), "cranial/caudal angle range, degrees"),
-                "target_jitter_mm": Key(
-                    15.0, _number(float, 0.0, 500.0), "isocentre offset from the subject's target, uniform per axis, mm"
-                ),
-            }
-        ),
-        "physics": Section(
-            {
-                "model": Key(
-                    "spectral", _passthrough, "physics model (registry name, see synthex.pipeline.PHYSICS)"
-                ),
-                "energy_kev": Key(60.0, _number(float, 1.0, 500.0), "energy of the monochromatic model, keV"),
-                "kvp": Key([70.0, 120.0], _range(20.0, 150.0), "tube voltage range, kV"),
-                "filtration_mm_al": Key([2.5, 4.5], _range(0.0, 20.0), "added filtration range, mm Al"),
-                "photons_per_pixel": Key(
-                    [2.0e4, 3.0e5], _range(1.0, 1.0e9), "dose: unattenuated photons per pixel (log-uniform)"
-                ),
-                "scatter_fraction": Key([0.0, 0.3], _range(0.0, 0.95), "scatter-to-primary strength range"),
-                "blur_px": Key([0.0, 1.0], _range(0.0, 10.0), "detector blur (Gaussian sigma) range, pixels"),
-                "electronic_noise": Key(
-                    [0.0, 0.005],
-                    _range(0.0, 1.0),
-                    "electronic noise std range, in units of 1000 detected X-ray quanta (0.001 = one quantum)",
-                ),
-                "mode": Key("exact", _choice("exact", "trilinear"), "projector mode"),
-                "device": Key("auto", _string(allow_none=False), "cpu, cuda, cuda:N or auto", runtime=True),
-            }
-        ),
-        "randomization": Section(
-            {
-                "image": Key("strong", _choice(*IMAGE_PRESETS), "image-level preset (SyntheX strong, mild, none)"),
-                "store_raw": Key(True, _bool, "also store images before image randomization (for replay)"),
-                "density_jitter": Key(0.05, _number(float, 0.0, 0.5), "per-material relative density jitter, +/-"),
-                "threshold_jitter_hu": Key(
-                    20.0, _number(float, 0.0, 100.0), "HU material threshold jitter per subject, +/-"
-                ),
-            }
-        ),
-        "labels": Section(
-            {
-                "min_path_mm": Key(
-                    0.0, _number(float, 0.0, 100.0), "a class covers a pixel when its path length exceeds this"
-                ),
-            }
-        ),
-        "dataset": Section(
-            {
-                "shard_size": Key(16, _number(int, 1, 100000), "samples per shard file"),
-                "workers": Key(1, _number(int, 1, 1024), "local worker processes", runtime=True),
-            }
-        ),
-    }
-)
 
-DEFAULT_N = 48
+class ProjectorConfig(Ranges):
+    mode: Literal["exact", "trilinear"] = Field("exact", description="projector: exact path lengths (Siddon) or trilinear marching")
+    device: str = Field("auto", min_length=1, description="cpu, cuda, cuda:N or auto", json_schema_extra=RUNTIME)
 
-# CLI flags that override config keys
-FLAG_KEYS = {
-    "task": "task",
-    "n": "n",
-    "size": "image.size",
-    "seed": "seed",
-    "out": "output",
-    "workers": "dataset.workers",
-}
+
+class LabelsConfig(Ranges):
+    min_path_mm: float = Field(
+        0.1, ge=0.0, le=100.0,
+        description="a class covers a pixel where its path length exceeds this, mm (projectors.labels.MASK_THRESHOLD_MM)",
+    )
+
+
+class DatasetConfig(Ranges):
+    shard_size: int = Field(16, ge=1, le=100000, description="samples per shard file")
+    workers: int = Field(1, ge=1, le=1024, description="local worker processes", json_schema_extra=RUNTIME)
+
+
+SubjectEntry = Annotated[
+    Union[tuple(s.entry for s in subject_sources.SOURCES.values())],  # noqa: UP007
+    Field(discriminator="source"),
+]
+
+
+class RenderConfig(Ranges):
+    """A resolved render configuration (every default filled in)."""
+
+    task: str = Field("hip", description="what the dataset is for: sets the class and landmark names "
+                      f"({', '.join(TASKS)} or custom)")
+    seed: int = Field(0, ge=0, le=2**63 - 1, strict=True, description="run seed; sample i is a pure function of (config, seed, i)")
+    n: int | None = Field(None, ge=1, le=10**8, strict=True,
+                          description=f"number of images (default: views.per_subject x number of subjects, or {DEFAULT_N})")
+    output: str | None = Field(None, description="dataset folder (the --out flag overrides it)", json_schema_extra=RUNTIME)
+    classes: Names | None = Field(None, description="class names without background (default: the task's)")
+    landmarks: Names | None = Field(None, description="landmark names (default: the task's)")
+    subjects: list[SubjectEntry] | None = Field(
+        None, min_length=1,
+        description="subject sources: {source: ct, path: ...} or {source: PHANTOM, count: N} "
+        "(default: the task's built-in source)",
+    )
+    image: ImageConfig = Field(default_factory=ImageConfig)
+    geometry: GeometryConfig = Field(default_factory=GeometryConfig)
+    views: ViewRanges = Field(default_factory=ViewRanges)
+    physics: PhysicsRanges = Field(default_factory=PhysicsRanges)
+    materials: MaterialRanges = Field(default_factory=MaterialRanges)
+    projector: ProjectorConfig = Field(default_factory=ProjectorConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+
+    @property
+    def task_spec(self) -> Task:
+        """The task with this config's classes and landmarks (a ``custom`` task is built from them)."""
+        base = TASKS.get(self.task)
+        if base is not None and tuple(self.classes) == base.foreground and tuple(self.landmarks) == base.landmarks:
+            return base
+        return Task(
+            name=self.task, description=base.description if base else "custom task",
+            classes=("background", *self.classes), landmarks=tuple(self.landmarks),
+            priority=tuple(p for p in (base.priority if base else ()) if p in self.classes),
+        )
+
+    @property
+    def pixel_size_mm(self) -> float:
+        return self.image.pixel_size_mm or self.geometry.detector_mm / self.image.size[0]
+
+    def to_json(self) -> dict:
+        """The plain JSON form (what plan.json and manifest.json store)."""
+        return self.model_dump(mode="json")
 
 
 # ---------------------------------------------------------------------------
-# validation
+# errors that name the key
+
+
+def _where(loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _model_at(loc):
+    """The model class whose field ``loc[-1]`` is (for typo suggestions), and ``loc`` without union tags."""
+    model, clean = RenderConfig, []
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            clean.append(part)
+            continue
+        if model is not None and part in getattr(model, "model_fields", {}):
+            clean.append(part)
+            ann = model.model_fields[part].annotation
+            model = _first_model(ann)
+        elif part in subject_sources.SOURCES:  # the tag pydantic puts in a discriminated union's location
+            model = subject_sources.SOURCES[part].entry
+        else:
+            clean.append(part)
+            model = None
+    return model, tuple(clean) + tuple(loc[-1:])
+
+
+def _first_model(ann):
+    import typing
+
+    if isinstance(ann, type) and issubclass(ann, Ranges):
+        return ann
+    for arg in typing.get_args(ann):
+        m = _first_model(arg)
+        if m is not None:
+            return m
+    return None
 
 
 def _suggest(name: str, known) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
 
 
-def _validate_section(section: Section, data, prefix: str) -> dict:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {data!r}")
-    for name in data:
-        if name not in section.keys:
-            where = f"{prefix}.{name}" if prefix else str(name)
-            raise ConfigError(f"unknown config key {where!r}{_suggest(str(name), section.keys)}")
-    out = {}
-    for name, spec in section.keys.items():
-        where = f"{prefix}.{name}" if prefix else name
-        if isinstance(spec, Section):
-            out[name] = _validate_section(spec, data.get(name), where)
-        else:
-            value = data.get(name, copy.deepcopy(spec.default))
-            try:
-                out[name] = spec.parse(value)
-            except ValueError as e:
-                raise ConfigError(f"config key {where!r}: {e}") from None
-    return out
+def config_error(err: ValidationError) -> ConfigError:
+    """One :class:`ConfigError` naming the key of the first problem pydantic found."""
+    e = err.errors()[0]
+    model, loc = _model_at(e["loc"])
+    kind = e["type"]
+    item = ""
+    # a position inside a value (image.size[0], views.alpha_deg[1]) is reported on its key; list entries
+    # (subjects[2]) are keys of their own
+    for k, part in enumerate(loc):
+        if isinstance(part, int) and k > 0 and loc[k - 1] != "subjects":
+            item, loc = f"item {part}: ", loc[:k]
+            break
+    where = _where(loc)
+    if kind == "extra_forbidden":
+        known = model.model_fields if model is not None else {}
+        return ConfigError(f"unknown config key {where!r}{_suggest(loc[-1], known)}")
+    if kind == "union_tag_invalid":
+        tag = e["ctx"]["tag"]
+        close = difflib.get_close_matches(str(tag), list(subject_sources.SOURCES), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return ConfigError(
+            f"config key '{where}.source': unknown source {tag!r}; available: {sorted(subject_sources.SOURCES)}{hint}"
+        )
+    if kind == "union_tag_not_found":
+        return ConfigError(f"config key {where!r}: expected a mapping with a 'source' ({sorted(subject_sources.SOURCES)})")
+    if kind == "missing":
+        return ConfigError(f"config key {where!r} is required but missing")
+    msg = item + e["msg"].removeprefix("Value error, ")
+    got = e.get("input")
+    shown = "" if isinstance(got, dict) or got is None or "got" in msg else f", got {got!r}"
+    return ConfigError(f"config key {where!r}: {msg}{shown}")
+
+
+# ---------------------------------------------------------------------------
+# resolving
 
 
 def _set_dotted(data: dict, dotted: str, value) -> None:
@@ -298,51 +231,81 @@ def _set_dotted(data: dict, dotted: str, value) -> None:
     node[parts[-1]] = value
 
 
-def resolve_config(data: dict | None = None, overrides: dict | None = None, base_dir: Path | None = None) -> dict:
-    """Validate a config mapping (+ dotted-key ``overrides``) into a resolved config.
+def _merge(base, top):
+    """``top`` on ``base``, nested mappings merged (``top`` wins)."""
+    if not (isinstance(base, dict) and isinstance(top, dict)):
+        return top
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(base.get(k), v) if k in base else v
+    return out
+
+
+def resolve_config(data: dict | None = None, overrides: dict | None = None, base_dir: Path | None = None) -> RenderConfig:
+    """Validate a config mapping (+ dotted-key ``overrides``) into a resolved :class:`RenderConfig`.
 
     Relative paths of CT subjects are resolved against ``base_dir`` (the
     config file's folder). Raises :class:`ConfigError` naming the key.
     """
-    from synthex import subjects as subject_sources
-    from synthex.tasks import resolve_task
-
     data = copy.deepcopy(data) if data is not None else {}
     if not isinstance(data, dict):
         raise ConfigError(f"the config must be a mapping of keys, got {type(data).__name__}")
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(data, dotted, value)
-    from synthex.tasks import with_task_defaults
+    task_name = data.get("task", "hip")
+    if task_name != "custom":
+        if not isinstance(task_name, str) or task_name not in TASKS:
+            close = difflib.get_close_matches(str(task_name), [*TASKS, "custom"], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"config key 'task': must be one of {[*TASKS, 'custom']}, got {task_name!r}{hint}")
+        data = _merge(get_task(task_name).defaults, data)
+    try:
+        cfg = RenderConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as e:
+        raise config_error(e) from None
+    return _complete(cfg)
 
-    data = with_task_defaults(data.get("task", SCHEMA.keys["task"].default), data)
-    cfg = _validate_section(SCHEMA, data, "")
 
-    from synthex.pipeline import PHYSICS
-
-    if cfg["physics"]["model"] not in PHYSICS:
+def _complete(cfg: RenderConfig) -> RenderConfig:
+    """Fill what depends on other keys: the task's classes, landmarks and subjects, n and views per subject."""
+    task = TASKS.get(cfg.task)
+    classes = list(task.foreground) if cfg.classes is None and task else cfg.classes
+    landmarks = list(task.landmarks) if cfg.landmarks is None and task else (cfg.landmarks or [])
+    if not classes:
+        raise ConfigError("config key 'classes': task 'custom' needs a list of class names")
+    if "background" in classes:
+        raise ConfigError("config key 'classes': list the foreground classes only ('background' is class 0)")
+    if len(classes) > 254:
+        raise ConfigError("config key 'classes': at most 254 classes fit the uint8 label map")
+    if len(set(classes)) != len(classes) or len(set(landmarks)) != len(landmarks):
+        raise ConfigError("config key 'classes'/'landmarks': names must be unique")
+    if cfg.geometry.sid >= cfg.geometry.sdd:
         raise ConfigError(
-            f"config key 'physics.model': unknown model {cfg['physics']['model']!r}; "
-            f"available: {sorted(PHYSICS)}{_suggest(str(cfg['physics']['model']), PHYSICS)}"
+            f"config key 'geometry.sid': the isocentre must lie between source and detector "
+            f"(sid {cfg.geometry.sid} >= sdd {cfg.geometry.sdd})"
         )
-    if cfg["carm"]["sid"] >= cfg["carm"]["sdd"]:
-        raise ConfigError(
-            f"config key 'carm.sid': the isocentre must lie between source and detector "
-            f"(sid {cfg['carm']['sid']} >= sdd {cfg['carm']['sdd']})"
-        )
-    cfg["classes"], cfg["landmarks"] = resolve_task(cfg["task"], cfg["classes"], cfg["landmarks"])
-    cfg["subjects"] = subject_sources.resolve_subjects(cfg["subjects"], cfg["task"], base_dir)
-    n_subjects = subject_sources.count_subjects(cfg["subjects"])
-    per, n = cfg["views"]["per_subject"], cfg["n"]
+    subjects = cfg.subjects
+    if subjects is None:
+        default = task.default_source if task else None
+        if default is None:
+            raise ConfigError(
+                f"config key 'subjects': task {cfg.task!r} has no built-in subject source; "
+                "list CT subjects ({source: ct, path: ..., labels: ...})"
+            )
+        subjects = [subject_sources.SOURCES[default].entry(source=default)]
+    n_subjects = subject_sources.count_subjects(subjects)
+    per, n = cfg.views.per_subject, cfg.n
     if n is None:
         n = per * n_subjects if per is not None else DEFAULT_N
     if per is None:
         per = -(-n // n_subjects)
     if n > per * n_subjects:
         raise ConfigError(f"config key 'n': {n} images need more than {n_subjects} subjects x views.per_subject {per}")
-    cfg["n"], cfg["views"]["per_subject"] = n, per
-    json.dumps(cfg)  # resolved configs are JSON-serializable by construction
-    return cfg
+    return cfg.model_copy(update={
+        "classes": list(classes), "landmarks": list(landmarks), "subjects": subjects, "n": n,
+        "views": cfg.views.model_copy(update={"per_subject": per}),
+    })
 
 
 def read_yaml(path) -> dict:
@@ -360,45 +323,67 @@ def read_yaml(path) -> dict:
     return data
 
 
-def load_config(path=None, overrides: dict | None = None) -> dict:
+def load_config(path=None, overrides: dict | None = None) -> RenderConfig:
     """Read, validate and resolve a YAML config (``None``: the built-in default)."""
     if path is None:
         return resolve_config({}, overrides)
     return resolve_config(read_yaml(path), overrides, base_dir=Path(path).resolve().parent)
 
 
-def rendering_config(cfg: dict) -> dict:
-    """The config without runtime-only keys (output, workers, device): what
+def _runtime_keys(model: type = RenderConfig, prefix: str = "") -> list[str]:
+    out = []
+    for name, f in model.model_fields.items():
+        where = f"{prefix}.{name}" if prefix else name
+        if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("runtime"):
+            out.append(where)
+        sub = _first_model(f.annotation)
+        if sub is not None and sub is not model and not str(name) == "subjects":
+            out.extend(_runtime_keys(sub, where))
+    return out
+
+
+def rendering_config(cfg: RenderConfig | dict) -> dict:
+    """The JSON config without runtime-only keys (output, workers, device): what
     determines the samples. Two runs may resume each other iff these match."""
-
-    def strip(section: Section, data: dict) -> dict:
-        out = {}
-        for name, value in data.items():
-            spec = section.keys.get(name)
-            if isinstance(spec, Section):
-                out[name] = strip(spec, value)
-            elif spec is None or not spec.runtime:
-                out[name] = value
-        return out
-
-    return strip(SCHEMA, cfg)
+    out = copy.deepcopy(cfg.to_json() if isinstance(cfg, RenderConfig) else cfg)
+    for dotted in _runtime_keys():
+        node, *parts = [out, *dotted.split(".")]
+        for p in parts[:-1]:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(parts[-1], None)
+    return out
 
 
-def to_yaml(cfg: dict) -> str:
-    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
+def to_yaml(cfg: RenderConfig) -> str:
+    return yaml.safe_dump(cfg.to_json(), sort_keys=False, default_flow_style=None)
 
 
 def schema_reference() -> list[tuple[str, Any, str]]:
-    """(dotted key, default, doc) for every key: the README's config reference."""
+    """(dotted key, default, doc) for every key: the docs' config reference table."""
     rows = []
 
-    def walk(section: Section, prefix: str):
-        for name, spec in section.keys.items():
+    def walk(model, prefix: str):
+        for name, f in model.model_fields.items():
             where = f"{prefix}.{name}" if prefix else name
-            if isinstance(spec, Section):
-                walk(spec, where)
+            sub = _first_model(f.annotation)
+            if sub is not None and name != "subjects":
+                walk(sub, where)
             else:
-                rows.append((where, spec.default, spec.doc))
+                default = f.get_default(call_default_factory=True)
+                rows.append((where, json.loads(json.dumps(default)), f.description or ""))
 
-    walk(SCHEMA, "")
+    walk(RenderConfig, "")
+    return rows
+
+
+def subject_reference() -> list[tuple[str, str, Any, str]]:
+    """(source, key, default, doc) of every subject entry key."""
+    rows = []
+    for name, src in subject_sources.SOURCES.items():
+        for key, f in src.entry.model_fields.items():
+            if key == "source":
+                continue
+            default = None if f.is_required() else f.get_default(call_default_factory=True)
+            rows.append((name, key, json.loads(json.dumps(default, default=str)), f.description or ""))
     return rows

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "synthex-dataset"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: ``images`` un-augmented, labels from projectors.labels (priority, then longest path)
 CAMERA_MODEL = {
     "convention": "synthex",
     "world": "RAS mm",
@@ -37,7 +37,6 @@ CAMERA_MODEL = {
 }
 SHARD_KEYS = (
     "images",
-    "images_raw",
     "labels",
     "masks",
     "landmarks",
@@ -50,7 +49,7 @@ SHARD_KEYS = (
     "subject_id",
     "params",
 )
-REQUIRED_KEYS = tuple(k for k in SHARD_KEYS if k != "images_raw")
+REQUIRED_KEYS = SHARD_KEYS
 
 
 class DatasetError(ValueError):
@@ -168,38 +167,38 @@ def write_shard(path: Path, arrays: dict, first_index: int) -> None:
     _fsync_dir(path.parent)
 
 
-def build_manifest(out: Path, cfg: dict) -> dict:
+def build_manifest(out: Path, cfg) -> dict:
+    """The manifest of a rendered dataset of ``cfg`` (a ``synthex.config.RenderConfig``)."""
     from synthex._version import __version__
 
     shards = []
-    for k, (first, count) in enumerate(shard_ranges(cfg["n"], cfg["dataset"]["shard_size"])):
+    for k, (first, count) in enumerate(shard_ranges(cfg.n, cfg.dataset.shard_size)):
         p = out / "shards" / shard_name(k)
         if not p.exists():
             raise DatasetError(f"shard {p} is missing; continue the run with --resume")
         shards.append(
             {"file": f"shards/{shard_name(k)}", "sha256": sha256_file(p), "count": count, "first_index": first}
         )
-    w, h = cfg["image"]["size"]
-    pitch = cfg["image"]["pixel_size_mm"] or cfg["carm"]["detector_mm"] / w
-    subject_ids = {i // cfg["views"]["per_subject"] for i in range(cfg["n"])}
+    w, h = cfg.image.size
+    subject_ids = {i // cfg.views.per_subject for i in range(cfg.n)}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "synthex_version": __version__,
-        "task": cfg["task"],
-        "seed": cfg["seed"],
-        "config": cfg,
+        "task": cfg.task,
+        "seed": cfg.seed,
+        "config": cfg.to_json(),
         "image_size": [h, w],
-        "pixel_size_mm": [pitch, pitch],
-        "classes": ["background"] + list(cfg["classes"]),
-        "landmarks": list(cfg["landmarks"]),
+        "pixel_size_mm": [cfg.pixel_size_mm, cfg.pixel_size_mm],
+        "classes": ["background"] + list(cfg.classes),
+        "landmarks": list(cfg.landmarks),
         "camera_model": CAMERA_MODEL,
         "shards": shards,
-        "counts": {"images": cfg["n"], "subjects": len(subject_ids)},
+        "counts": {"images": cfg.n, "subjects": len(subject_ids)},
     }
 
 
-def finalize(out, cfg: dict) -> dict:
+def finalize(out, cfg) -> dict:
     """Write preview.png, then manifest.json (last, atomically)."""
     out = Path(out)
     manifest = build_manifest(out, cfg)
@@ -268,8 +267,6 @@ class Dataset:
             out = {k: f[k][j] for k in f if k != "params"}
             out["params"] = json.loads(_text(f["params"][j]))
         out["image"] = out.pop("images")
-        if "images_raw" in out:
-            out["image_raw"] = out.pop("images_raw")
         return out
 
     def __iter__(self):
@@ -337,10 +334,19 @@ class ValidationReport:
         return not self.errors
 
 
+def _labels_agree(labels: np.ndarray, masks: np.ndarray) -> bool:
+    """The label map picks, at each pixel, one of the classes whose mask covers it (0 where none does)."""
+    covered = masks.any(axis=0)
+    if not np.array_equal(labels > 0, covered):
+        return False
+    lab = labels.astype(np.int64)
+    return bool(np.all(np.take_along_axis(masks, np.clip(lab - 1, 0, None)[None], axis=0)[0][covered] > 0))
+
+
 def validate(path, check_labels: bool = True) -> ValidationReport:
     """Check a dataset: manifest, shard checksums, shapes, indices 0..n-1 exactly
     once, labels vs masks, boxes vs masks, landmark visibility, image range."""
-    from synthex.pipeline import boxes_from_masks, inside_image, label_map
+    from projectors.labels import bounding_box, in_image
 
     report = ValidationReport(Path(path))
     try:
@@ -377,8 +383,6 @@ def validate(path, check_labels: bool = True) -> ValidationReport:
                 "subject_id": (n,),
                 "params": (n,),
             }
-            if "images_raw" in f:
-                shapes["images_raw"] = (n, H, W)
             bad = [f"{k} {f[k].shape} != {v}" for k, v in shapes.items() if f[k].shape != v]
             if bad:
                 report.errors.append(f"{name}: wrong shapes: {'; '.join(bad)}")
@@ -396,15 +400,13 @@ def validate(path, check_labels: bool = True) -> ValidationReport:
             lms, vis, boxes = f["landmarks"][:], f["landmark_visible"][:], f["boxes"][:]
             for j in range(n):
                 i = int(idx[j])
-                if not np.array_equal(labels[j], label_map(masks[j])):
-                    report.errors.append(f"sample {i}: labels disagree with masks (later class must win)")
-                if not np.array_equal(np.isnan(boxes[j]), np.isnan(boxes_from_masks(masks[j]))) or not np.allclose(
-                    boxes[j], boxes_from_masks(masks[j]), equal_nan=True
-                ):
+                if not _labels_agree(labels[j], masks[j]):
+                    report.errors.append(f"sample {i}: labels disagree with masks (a label's class must cover "
+                                         "its pixel; a pixel covered by any class must be labelled)")
+                expect_boxes = np.array([bounding_box(mk) or (np.nan,) * 4 for mk in masks[j]]).reshape(C, 4)
+                if not np.allclose(boxes[j], expect_boxes, equal_nan=True):
                     report.errors.append(f"sample {i}: boxes do not enclose the masks")
-                ok = np.isfinite(lms[j]).all(axis=1)
-                expect = np.zeros(L, dtype=bool)
-                expect[ok] = inside_image(lms[j][ok], (H, W))
+                expect = in_image(lms[j], W, H)
                 if not np.array_equal(vis[j].astype(bool), expect):
                     report.errors.append(f"sample {i}: landmark_visible disagrees with the landmark positions")
                 try:
@@ -429,7 +431,6 @@ def info(path) -> dict:
     with first.open() as f:
         masks = f["masks"][:]
         vis = f["landmark_visible"][:]
-        has_raw = "images_raw" in f
     cover = masks.mean(axis=(0, 2, 3)) if masks.size else np.zeros(0)
     return {
         "path": str(ds.path),
@@ -445,9 +446,7 @@ def info(path) -> dict:
         "landmarks": m["landmarks"],
         "shards": len(ds.shards),
         "bytes": size,
-        "images_raw_stored": has_raw,
         "physics_model": m["config"]["physics"]["model"],
-        "image_randomization": m["config"]["randomization"]["image"],
         "class_pixel_fraction_first_shard": {c: float(v) for c, v in zip(m["classes"][1:], cover)},
         "landmark_visible_fraction_first_shard": float(vis.mean()) if vis.size else None,
     }

@@ -13,12 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from projectors.geometry import Camera
-from projectors.materials import mass_attenuation
 from projectors.physics import PhysicsParams, simulate
 from projectors.projector import Projection, Projector
-
-DEFAULT_SDD = 1020.0  # mm, used when the camera does not carry its source-detector distance
-
 
 @dataclass
 class RenderResult:
@@ -34,23 +30,6 @@ class RenderResult:
     scatter: np.ndarray  # noise-free scatter signal relative to the flat field
     camera: Camera
     params: dict = field(default_factory=dict)  # physics parameters (JSON-ready) + projector mode
-
-
-def monochromatic_transmission(areal_density: dict[str, np.ndarray], energy_kev: float) -> np.ndarray:
-    """Beer-Lambert at one energy, no detector: ``exp(-sum_m (mu/rho)_m(E) A_m)``."""
-    total = None
-    for material, a in areal_density.items():
-        term = mass_attenuation(material, energy_kev) * a.astype(np.float64)
-        total = term if total is None else total + term
-    return np.exp(-total).astype(np.float32)
-
-
-def display_image(line_integral: np.ndarray) -> np.ndarray:
-    """Line integral scaled to [0, 1] by its 0.5-99.5 percentile window (bone bright, air dark)."""
-    lo, hi = np.percentile(line_integral, [0.5, 99.5])
-    if hi <= lo:
-        return np.zeros_like(line_integral, dtype=np.float32)
-    return np.clip((line_integral - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
 def physics_params(physics: PhysicsParams | None = None, **options) -> PhysicsParams:
@@ -70,7 +49,7 @@ def render_from_projection(
 ) -> RenderResult:
     """Physics on an existing projection (no rays cast)."""
     cam = proj.camera
-    res = simulate(proj.areal_density, cam, params, rng, sdd=sdd or cam.sdd or DEFAULT_SDD)
+    res = simulate(proj.areal_density, cam, params, rng, sdd=sdd)
     return RenderResult(
         areal_density=proj.areal_density,
         path_length=proj.path_length,

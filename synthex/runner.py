@@ -28,12 +28,12 @@ class RenderInterrupted(RuntimeError):
 Job = tuple[int, int, int]  # (shard, first_index, count)
 
 
-def run_serial(cfg: dict, jobs: list[Job], options: dict, advance: Callable[[int], None]) -> Iterator[tuple[int, dict]]:
+def run_serial(cfg, jobs: list[Job], options: dict, advance: Callable[[int], None]) -> Iterator[tuple[int, dict]]:
     for k, first, count in jobs:
         yield k, render_range(cfg, first, count, progress=advance)
 
 
-def run_processes(cfg: dict, jobs: list[Job], options: dict, advance) -> Iterator[tuple[int, dict]]:
+def run_processes(cfg, jobs: list[Job], options: dict, advance) -> Iterator[tuple[int, dict]]:
     workers = max(1, int(options.get("workers", 1)))
     if workers == 1 or len(jobs) <= 1:
         yield from run_serial(cfg, jobs, options, advance)
@@ -58,7 +58,7 @@ def run_processes(cfg: dict, jobs: list[Job], options: dict, advance) -> Iterato
         ex.shutdown(wait=True, cancel_futures=True)
 
 
-def run_ray(cfg: dict, jobs: list[Job], options: dict, advance) -> Iterator[tuple[int, dict]]:
+def run_ray(cfg, jobs: list[Job], options: dict, advance) -> Iterator[tuple[int, dict]]:
     from synthex.ray_runner import run_ray_jobs
 
     yield from run_ray_jobs(cfg, jobs, options, advance)
@@ -68,7 +68,7 @@ def run_ray(cfg: dict, jobs: list[Job], options: dict, advance) -> Iterator[tupl
 EXECUTORS = {"serial": run_serial, "processes": run_processes, "ray": run_ray}
 
 
-def preflight(cfg: dict) -> None:
+def preflight(cfg) -> None:
     """Build one subject of each CT entry now, so that a missing file or label
     fails before anything is written."""
     from synthex import subjects as subject_sources
@@ -76,30 +76,30 @@ def preflight(cfg: dict) -> None:
 
     pipe = Pipeline(cfg, cache_size=1)
     sid = 0
-    for entry in cfg["subjects"]:
-        if entry["source"] == "ct":
+    for entry in cfg.subjects:
+        if entry.source == "ct":
             pipe.subject(sid)
-        sid += subject_sources.SOURCES[entry["source"]].count(entry)
+        sid += subject_sources.SOURCES[entry.source].count(entry)
 
 
-def make_plan(cfg: dict) -> dict:
+def make_plan(cfg) -> dict:
     from synthex._version import __version__
 
     return {
         "format": ds.FORMAT,
         "format_version": ds.FORMAT_VERSION,
         "synthex_version": __version__,
-        "seed": cfg["seed"],
-        "config": cfg,
+        "seed": cfg.seed,
+        "config": cfg.to_json(),
         "shards": [
             {"file": f"shards/{ds.shard_name(k)}", "first_index": a, "count": c}
-            for k, (a, c) in enumerate(ds.shard_ranges(cfg["n"], cfg["dataset"]["shard_size"]))
+            for k, (a, c) in enumerate(ds.shard_ranges(cfg.n, cfg.dataset.shard_size))
         ],
     }
 
 
 def render_dataset(
-    cfg: dict,
+    cfg,
     out,
     resume: bool = False,
     workers: int | None = None,
@@ -109,20 +109,20 @@ def render_dataset(
 ) -> dict:
     """Render the dataset of a resolved config into ``out``; returns the manifest."""
     out = Path(out)
-    if cfg["n"] < 1:
+    if cfg.n < 1:
         raise ds.DatasetError("nothing to render: n must be >= 1")
     preflight(cfg)
     done = set(ds.prepare_output(out, make_plan(cfg), resume))
-    ranges = ds.shard_ranges(cfg["n"], cfg["dataset"]["shard_size"])
+    ranges = ds.shard_ranges(cfg.n, cfg.dataset.shard_size)
     jobs = [(k, first, count) for k, (first, count) in enumerate(ranges) if k not in done]
     already = sum(ranges[k][1] for k in done)
-    options = {"workers": workers or cfg["dataset"]["workers"], **(ray_options or {})}
+    options = {"workers": workers or cfg.dataset.workers, **(ray_options or {})}
     if ray_address is not None:
         executor, options["address"] = EXECUTORS["ray"], ray_address
     else:
         executor = EXECUTORS["processes"]
 
-    with _progress(progress, cfg["n"], already) as advance:
+    with _progress(progress, cfg.n, already) as advance:
         try:
             for k, arrays in executor(cfg, jobs, options, advance):
                 ds.write_shard(out / "shards" / ds.shard_name(k), arrays, ranges[k][0])

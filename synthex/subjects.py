@@ -1,16 +1,17 @@
 """Subject sources: where the anatomy of a dataset comes from.
 
-A source is a registry entry (``SOURCES[name]``) with four pure steps:
+A source is a registry entry (``SOURCES[name]``): a typed config entry (a
+pydantic model with ``source: <name>``, validated and path-resolved by the
+render config) and three pure steps:
 
-* ``resolve(entry, base_dir)``: validate one ``subjects:`` entry of the config
-  (raising :class:`~synthex.config.ConfigError` naming the key), make paths absolute;
 * ``count(entry)``: how many subjects (CTs or phantom instances) it provides;
 * ``sample(entry, rng)``: draw the subject's shape parameters (JSON) from its own generator;
-* ``build(entry, params, classes)``: the :class:`Subject` (volumes, class -> structure
+* ``build(entry, params, task)``: the :class:`Subject` (volumes, class -> structure
   names, landmarks in world mm, view target), deterministic.
 
-Sources today: ``ct`` (a CT file + label map + landmarks) and ``pelvis`` (the
-procedural pelvis of ``phantoms.pelvis``); more phantoms plug in as new entries here.
+Sources: ``ct`` (a CT file + label map + landmarks), ``pelvis`` (the procedural
+pelvis of ``phantoms.pelvis``), ``pelvis_tool`` (with a surgical tool) and
+``chest_lesions`` (the chest phantom with COVID-19 lesions).
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field, ValidationInfo, field_validator
 
+from domain_randomization.simulation import Ranges
 from projectors.volume import Volume
 
 
@@ -62,147 +66,119 @@ class Placement:
 
 @dataclass(frozen=True)
 class SubjectSource:
-    resolve: Callable[[dict, Path | None], dict]
-    count: Callable[[dict], int]
-    sample: Callable[[dict, np.random.Generator], dict]
-    build: Callable[[dict, dict, list], Subject]
+    entry: type  # the typed config entry (a pydantic model with ``source: Literal[name]``)
+    count: Callable[[Ranges], int]
+    sample: Callable[[Ranges, np.random.Generator], dict]
+    build: Callable[[Ranges, dict, object], Subject]
     doc: str
 
 
-def _config_error(msg: str):
-    from synthex.config import ConfigError
-
-    return ConfigError(msg)
-
-
-def _check_keys(entry: dict, allowed: dict, where: str) -> None:
-    import difflib
-
-    for k in entry:
-        if k not in allowed:
-            close = difflib.get_close_matches(str(k), list(allowed), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(allowed))}"
-            raise _config_error(f"unknown config key '{where}.{k}'{hint}")
+def _abs(path, info: ValidationInfo, must_exist: bool = True) -> str | None:
+    """A config path made absolute against the config file's folder (validation context ``base_dir``)."""
+    if path is None:
+        return None
+    p = Path(str(path)).expanduser()
+    base = (info.context or {}).get("base_dir")
+    if not p.is_absolute() and base is not None:
+        p = Path(base) / p
+    if must_exist and not p.exists():
+        raise ValueError(f"file not found: {p}")
+    return str(p)
 
 
 # ---------------------------------------------------------------------------
 # CT files
 
-CT_KEYS = {
-    "source": "ct",
-    "path": "CT file or DICOM folder (required)",
-    "labels": "label-map file on the CT's lattice",
-    "label_names": "{value: name} or a JSON/CSV class map",
-    "classes": "{class: [structure names]} (default: each class is the structure of the same name)",
-    "landmarks": "{name: [x, y, z]} world RAS mm, or a JSON file of that",
-    "target": "[x, y, z] world point the views aim at (default: centre of the CT)",
-    "name": "a name for the subject",
-}
+Point = tuple[float, float, float]
 
 
-def _abs(base_dir, p) -> str:
-    p = Path(str(p)).expanduser()
-    if not p.is_absolute() and base_dir is not None:
-        p = Path(base_dir) / p
-    return str(p)
+class CTEntry(Ranges):
+    source: Literal["ct"] = "ct"
+    path: str = Field(description="CT file (NIfTI, NRRD, MHA) or DICOM folder")
+    labels: str | None = Field(None, description="label-map file on the CT's lattice")
+    label_names: dict[str, str] | str | None = Field(None, description="{value: name} or a JSON/CSV class map file")
+    classes: dict[str, list[str]] | None = Field(
+        None, description="{class: [structure names]} (default: each class is the structure of the same name)"
+    )
+    landmarks: dict[str, Point] | str | None = Field(None, description="{name: [x, y, z]} world RAS mm, or a JSON file of that")
+    target: Point | None = Field(None, description="[x, y, z] world point the views aim at (default: centre of the CT)")
+    name: str | None = Field(None, description="a name for the subject")
 
+    @field_validator("path", "labels")
+    @classmethod
+    def _file(cls, v, info: ValidationInfo):
+        return _abs(v, info)
 
-def _ct_resolve(entry: dict, base_dir, where: str) -> dict:
-    _check_keys(entry, CT_KEYS, where)
-    if "path" not in entry:
-        raise _config_error(f"config key '{where}.path': a CT subject needs the path of its CT")
-    out = dict(entry)
-    for key in ("path", "labels"):
-        if out.get(key) is not None:
-            out[key] = _abs(base_dir, out[key])
-            if not Path(out[key]).exists():
-                raise _config_error(f"config key '{where}.{key}': file not found: {out[key]}")
-    if isinstance(out.get("label_names"), str):
-        out["label_names"] = _abs(base_dir, out["label_names"])
-    elif isinstance(out.get("label_names"), dict):
-        out["label_names"] = {str(k): str(v) for k, v in out["label_names"].items()}
-    lm = out.get("landmarks")
-    if isinstance(lm, str):
-        lm_path = Path(_abs(base_dir, lm))
-        if not lm_path.is_file():
-            raise _config_error(f"config key '{where}.landmarks': file not found: {lm_path}")
+    @field_validator("label_names")
+    @classmethod
+    def _class_map(cls, v, info: ValidationInfo):
+        return _abs(v, info) if isinstance(v, str) else v
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _structure_lists(cls, v):
+        if isinstance(v, dict):
+            return {str(k): [str(x) for x in (s if isinstance(s, list) else [s])] for k, s in v.items()}
+        return v
+
+    @field_validator("landmarks", mode="after")
+    @classmethod
+    def _landmark_file(cls, v, info: ValidationInfo):
+        if not isinstance(v, str):
+            return v
+        path = Path(_abs(v, info))
         try:
-            lm = json.loads(lm_path.read_text())
-        except json.JSONDecodeError as e:
-            raise _config_error(f"config key '{where}.landmarks': {lm_path} is not JSON: {e}") from None
-    if lm is not None:
-        if not isinstance(lm, dict):
-            raise _config_error(f"config key '{where}.landmarks': expected {{name: [x, y, z]}}, got {lm!r}")
-        for k, v in lm.items():
-            if not (isinstance(v, (list, tuple)) and len(v) == 3 and all(isinstance(c, (int, float)) for c in v)):
-                raise _config_error(f"config key '{where}.landmarks.{k}': expected [x, y, z] in mm, got {v!r}")
-        out["landmarks"] = {str(k): [float(c) for c in v] for k, v in lm.items()}
-    classes = out.get("classes")
-    if classes is not None:
-        if not isinstance(classes, dict):
-            raise _config_error(f"config key '{where}.classes': expected {{class: [structure names]}}")
-        out["classes"] = {str(k): [str(s) for s in (v if isinstance(v, list) else [v])] for k, v in classes.items()}
-    target = out.get("target")
-    if target is not None and not (isinstance(target, list) and len(target) == 3):
-        raise _config_error(f"config key '{where}.target': expected [x, y, z] in mm, got {target!r}")
-    return out
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path} is not a JSON file of {{name: [x, y, z]}}: {e}") from None
+        if not isinstance(data, dict) or not all(
+            isinstance(x, list) and len(x) == 3 and all(isinstance(c, (int, float)) for c in x) for x in data.values()
+        ):
+            raise ValueError(f"{path}: expected {{name: [x, y, z]}} in mm")
+        return {str(k): tuple(float(c) for c in x) for k, x in data.items()}
 
 
-def _ct_build(entry: dict, params: dict, task_classes: list) -> Subject:
-    label_names = entry.get("label_names")
+def _ct_build(entry: CTEntry, params: dict, task) -> Subject:
+    label_names = entry.label_names
     if isinstance(label_names, dict):
         label_names = {int(k): v for k, v in label_names.items()}
-    vol = Volume.from_file(entry["path"], labels=entry.get("labels"), label_names=label_names)
+    vol = Volume.from_file(entry.path, labels=entry.labels, label_names=label_names)
     names = set(vol.label_names.values())
-    classes = entry.get("classes")
-    structures = {c: list((classes or {}).get(c, [c])) for c in task_classes}
+    structures = {c: list((entry.classes or {}).get(c, [c])) for c in task.foreground}
     missing = {c: s for c, s in structures.items() if not any(n in names for n in s)}
     if missing:
         detail = ", ".join(f"{c} (structures {s})" for c, s in missing.items())
         raise SubjectError(
-            f"CT {entry['path']}: its label map has no structure for the task's classes {detail}; "
+            f"CT {entry.path}: its label map has no structure for the task's classes {detail}; "
             f"labels present: {sorted(names) or 'none (no label map given)'}. "
             "Give `labels:` and map classes to label names with `classes:`."
         )
-    lms = {k: np.asarray(v, dtype=np.float64) for k, v in (entry.get("landmarks") or {}).items()}
-    target = np.asarray(entry["target"], dtype=np.float64) if entry.get("target") is not None else vol.center_world
-    return Subject(
-        volumes=[vol],
-        structures=structures,
-        landmarks=lms,
-        target=target,
-        name=entry.get("name") or Path(entry["path"]).name,
-    )
+    lms = {k: np.asarray(v, dtype=np.float64) for k, v in (entry.landmarks or {}).items()}
+    target = np.asarray(entry.target, dtype=np.float64) if entry.target is not None else vol.center_world
+    return Subject(volumes=[vol], structures=structures, landmarks=lms, target=target,
+                   name=entry.name or Path(entry.path).name)
 
 
 CT = SubjectSource(
-    resolve=_ct_resolve,
+    entry=CTEntry,
     count=lambda entry: 1,
     sample=lambda entry, rng: {},
     build=_ct_build,
-    doc="a CT file with a label map (and optional landmarks): " + "; ".join(f"{k}: {v}" for k, v in CT_KEYS.items()),
+    doc="a CT file with a label map (and optional landmarks)",
 )
 
 
 # ---------------------------------------------------------------------------
 # procedural pelvis phantom (phantoms.pelvis)
 
-PELVIS_KEYS = {"source": "pelvis", "count": "number of phantom instances", "spacing_mm": "voxel size, mm"}
+
+class PelvisEntry(Ranges):
+    source: Literal["pelvis"] = "pelvis"
+    count: int = Field(4, ge=1, le=100000, strict=True, description="number of phantom instances")
+    spacing_mm: float = Field(2.5, ge=0.5, le=10.0, description="voxel size, mm")
 
 
-def _pelvis_resolve(entry: dict, base_dir, where: str) -> dict:
-    _check_keys(entry, PELVIS_KEYS, where)
-    out = {"source": "pelvis", "count": entry.get("count", 4), "spacing_mm": entry.get("spacing_mm", 2.5)}
-    c, s = out["count"], out["spacing_mm"]
-    if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= 100000:
-        raise _config_error(f"config key '{where}.count': expected a whole number 1..100000, got {c!r}")
-    if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.5 <= s <= 10.0:
-        raise _config_error(f"config key '{where}.spacing_mm': expected 0.5..10 mm, got {s!r}")
-    out["spacing_mm"] = float(s)
-    return out
-
-
-def _pelvis_sample(entry: dict, rng: np.random.Generator) -> dict:
+def _pelvis_sample(entry, rng: np.random.Generator) -> dict:
     """Anatomy shape randomization: the phantom's own sampler (sex, pelvic and femoral dimensions, pose, HU, gas)."""
     from phantoms.pelvis import sample_pelvis_parameters
 
@@ -214,24 +190,19 @@ def landmark_name(name: str) -> str:
     return name.replace("-", "_")
 
 
-def _pelvis_build(entry: dict, params: dict, classes: list) -> Subject:
+def _pelvis_build(entry, params: dict, task) -> Subject:
     from phantoms.pelvis import PelvisParameters, build_pelvis
 
-    phantom = build_pelvis(PelvisParameters.from_dict(params), spacing=entry["spacing_mm"])
+    phantom = build_pelvis(PelvisParameters.from_dict(params), spacing=entry.spacing_mm)
     lms = {landmark_name(k): np.asarray(v, dtype=np.float64) for k, v in phantom.landmarks.items()}
     target = np.mean(list(lms.values()), axis=0)  # the pelvis centre: mean of its 14 landmarks
-    return Subject(
-        volumes=[phantom.volume],
-        structures={c: [c] for c in classes},
-        landmarks=lms,
-        target=target,
-        name="pelvis_phantom",
-    )
+    return Subject(volumes=[phantom.volume], structures={c: [c] for c in task.foreground}, landmarks=lms,
+                   target=target, name="pelvis_phantom")
 
 
 PELVIS = SubjectSource(
-    resolve=_pelvis_resolve,
-    count=lambda entry: entry["count"],
+    entry=PelvisEntry,
+    count=lambda entry: entry.count,
     sample=_pelvis_sample,
     build=_pelvis_build,
     doc="procedural pelvis phantom (phantoms.pelvis: signed-distance-function bones with cortical shell, "
@@ -239,41 +210,45 @@ PELVIS = SubjectSource(
     "from published population statistics)",
 )
 
+
 # ---------------------------------------------------------------------------
 # pelvis phantom with a surgical tool (phantoms.tools), posed anew in every view
 
-PELVIS_TOOL_KEYS = {**PELVIS_KEYS, "source": "pelvis_tool", "tool": "tool kind (phantoms.tools.TOOLS)"}
 
-
-def _pelvis_tool_resolve(entry: dict, base_dir, where: str) -> dict:
+def _tool_kinds():
     from phantoms.tools import TOOLS
 
-    _check_keys(entry, PELVIS_TOOL_KEYS, where)
-    out = _pelvis_resolve({k: v for k, v in entry.items() if k != "tool"}, base_dir, where)
-    out["source"] = "pelvis_tool"
-    out["tool"] = entry.get("tool", "continuum_manipulator")
-    if out["tool"] not in TOOLS:
+    return TOOLS
+
+
+class PelvisToolEntry(PelvisEntry):
+    source: Literal["pelvis_tool"] = "pelvis_tool"
+    tool: str = Field("continuum_manipulator", description="tool kind (phantoms.tools.TOOLS)")
+
+    @field_validator("tool")
+    @classmethod
+    def _known_tool(cls, v):
         import difflib
 
-        close = difflib.get_close_matches(str(out["tool"]), list(TOOLS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise _config_error(
-            f"config key '{where}.tool': unknown tool {out['tool']!r}; available: {sorted(TOOLS)}{hint}"
-        )
-    return out
+        kinds = _tool_kinds()
+        if v not in kinds:
+            close = difflib.get_close_matches(str(v), list(kinds), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown tool {v!r}; available: {sorted(kinds)}{hint}")
+        return v
 
 
-def _pelvis_tool_sample(entry: dict, rng: np.random.Generator) -> dict:
+def _pelvis_tool_sample(entry, rng: np.random.Generator) -> dict:
     from phantoms.tools import sample_tool_parameters
 
-    return {"pelvis": _pelvis_sample(entry, rng), "tool": sample_tool_parameters(entry["tool"], rng)}
+    return {"pelvis": _pelvis_sample(entry, rng), "tool": sample_tool_parameters(entry.tool, rng)}
 
 
-def _pelvis_tool_build(entry: dict, params: dict, classes: list) -> Subject:
+def _pelvis_tool_build(entry, params: dict, task) -> Subject:
     from phantoms.tools import build_tool, sample_tool_pose_in_pelvis, tool_pose
 
-    subject = _pelvis_build(entry, params["pelvis"], [])
-    tool = build_tool(entry["tool"], params["tool"])
+    subject = _pelvis_build(entry, params["pelvis"], task)
+    tool = build_tool(entry.tool, params["tool"])
     deepfluoro = {k.replace("_", "-"): v for k, v in subject.landmarks.items()}
 
     def place(pose: dict) -> Placement:
@@ -282,17 +257,17 @@ def _pelvis_tool_build(entry: dict, params: dict, classes: list) -> Subject:
         return Placement(meshes=[placed.mesh()], landmarks=lms, target=np.asarray(lms["tip"], dtype=np.float64))
 
     # the tool's classes: every class of the task is made by the tool mesh
-    subject.structures = {c: [tool.name] for c in classes}
+    subject.structures = {c: [tool.name] for c in task.foreground}
     subject.landmarks = {}
-    subject.sample_pose = lambda rng: sample_tool_pose_in_pelvis(rng, tool, entry["tool"], deepfluoro)
+    subject.sample_pose = lambda rng: sample_tool_pose_in_pelvis(rng, tool, entry.tool, deepfluoro)
     subject.place = place
-    subject.name = f"pelvis_phantom+{entry['tool']}"
+    subject.name = f"pelvis_phantom+{entry.tool}"
     return subject
 
 
 PELVIS_TOOL = SubjectSource(
-    resolve=_pelvis_tool_resolve,
-    count=lambda entry: entry["count"],
+    entry=PelvisToolEntry,
+    count=lambda entry: entry.count,
     sample=_pelvis_tool_sample,
     build=_pelvis_tool_build,
     doc="procedural pelvis phantom with a surgical tool mesh (phantoms.tools; default the continuum "
@@ -300,36 +275,39 @@ PELVIS_TOOL = SubjectSource(
     "tool's material is added on top of the bone it overlaps (no voxels are carved out)",
 )
 
+
 # ---------------------------------------------------------------------------
 # chest phantom with COVID-19 lesions (phantoms.chest, phantoms.lesions)
 
-CHEST_KEYS = {"source": "chest_lesions", "count": "number of phantom instances", "spacing_mm": "voxel size, mm"}
+
+class ChestEntry(Ranges):
+    source: Literal["chest_lesions"] = "chest_lesions"
+    count: int = Field(4, ge=1, le=100000, strict=True, description="number of phantom instances")
+    spacing_mm: float = Field(3.0, ge=0.5, le=10.0, description="voxel size, mm")
 
 
-def _chest_resolve(entry: dict, base_dir, where: str) -> dict:
-    _check_keys(entry, CHEST_KEYS, where)
-    out = _pelvis_resolve({"count": entry.get("count", 4), "spacing_mm": entry.get("spacing_mm", 3.0)}, base_dir, where)
-    out["source"] = "chest_lesions"
-    return out
+LUNG_LOBES = ("lung_upper_lobe_left", "lung_lower_lobe_left", "lung_upper_lobe_right", "lung_middle_lobe_right",
+              "lung_lower_lobe_right")
 
 
-def _chest_sample(entry: dict, rng: np.random.Generator) -> dict:
+def _chest_sample(entry, rng: np.random.Generator) -> dict:
     from phantoms.chest import sample_chest_parameters
 
     # lesion placement depends on the built lungs, so it is drawn in build() from this recorded seed
     return {"chest": sample_chest_parameters(rng).to_dict(), "lesion_seed": int(rng.integers(0, 2**63 - 1))}
 
 
-def _chest_build(entry: dict, params: dict, classes: list) -> Subject:
+def _chest_build(entry, params: dict, task) -> Subject:
     from phantoms.chest import ChestParameters, build_chest
     from phantoms.lesions import insert_lesions, sample_lesions
 
-    chest = build_chest(ChestParameters.from_dict(params["chest"]), spacing=entry["spacing_mm"])
+    chest = build_chest(ChestParameters.from_dict(params["chest"]), spacing=entry.spacing_mm)
     lesions = sample_lesions(np.random.default_rng(params["lesion_seed"]), chest.volume)
     volume = insert_lesions(chest.volume, lesions)
+    structures = {c: list(LUNG_LOBES) if c == "lung" else [c] for c in task.foreground}
     return Subject(
         volumes=[volume],
-        structures={c: [c] for c in classes},
+        structures=structures,
         landmarks={k: np.asarray(v, dtype=np.float64) for k, v in chest.landmarks.items()},
         target=volume.center_world,
         name="chest_phantom",
@@ -338,8 +316,8 @@ def _chest_build(entry: dict, params: dict, classes: list) -> Subject:
 
 
 CHEST_LESIONS = SubjectSource(
-    resolve=_chest_resolve,
-    count=lambda entry: entry["count"],
+    entry=ChestEntry,
+    count=lambda entry: entry.count,
     sample=_chest_sample,
     build=_chest_build,
     doc="procedural chest phantom (phantoms.chest: lobes, airways, heart, ribs, ...) with COVID-19 lesions "
@@ -356,46 +334,14 @@ SOURCES: dict[str, SubjectSource] = {
 }
 
 
-def resolve_subjects(entries, task: str, base_dir=None) -> list[dict]:
-    """Validate the ``subjects`` list of a config (default: the task's built-in source)."""
-    from synthex.tasks import TASKS
-
-    if entries is None:
-        default = TASKS[task].default_source
-        if default is None:
-            raise _config_error(
-                f"config key 'subjects': task {task!r} has no built-in subject source yet; "
-                "list CT subjects ({source: ct, path: ..., labels: ...})"
-            )
-        entries = [{"source": default}]
-    if not isinstance(entries, list) or not entries:
-        raise _config_error("config key 'subjects': expected a non-empty list of subject entries")
-    out = []
-    for k, entry in enumerate(entries):
-        where = f"subjects[{k}]"
-        if not isinstance(entry, dict) or "source" not in entry:
-            raise _config_error(f"config key '{where}': expected a mapping with a 'source' ({sorted(SOURCES)})")
-        src = SOURCES.get(entry["source"])
-        if src is None:
-            import difflib
-
-            close = difflib.get_close_matches(str(entry["source"]), list(SOURCES), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise _config_error(
-                f"config key '{where}.source': unknown source {entry['source']!r}; available: {sorted(SOURCES)}{hint}"
-            )
-        out.append(src.resolve(entry, base_dir, where))
-    return out
+def count_subjects(entries) -> int:
+    return sum(SOURCES[e.source].count(e) for e in entries)
 
 
-def count_subjects(entries: list[dict]) -> int:
-    return sum(SOURCES[e["source"]].count(e) for e in entries)
-
-
-def locate(entries: list[dict], subject_id: int) -> tuple[dict, int]:
+def locate(entries, subject_id: int):
     """(entry, instance within the entry) of a global subject id."""
     for e in entries:
-        c = SOURCES[e["source"]].count(e)
+        c = SOURCES[e.source].count(e)
         if subject_id < c:
             return e, subject_id
         subject_id -= c

@@ -1,72 +1,187 @@
-"""Tasks: the class and landmark names a dataset is labelled with.
+"""The downstream tasks of SyntheX (Gao et al. 2023): one declaration per task, used by rendering and training.
 
-Class and landmark names follow SyntheX (Gao et al. 2023; see the README).
-``custom`` takes both lists from the config.
+A :class:`Task` says what a dataset for it is labelled with and how models on it
+are judged:
+
+* render side: ``classes`` and ``landmarks`` a dataset is labelled with, the
+  subject source used when a config lists none (``default_source``), the task's
+  config defaults (``defaults``, under the user's config), which class wins where
+  classes overlap in a label image (``priority``);
+* training side: metric groups (``metrics``), other names a dataset may use for a
+  class or landmark (``aliases``), the detector pixel pitch SyntheX reports for
+  its real data (``pixel_size_mm``).
+
+``classes[0]`` is always ``"background"`` (a class index is a label value). This
+module imports nothing of synthex, so the dataset reader and training can import
+it without the renderer. Add a task with :func:`register_task`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+
+
+class TaskError(ValueError):
+    """A task or a dataset's labels that do not fit it (a clear, user-facing error)."""
+
+
+class UnknownTaskError(TaskError):
+    pass
+
+
+class MissingLabelsError(TaskError):
+    """A dataset lacks a class or landmark the task needs."""
+
+
+def normalize_name(name: str) -> str:
+    """Compare names loosely: ``"FH-l"``, ``"fh_l"`` and ``"FH l"`` are the same landmark."""
+    return re.sub(r"[^a-z0-9]", "", str(name).lower())
 
 
 @dataclass(frozen=True)
 class Task:
-    classes: tuple[str, ...]  # without background
-    landmarks: tuple[str, ...]
-    default_source: str | None  # subject source used when the config lists no subjects
-    defaults: dict | None = None  # config defaults of this task (the user's config wins)
+    """A downstream task (see the module docstring for what each field is for)."""
+
+    name: str
+    description: str
+    classes: tuple[str, ...]  # index = label value; classes[0] == "background"
+    landmarks: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ("dice",)
+    aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    pixel_size_mm: float | None = None
+    default_source: str | None = None
+    defaults: dict = field(default_factory=dict)
+    priority: tuple[str, ...] = ()  # classes that win overlaps in label images, strongest first
+    optional: tuple[str, ...] = ()  # classes a dataset may lack (they are then background in it)
+
+    def __post_init__(self):
+        if not self.classes or self.classes[0] != "background":
+            raise TaskError(f"task {self.name!r}: classes must start with 'background', got {self.classes}")
+        if len(set(self.classes)) != len(self.classes) or len(set(self.landmarks)) != len(self.landmarks):
+            raise TaskError(f"task {self.name!r}: class and landmark names must be unique")
+        unknown = [c for c in (*self.priority, *self.optional) if c not in self.classes[1:]]
+        if unknown:
+            raise TaskError(f"task {self.name!r}: priority/optional name unknown classes {unknown}")
+
+    @property
+    def foreground(self) -> tuple[str, ...]:
+        """The classes without background (what a render config lists)."""
+        return self.classes[1:]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def num_landmarks(self) -> int:
+        return len(self.landmarks)
+
+    def _names_for(self, name: str) -> set[str]:
+        return {normalize_name(name)} | {normalize_name(a) for a in self.aliases.get(name, ())}
+
+    def class_lookup(self, dataset_classes) -> list[int]:
+        """For each dataset class index, the task class index it becomes
+        (dataset classes the task does not use become background)."""
+        wanted = {n: i for i, c in enumerate(self.classes) for n in self._names_for(c)}
+        lookup = [wanted.get(normalize_name(c), 0) for c in dataset_classes]
+        missing = [c for i, c in enumerate(self.classes) if i > 0 and i not in lookup and c not in self.optional]
+        if missing:
+            raise MissingLabelsError(
+                f"task {self.name!r} needs the classes {list(self.foreground)}; the dataset has "
+                f"{list(dataset_classes)} and lacks {missing}"
+            )
+        return lookup
+
+    def landmark_order(self, dataset_landmarks) -> list[int]:
+        """For each task landmark, its index in the dataset's landmark list."""
+        have = {normalize_name(n): i for i, n in enumerate(dataset_landmarks)}
+        order, missing = [], []
+        for name in self.landmarks:
+            hits = [have[n] for n in self._names_for(name) if n in have]
+            (order.append(hits[0]) if hits else missing.append(name))
+        if missing:
+            raise MissingLabelsError(
+                f"task {self.name!r} needs the landmarks {list(self.landmarks)}; the dataset has "
+                f"{list(dataset_landmarks) or 'none'} and lacks {missing}"
+            )
+        return order
 
 
-HIP_LANDMARKS = tuple(f"{name}_{side}" for name in ("FH", "GSN", "IOF", "MOF", "SPS", "IPS", "ASIS") for side in "lr")
+TASKS: dict[str, Task] = {}
 
-TASKS = {
-    "hip": Task(
-        classes=("hemipelvis_left", "hemipelvis_right", "vertebrae", "upper_sacrum", "femur_left", "femur_right"),
-        landmarks=HIP_LANDMARKS,
-        default_source="pelvis",
-    ),
-    "tool": Task(classes=("manipulator",), landmarks=("base", "tip"), default_source="pelvis_tool"),
+
+def register_task(task: Task) -> Task:
+    if task.name in TASKS:
+        raise TaskError(f"task {task.name!r} is registered twice")
+    TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(TASKS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UnknownTaskError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}{hint}") from None
+
+
+_SIDES = (("l", "left"), ("r", "right"))
+HIP_LANDMARK_KINDS = ("FH", "GSN", "IOF", "MOF", "SPS", "IPS", "ASIS")
+# SyntheX / DeepFluoro's 14 hip landmarks in the dataset's spelling (DeepFluoro writes FH-l)
+HIP_LANDMARKS = tuple(f"{lm}_{s}" for lm in HIP_LANDMARK_KINDS for s, _ in _SIDES)
+
+register_task(Task(
+    name="hip",
+    description="pelvis/hip fluoroscopy: 6 bone classes + 14 anatomical landmarks (SyntheX / DeepFluoro)",
+    classes=("background", "hemipelvis_left", "hemipelvis_right", "vertebrae", "upper_sacrum",
+             "femur_left", "femur_right"),
+    landmarks=HIP_LANDMARKS,
+    metrics=("dice", "landmarks"),
+    aliases={
+        "hemipelvis_left": ("left_hemipelvis", "hip_left", "pelvis_left"),
+        "hemipelvis_right": ("right_hemipelvis", "hip_right", "pelvis_right"),
+        "vertebrae": ("vertebra", "spine", "lumbar_vertebrae"),
+        "upper_sacrum": ("sacrum",),
+        "femur_left": ("left_femur",),
+        "femur_right": ("right_femur",),
+        **{f"{lm}_{s}": (f"{side}_{lm}", f"{lm}_{side}") for lm in HIP_LANDMARK_KINDS for s, side in _SIDES},
+    },
+    pixel_size_mm=0.194,
+    default_source="pelvis",
+))
+
+register_task(Task(
+    name="tool",
+    description="surgical tool (continuum manipulator) segmentation + base/tip landmarks + detection",
+    classes=("background", "tool"),
+    landmarks=("base", "tip"),
+    metrics=("dice", "landmarks", "detection"),
+    aliases={"tool": ("manipulator", "instrument", "continuum_manipulator", "robot"),
+             "base": ("tool_base", "start"), "tip": ("tool_tip", "end")},
+    pixel_size_mm=0.5804,
+    default_source="pelvis_tool",
+))
+
+register_task(Task(
+    name="covid",
+    description="chest X-ray COVID-19 lung lesion segmentation + image-level lesion presence "
+                "(lungs are labelled too, so that a lesion's share of the lungs can be measured)",
+    classes=("background", "lung", "lesion"),
+    # real COVID-19 sets (e.g. QaTa-COV19) label lesions only: a dataset without lungs is accepted, its lungs
+    # counting as background (rendered sets always have them)
+    optional=("lung",),
+    metrics=("dice", "pixel_confusion", "presence"),
+    aliases={"lesion": ("lesions", "covid_lesion", "infection", "covid"), "lung": ("lungs",)},
+    default_source="chest_lesions",
     # chest radiographs: a radiography room (180 cm source-detector, 43 cm detector), near-PA views, 224 px
-    "covid": Task(
-        classes=("lesion",),
-        landmarks=(),
-        default_source="chest_lesions",
-        defaults={
-            "carm": {"sdd": 1800.0, "sid": 1500.0, "detector_mm": 430.0},
-            "views": {"alpha_deg": [-5.0, 5.0], "beta_deg": [-5.0, 5.0], "target_jitter_mm": 10.0},
-            "image": {"size": 224},
-        },
-    ),
-    "custom": Task(classes=(), landmarks=(), default_source=None),
-}
-
-
-def resolve_task(task: str, classes, landmarks) -> tuple[list[str], list[str]]:
-    """The class and landmark lists of a config: the task's unless given."""
-    from synthex.config import ConfigError
-
-    spec = TASKS[task]
-    classes = list(spec.classes) if classes is None else list(classes)
-    landmarks = list(spec.landmarks) if landmarks is None else list(landmarks)
-    if not classes:
-        raise ConfigError("config key 'classes': task 'custom' needs a list of class names")
-    if "background" in classes:
-        raise ConfigError("config key 'classes': list the foreground classes only ('background' is class 0)")
-    if len(classes) > 254:
-        raise ConfigError("config key 'classes': at most 254 classes fit the uint8 label map")
-    return classes, landmarks
-
-
-def with_task_defaults(task: str, data: dict) -> dict:
-    """``data`` on top of the task's config defaults (nested mappings merged)."""
-
-    def merge(base, top):
-        if not (isinstance(base, dict) and isinstance(top, dict)):
-            return top
-        out = dict(base)
-        for k, v in top.items():
-            out[k] = merge(base.get(k), v) if k in base else v
-        return out
-
-    spec = TASKS.get(task)
-    return merge(spec.defaults, data) if spec is not None and spec.defaults else data
+    defaults={
+        "geometry": {"sdd": 1800.0, "sid": 1500.0, "detector_mm": 430.0},
+        "views": {"alpha_deg": [-5.0, 5.0], "beta_deg": [-5.0, 5.0], "target_jitter_mm": 10.0},
+        "image": {"size": 224},
+    },
+    priority=("lesion",),
+))

@@ -11,9 +11,8 @@ TINY = {
     "n": 12,
     "subjects": [{"source": "pelvis", "count": 2, "spacing_mm": 6.0}],
     "image": {"size": 32},
-    "carm": {"detector_mm": 400.0},
-    "physics": {"device": "cpu"},
-    "randomization": {"image": "strong"},
+    "geometry": {"detector_mm": 400.0},
+    "projector": {"device": "cpu"},
     "dataset": {"shard_size": 2},
 }
 

@@ -12,8 +12,8 @@ from synthex.config import ConfigError, load_config, rendering_config, resolve_c
 
 def test_default_config_is_a_small_hip_dataset_from_pelvis_phantoms():
     cfg = load_config()
-    assert cfg["task"] == "hip"
-    assert cfg["classes"] == [
+    assert cfg.task == "hip"
+    assert cfg.classes == [
         "hemipelvis_left",
         "hemipelvis_right",
         "vertebrae",
@@ -21,11 +21,11 @@ def test_default_config_is_a_small_hip_dataset_from_pelvis_phantoms():
         "femur_left",
         "femur_right",
     ]  # SyntheX's 6 hip classes (REFERENCE.md)
-    assert len(cfg["landmarks"]) == 14  # 7 landmarks, left and right
-    assert cfg["subjects"][0]["source"] == "pelvis"
-    assert cfg["n"] == 48
+    assert len(cfg.landmarks) == 14  # 7 landmarks, left and right
+    assert cfg.subjects[0].source == "pelvis"
+    assert cfg.n == 48
     # 48 images over 4 subjects: 12 views each
-    assert cfg["views"]["per_subject"] * cfg["subjects"][0]["count"] >= cfg["n"]
+    assert cfg.views.per_subject * cfg.subjects[0].count >= cfg.n
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,9 @@ def test_default_config_is_a_small_hip_dataset_from_pelvis_phantoms():
     [
         ({"veiws": {}}, "veiws", "did you mean 'views'"),
         ({"views": {"alpha_dg": [0, 1]}}, "views.alpha_dg", "did you mean 'alpha_deg'"),
-        ({"randomization": {"imgae": "strong"}}, "randomization.imgae", "did you mean 'image'"),
+        ({"materials": {"density_jitte": 0.1}}, "materials.density_jitte", "did you mean 'density_jitter'"),
+        ({"physics": {"kvpp": [60, 80]}}, "physics.kvpp", "did you mean 'kvp'"),
+        ({"randomization": {"image": "strong"}}, "randomization", "known keys"),
         ({"subjects": [{"source": "pelvis", "cout": 3}]}, "subjects[0].cout", "did you mean 'count'"),
     ],
 )
@@ -55,9 +57,10 @@ def test_a_typo_names_the_key_and_suggests_the_closest(data, key, hint):
         ({"n": 2.5}, "n"),
         ({"physics": {"kvp": [70, 400]}}, "physics.kvp"),
         ({"physics": {"model": "spectrall"}}, "physics.model"),
-        ({"carm": {"sid": 1200, "sdd": 1000}}, "carm.sid"),
-        ({"randomization": {"image": "strongest"}}, "randomization.image"),
-        ({"randomization": {"density_jitter": float("nan")}}, "randomization.density_jitter"),
+        ({"geometry": {"sid": 1200, "sdd": 1000}}, "geometry.sid"),
+        ({"physics": {"model": "spectrall"}}, "physics.model"),
+        ({"materials": {"density_jitter": float("nan")}}, "materials.density_jitter"),
+        ({"projector": {"mode": "siddon"}}, "projector.mode"),
         ({"task": "knee"}, "task"),
         ({"subjects": [{"source": "pelvis_phantom"}]}, "subjects[0].source"),
         ({"subjects": [{"source": "pelvis", "count": 0}]}, "subjects[0].count"),
@@ -72,13 +75,13 @@ def test_out_of_range_or_wrong_type_names_the_key(data, key):
 def test_ct_subject_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"subjects\[0\]\.path.*file not found"):
         resolve_config({"subjects": [{"source": "ct", "path": str(tmp_path / "missing.nii.gz")}]})
-    with pytest.raises(ConfigError, match=r"subjects\[0\]\.path': a CT subject needs"):
+    with pytest.raises(ConfigError, match=r"subjects\[0\]\.path' is required"):
         resolve_config({"subjects": [{"source": "ct"}]})
 
 
 def test_each_task_has_its_subject_source_and_custom_needs_classes():
-    assert resolve_config({"task": "covid"})["subjects"][0]["source"] == "chest_lesions"
-    assert resolve_config({"task": "tool"})["subjects"][0]["source"] == "pelvis_tool"
+    assert resolve_config({"task": "covid"}).subjects[0].source == "chest_lesions"
+    assert resolve_config({"task": "tool"}).subjects[0].source == "pelvis_tool"
     with pytest.raises(ConfigError, match="task 'custom' has no built-in subject source"):
         resolve_config({"task": "custom", "classes": ["a"]})
     with pytest.raises(ConfigError, match="did you mean 'kwire'"):
@@ -89,16 +92,16 @@ def test_each_task_has_its_subject_source_and_custom_needs_classes():
 
 def test_n_and_views_per_subject():
     cfg = resolve_config({"views": {"per_subject": 5}, "subjects": [{"source": "pelvis", "count": 3}]})
-    assert cfg["n"] == 15
+    assert cfg.n == 15
     cfg = resolve_config({"n": 10, "subjects": [{"source": "pelvis", "count": 3}]})
-    assert cfg["views"]["per_subject"] == 4  # ceil(10 / 3)
+    assert cfg.views.per_subject == 4  # ceil(10 / 3)
     with pytest.raises(ConfigError, match="'n'"):
         resolve_config({"n": 16, "views": {"per_subject": 5}, "subjects": [{"source": "pelvis", "count": 3}]})
 
 
 def test_runtime_keys_do_not_change_the_rendering_config():
     a = resolve_config({"dataset": {"workers": 1}, "output": "a"})
-    b = resolve_config({"dataset": {"workers": 4}, "output": "b", "physics": {"device": "cpu"}})
+    b = resolve_config({"dataset": {"workers": 4}, "output": "b", "projector": {"device": "cpu"}})
     assert rendering_config(a) == rendering_config(b)
     assert rendering_config(a) != rendering_config(resolve_config({"seed": 1}))
 
@@ -112,8 +115,8 @@ def test_yaml_file_and_flags(tmp_path):
     path = tmp_path / "hip.yaml"
     path.write_text("seed: 3\nimage:\n  size: [48, 40]\nviews:\n  alpha_deg: [-10, 10]\n")
     cfg = load_config(path, {"n": 7})
-    assert cfg["seed"] == 3 and cfg["image"]["size"] == [48, 40] and cfg["n"] == 7
-    assert cfg["views"]["alpha_deg"] == [-10.0, 10.0]
+    assert cfg.seed == 3 and cfg.image.size == (48, 40) and cfg.n == 7
+    assert cfg.views.alpha_deg == (-10.0, 10.0)
     bad = tmp_path / "bad.yaml"
     bad.write_text("seed: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
@@ -128,8 +131,10 @@ def test_print_config_shows_the_resolved_config_with_flag_overrides(tmp_path):
     result = CliRunner().invoke(cli, ["render", str(path), "--n", "5", "--size", "32", "--seed", "9", "--print-config"])
     assert result.exit_code == 0, result.output
     printed = yaml.safe_load(result.output)
-    assert printed == load_config(path, {"n": 5, "image.size": 32, "seed": 9})
+    assert printed == load_config(path, {"n": 5, "image.size": 32, "seed": 9}).to_json()
     assert printed["seed"] == 9 and printed["image"]["size"] == [32, 32]
+    # the printed config is itself a valid config that resolves to the same thing
+    assert resolve_config(printed).to_json() == printed
     assert not (tmp_path / "synthex-dataset").exists()
 
 

@@ -23,10 +23,8 @@ from synthex.dataset import DatasetError, open_dataset, sha256_file, validate
 from synthex.runner import render_dataset
 from synthex.subjects import SubjectError
 
-pytest.importorskip("kornia")
 ARRAYS = (
     "images",
-    "images_raw",
     "labels",
     "masks",
     "landmarks",
@@ -58,7 +56,7 @@ def assert_same_samples(a: Path, b: Path):
 
 def test_layout_matches_the_format_spec(reference):
     m = json.loads((reference / "manifest.json").read_text())
-    assert m["format"] == "synthex-dataset" and m["format_version"] == 1
+    assert m["format"] == "synthex-dataset" and m["format_version"] == 2
     assert m["classes"][0] == "background" and len(m["classes"]) == 7 and len(m["landmarks"]) == 14
     assert m["image_size"] == [32, 32] and m["pixel_size_mm"] == [400.0 / 32] * 2
     assert m["counts"] == {"images": 12, "subjects": 2}
@@ -74,12 +72,11 @@ def test_layout_matches_the_format_spec(reference):
     import h5py
 
     with h5py.File(reference / "shards" / "00001.h5") as f:
-        assert f.attrs["format_version"] == 1 and f.attrs["first_index"] == 2
+        assert f.attrs["format_version"] == 2 and f.attrs["first_index"] == 2
         shapes = {k: f[k].shape for k in f}
         dtypes = {k: f[k].dtype for k in f if k != "params"}
     assert shapes == {
         "images": (2, 32, 32),
-        "images_raw": (2, 32, 32),
         "labels": (2, 32, 32),
         "masks": (2, 6, 32, 32),
         "landmarks": (2, 14, 2),

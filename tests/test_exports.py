@@ -15,7 +15,6 @@ from synthex.dataset import open_dataset
 from synthex.exports import ExportError, export, to_uint16
 from synthex.runner import render_dataset
 
-pytest.importorskip("kornia")
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +107,7 @@ def test_dicom_tags_read_back_with_pydicom(dataset, tmp_path):
         s = dataset[i]
         p = s["params"]
         assert d.SOPClassUID == "1.2.840.10008.5.1.4.1.1.12.1" and d.Modality == "XA"
-        assert float(d.KVP) == pytest.approx(p["physics"]["kvp"], abs=1e-3)
+        assert float(d.KVP) == pytest.approx(p["physics"]["spectrum"]["kvp"], abs=1e-3)
         assert float(d.DistanceSourceToDetector) == pytest.approx(1020.0)
         assert float(d.DistanceSourceToPatient) == pytest.approx(530.0)
         assert [float(x) for x in d.ImagerPixelSpacing] == pytest.approx([10.0, 10.0])  # 400 mm / 40 px
@@ -149,7 +148,7 @@ def test_card_and_bad_export_targets(dataset, tmp_path):
     path = export(dataset, tmp_path / "card", "card")
     text = path.read_text()
     assert (
-        "physics model `spectral`: projectors.physics: SpekPy spectrum" in text
+        "physics model `spectral`: SpekPy spectrum" in text
         and "procedural pelvis" in text
         and "seed 7" in text
         and "hemipelvis_left" in text

@@ -5,7 +5,8 @@ import pytest
 
 from projectors.geometry import CArm
 from projectors.materials import LabelMaterial, MaterialModel, mass_attenuation
-from projectors.physics import PhysicsParams, ScatterParams, SpectrumParams, sample_physics_params, simulate, spectrum
+from domain_randomization.simulation import sample_physics_params
+from projectors.physics import PhysicsParams, ScatterParams, SpectrumParams, simulate, spectrum
 from projectors.physics.signal import signal_weights
 from projectors.projector import Projector, SceneVolume
 from projectors.volume import Volume

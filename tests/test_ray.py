@@ -11,9 +11,8 @@ from synthex.dataset import open_dataset, validate
 from synthex.runner import render_dataset
 
 pytest.importorskip("ray")
-pytest.importorskip("kornia")
 
-KEYS = ("images", "images_raw", "labels", "masks", "landmarks", "landmark_visible", "boxes", "P", "params")
+KEYS = ("images", "labels", "masks", "landmarks", "landmark_visible", "boxes", "P", "params")
 
 
 def same(a, b) -> bool:

@@ -39,7 +39,7 @@ def write_synthex(root, n=6, H=8, W=10, subjects=(3, 3, 5, 5, 9, 9), classes=Non
         k = len(range(n)[rows])
         f = root / f"shards/{s:05d}.h5"
         with h5py.File(f, "w") as h:
-            h.attrs["format_version"] = 1
+            h.attrs["format_version"] = 2
             h.attrs["first_index"] = rows.start
             h["images"] = images[rows]
             if with_labels:
@@ -58,7 +58,7 @@ def write_synthex(root, n=6, H=8, W=10, subjects=(3, 3, 5, 5, 9, 9), classes=Non
         shards.append({"file": f"shards/{s:05d}.h5", "sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
                        "count": k, "first_index": rows.start})
     (root / "manifest.json").write_text(json.dumps({
-        "format": "synthex-dataset", "format_version": 1, "synthex_version": "0.1.0", "task": "hip", "seed": 0,
+        "format": "synthex-dataset", "format_version": 2, "synthex_version": "0.1.0", "task": "hip", "seed": 0,
         "config": {}, "image_size": [H, W], "pixel_size_mm": [0.5, 0.5], "classes": classes,
         "landmarks": landmarks, "camera_model": {"convention": "synthex"}, "shards": shards,
         "counts": {"images": n, "subjects": len(set(subjects))}}))

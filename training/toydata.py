@@ -108,7 +108,7 @@ def write_synthex_layout(root, samples: list[dict], subjects, *, classes, landma
         name = f"shards/{first // shard_size:05d}.h5"
         tmp = root / f"shards/.{first // shard_size:05d}.h5.tmp"
         with h5py.File(tmp, "w") as h:
-            h.attrs["format_version"] = 1
+            h.attrs["format_version"] = 2
             h.attrs["first_index"] = first
             h["images"] = np.stack([s["image"] for s in chunk]).astype(np.float32)
             labels = np.stack([s["labels"] for s in chunk]).astype(np.uint8)
@@ -136,7 +136,7 @@ def write_synthex_layout(root, samples: list[dict], subjects, *, classes, landma
         tmp.rename(root / name)
         digest = hashlib.sha256((root / name).read_bytes()).hexdigest()
         shards.append({"file": name, "sha256": digest, "count": n, "first_index": first})
-    manifest = {"format": "synthex-dataset", "format_version": 1, "synthex_version": "0.1.0", "task": task,
+    manifest = {"format": "synthex-dataset", "format_version": 2, "synthex_version": "0.1.0", "task": task,
                 "seed": seed, "config": {"generator": "training.toydata"}, "image_size": [H, W],
                 "pixel_size_mm": list(pixel_size_mm), "classes": list(classes), "landmarks": list(landmarks),
                 "camera_model": {"convention": "synthex", "world": "RAS mm"}, "shards": shards,

@@ -2,11 +2,12 @@
 
 Entry points::
 
-    from projectors.physics import simulate, PhysicsParams, sample_physics_params
+    from projectors.physics import simulate, PhysicsParams
     res = simulate(proj.areal_density, camera, PhysicsParams(), rng)   # no rays are cast
     res.signal, res.transmission, res.log_image, res.image
 
-The Monte Carlo scatter reference (Warp) is :mod:`projectors.physics.scatter_mc`
+Parameters are drawn by :func:`domain_randomization.simulation.sample_physics_params`
+(randomization lives in ``domain_randomization``). The Monte Carlo scatter reference (Warp) is :mod:`projectors.physics.scatter_mc`
 (imported lazily: it compiles a kernel on first use).
 """
 
@@ -18,18 +19,16 @@ from .params import (
     GridParams,
     PhysicsParams,
     PhysicsParamsError,
-    PhysicsRanges,
     ScatterParams,
-    sample_physics_params,
 )
 from .signal import SignalError, detector_qe, pixel_solid_angle, spectral_signal, water_equivalent_thickness
 from .simulate import PhysicsResult, simulate
 from .spectrum import PRESETS, Spectrum, SpectrumError, SpectrumParams, preset, spectrum, spekpy_reference
 
 __all__ = [
-    "DetectorParams", "DisplayParams", "GridParams", "PhysicsParams", "PhysicsParamsError", "PhysicsRanges",
+    "DetectorParams", "DisplayParams", "GridParams", "PhysicsParams", "PhysicsParamsError",
     "PhysicsResult", "ScatterParams", "SignalError", "Spectrum", "SpectrumError", "SpectrumParams", "PRESETS",
     "apply_detector", "detector_qe", "display", "mtf", "pixel_solid_angle", "preset", "psf_blur",
-    "sample_physics_params", "simulate", "spectral_signal", "spectrum", "spekpy_reference", "to_uint16",
+    "simulate", "spectral_signal", "spectrum", "spekpy_reference", "to_uint16",
     "water_equivalent_thickness",
 ]

@@ -1,6 +1,7 @@
-"""Physics parameters (JSON-serializable dataclasses) and their sampler.
+"""Physics parameters: JSON-serializable dataclasses.
 
-Split as everywhere in synthex: :func:`sample_physics_params` draws a
+Split as everywhere in synthex: a sampler
+(:func:`domain_randomization.simulation.sample_physics_params`) draws a
 :class:`PhysicsParams` from its own ``numpy.random.Generator``; the pure
 :func:`projectors.physics.simulate` applies it. ``params.to_dict()`` is stored
 with each sample and ``PhysicsParams.from_dict`` replays it.
@@ -13,11 +14,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..records import from_record
 from .spectrum import SpectrumParams
 
 
 class PhysicsParamsError(ValueError):
     """Impossible or misspelled physics parameters."""
+
+
+def _record(cls, d):
+    return from_record(cls, d, PhysicsParamsError)
 
 
 def _check(cond: bool, msg: str):
@@ -134,12 +140,23 @@ class DisplayParams:
         _check(self.gamma > 0, f"gamma must be > 0, got {self.gamma}")
 
 
+#: Image-formation models (``PhysicsParams.mode``) and what each simulates.
+MODES = {
+    "spectral": "SpekPy spectrum (kVp, anode angle, filtration), energy-integrating CsI detector (QE, blur, glare, "
+    "fixed pattern, electronic noise), fast scatter model (optional grid), quantum noise, display processing",
+    "monochromatic": "Beer-Lambert at one energy (no spectrum, scatter, noise or detector), display processing",
+    "naive": "line integral of density (a DiffDRR-like baseline: no attenuation physics, scatter, noise or detector)",
+}
+
+
 @dataclass(frozen=True)
 class PhysicsParams:
     """Everything :func:`projectors.physics.simulate` needs besides the areal densities and camera.
 
-    * ``mode``: ``"physics"`` or ``"naive"`` (plain line integral of density,
-      ``log_image = naive_mu * sum_m A_m``; no spectrum, scatter, noise).
+    * ``mode``: ``"spectral"`` (spectrum, detector, scatter, noise), ``"monochromatic"``
+      (Beer-Lambert at ``energy_kev``: ``log_image = sum_m (mu/rho)_m(E) A_m``) or ``"naive"``
+      (plain line integral of density, ``log_image = naive_mu * sum_m A_m``); the last two have
+      no spectrum, scatter, noise or detector.
     * Dose: ``mas`` (tube current-time product) or ``quanta_per_pixel`` (mean
       unattenuated photons per pixel over the detector); exactly one is set.
     * ``heel``: anode heel effect along image ``heel_axis`` (``"v"`` rows or
@@ -147,7 +164,7 @@ class PhysicsParams:
     * ``noise``: quantum + electronic noise on/off (blur and fixed pattern follow ``detector``).
     """
 
-    mode: str = "physics"
+    mode: str = "spectral"
     spectrum: SpectrumParams = field(default_factory=SpectrumParams)
     mas: float | None = None
     quanta_per_pixel: float | None = 200000.0
@@ -159,9 +176,12 @@ class PhysicsParams:
     heel_axis: str = "v"
     heel_sign: float = 1.0
     naive_mu: float = 0.2
+    energy_kev: float = 60.0
 
     def __post_init__(self):
-        _check(self.mode in ("physics", "naive"), f"physics mode must be 'physics' or 'naive', got {self.mode!r}")
+        _check(self.mode in MODES, f"physics mode must be one of {list(MODES)}, got {self.mode!r}")
+        _check(np.isfinite(self.energy_kev) and 1.0 <= self.energy_kev <= 500.0,
+               f"energy_kev must lie in [1, 500] keV, got {self.energy_kev}")
         _check((self.mas is None) != (self.quanta_per_pixel is None), "set exactly one of mas and quanta_per_pixel")
         if self.mas is not None:
             _check(np.isfinite(self.mas) and self.mas > 0, f"mAs must be > 0, got {self.mas}")
@@ -177,7 +197,7 @@ class PhysicsParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PhysicsParams":
-        return _from_dict(cls, d)
+        return _record(cls, d)
 
     def replace(self, **changes) -> "PhysicsParams":
         return dataclasses.replace(self, **changes)
@@ -195,7 +215,7 @@ class PhysicsParams:
         detector: DetectorParams | dict | None = None,
         display: DisplayParams | dict | None = None,
         heel: bool = False,
-        mode: str = "physics",
+        mode: str = "spectral",
         base: "PhysicsParams | None" = None,
     ) -> "PhysicsParams":
         """Build parameters from render-style keywords (``sx.render(..., kvp=, filtration=, mas=, scatter=, noise=, detector=)``).
@@ -223,96 +243,9 @@ class PhysicsParams:
         else:
             raise PhysicsParamsError(f"scatter must be True/'fast', False/'none' or ScatterParams, got {scatter!r}")
         if grid is not None:
-            g = GridParams() if grid is True else None if grid is False else grid if isinstance(grid, GridParams) else _from_dict(GridParams, grid)
+            g = GridParams() if grid is True else None if grid is False else grid if isinstance(grid, GridParams) else _record(GridParams, grid)
             sc = dataclasses.replace(sc, grid=g)
-        det = p.detector if detector is None else detector if isinstance(detector, DetectorParams) else _from_dict(DetectorParams, detector)
-        disp = p.display if display is None else display if isinstance(display, DisplayParams) else _from_dict(DisplayParams, display)
+        det = p.detector if detector is None else detector if isinstance(detector, DetectorParams) else _record(DetectorParams, detector)
+        disp = p.display if display is None else display if isinstance(display, DisplayParams) else _record(DisplayParams, display)
         return dataclasses.replace(p, mode=mode, spectrum=spec, scatter=sc, noise=bool(noise), detector=det, display=disp,
                                    heel=bool(heel), **dose)
-
-
-_NESTED = {"spectrum": SpectrumParams, "detector": DetectorParams, "scatter": ScatterParams, "display": DisplayParams, "grid": GridParams}
-
-
-def _from_dict(cls, d):
-    if not isinstance(d, dict):
-        raise PhysicsParamsError(f"{cls.__name__} must be given as a mapping, got {type(d).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - names
-    if unknown:
-        raise PhysicsParamsError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
-    kw = {}
-    for k, v in d.items():
-        if k in _NESTED and isinstance(v, dict):
-            kw[k] = SpectrumParams.from_dict(v) if k == "spectrum" else _from_dict(_NESTED[k], v)
-        elif isinstance(v, list):
-            kw[k] = tuple(v)
-        else:
-            kw[k] = v
-    return cls(**kw)
-
-
-# -- sampler ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PhysicsRanges:
-    """Ranges :func:`sample_physics_params` draws from (uniform unless noted)."""
-
-    kvp: tuple[float, float] = (60.0, 120.0)
-    anode_angle: tuple[float, float] = (8.0, 14.0)
-    al_mm: tuple[float, float] = (2.5, 4.0)
-    cu_mm: tuple[float, float] = (0.0, 0.3)
-    quanta_per_pixel: tuple[float, float] = (2.0e4, 2.0e6)  # log-uniform; ~1.2 mm pixels behind 20 cm tissue see ~1%
-    blur_px: tuple[float, float] = (0.3, 1.2)
-    glare: tuple[float, float] = (0.0, 0.1)
-    electronic_noise: tuple[float, float] = (0.5, 4.0)
-    gain_variation: tuple[float, float] = (0.0, 0.01)
-    scatter_scale: tuple[float, float] = (0.8, 1.2)
-    p_grid: float = 0.5
-    unsharp_amount: tuple[float, float] = (0.0, 1.5)
-    heel: float = 0.5  # probability
-    bin_kev: float = 1.0
-
-    def __post_init__(self):
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, tuple):
-                _check(len(v) == 2 and v[0] <= v[1], f"range {f.name} must be (lo, hi) with lo <= hi, got {v}")
-
-
-def sample_physics_params(rng: np.random.Generator, ranges: PhysicsRanges | dict | None = None) -> PhysicsParams:
-    """Draw one :class:`PhysicsParams` from ``rng`` (a ``numpy.random.Generator``)."""
-    if not isinstance(rng, np.random.Generator):
-        raise PhysicsParamsError(f"sample_physics_params needs a numpy.random.Generator, got {type(rng).__name__}")
-    if ranges is None:
-        ranges = PhysicsRanges()
-    elif isinstance(ranges, dict):
-        ranges = _from_dict(PhysicsRanges, ranges)
-    r = ranges
-
-    def u(lo_hi):
-        return float(rng.uniform(*lo_hi))
-
-    kvp = round(u(r.kvp), 1)
-    cu = round(u(r.cu_mm), 2)
-    filt = (("Al", round(u(r.al_mm), 2)),) + ((("Cu", cu),) if cu > 0 else ())
-    spec = SpectrumParams(kvp=kvp, anode_angle=round(u(r.anode_angle), 1), filtration=filt, bin_kev=r.bin_kev)
-    qpp = float(np.exp(rng.uniform(np.log(r.quanta_per_pixel[0]), np.log(r.quanta_per_pixel[1]))))
-    det = DetectorParams(
-        blur_px=u(r.blur_px),
-        glare=u(r.glare),
-        electronic_noise=u(r.electronic_noise),
-        gain_variation=u(r.gain_variation),
-        pattern_seed=int(rng.integers(0, 2**31 - 1)),
-    )
-    grid = GridParams() if rng.random() < r.p_grid else None
-    return PhysicsParams(
-        spectrum=spec,
-        quanta_per_pixel=qpp,
-        detector=det,
-        scatter=ScatterParams(model="fast", grid=grid, scale=u(r.scatter_scale)),
-        display=DisplayParams(unsharp_amount=u(r.unsharp_amount)),
-        heel=bool(rng.random() < r.heel),
-        heel_sign=float(rng.choice([-1.0, 1.0])),
-    )

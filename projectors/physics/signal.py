@@ -87,6 +87,12 @@ def heel_spectra(spec: Spectrum, camera: Camera, axis: str, sign: float, nodes: 
     rows = []
     for xi in xs:
         k, f = _spekpy_spectrum(p.kvp, p.anode_angle, p.target, p.filtration, p.bin_kev, float(np.clip(xi, -400, 400)))
+        if not np.any(np.asarray(f) > 0):
+            raise SignalError(
+                f"the anode heel cuts the beam off: a {p.anode_angle} degree anode emits nothing {abs(xi):.0f} mm "
+                f"off-axis at 1 m on its anode side, inside this detector's field; use a larger anode angle, a smaller "
+                "field or heel=False"
+            )
         rows.append(np.interp(spec.energies, k, f))
     rows = np.array(rows)
     if len(xs) == 1:

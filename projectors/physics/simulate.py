@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..geometry import Camera
+from ..materials import mass_attenuation
 from .detector import apply_detector
 from .display import display
 from .params import PhysicsParams, PhysicsParamsError
@@ -61,7 +62,7 @@ def simulate(
     params: PhysicsParams | None = None,
     rng: np.random.Generator | None = None,
     *,
-    sdd: float = 1020.0,
+    sdd: float | None = None,
     scatter: np.ndarray | None = None,
     spec: Spectrum | None = None,
 ) -> PhysicsResult:
@@ -69,9 +70,9 @@ def simulate(
 
     ``params``: a :class:`PhysicsParams` (default: 80 kVp, fast scatter,
     noise); ``rng``: the sample's own Generator for the noise draws (required
-    when ``params.noise``); ``sdd``: source-detector distance in mm (sets the
-    detector pixel pitch ``sdd / fx`` for the scatter kernels; the camera's K
-    only holds their ratio); ``scatter``: a precomputed scatter image relative
+    when ``params.noise``); ``sdd``: source-detector distance in mm (default:
+    ``camera.sdd``; it sets the detector pixel pitch ``sdd / fx`` for the
+    scatter kernels, since the camera's K only holds their ratio); ``scatter``: a precomputed scatter image relative
     to the flat field (e.g. from :func:`.scatter_mc.simulate_scatter`),
     replacing ``params.scatter.model``; ``spec``: a precomputed spectrum.
     No rays are cast here: re-randomizing the parameters is cheap.
@@ -79,10 +80,17 @@ def simulate(
     params = params or PhysicsParams()
     if not isinstance(params, PhysicsParams):
         raise PhysicsParamsError(f"params must be a PhysicsParams, got {type(params).__name__}")
-    if params.noise and params.mode == "physics" and not isinstance(rng, np.random.Generator):
+    if params.noise and params.mode == "spectral" and not isinstance(rng, np.random.Generator):
         raise PhysicsParamsError("noise is on: pass the sample's numpy.random.Generator as rng (or set noise=False)")
     if params.mode == "naive":
         return _naive(areal_density, camera, params)
+    if params.mode == "monochromatic":
+        return _monochromatic(areal_density, camera, params)
+    sdd = sdd if sdd is not None else camera.sdd
+    if sdd is None or not np.isfinite(sdd) or sdd <= 0:
+        raise PhysicsParamsError(
+            "the scatter model needs the source-detector distance: the camera has none (a parallel beam?); pass sdd="
+        )
     spec = spec or get_spectrum(params.spectrum)
     sig = spectral_signal(areal_density, camera, spec, params)
     T_p = sig.transmission
@@ -124,7 +132,19 @@ def _naive(areal_density, camera, params: PhysicsParams) -> PhysicsResult:
     total = np.zeros(camera.shape)
     for a in ad.values():
         total += a
-    log_image = params.naive_mu * total
+    return _noiseless(params.naive_mu * total, camera, params)
+
+
+def _monochromatic(areal_density, camera, params: PhysicsParams) -> PhysicsResult:
+    """Beer-Lambert at one energy, ``-log T = sum_m (mu/rho)_m(E) A_m``: no spectrum, scatter, noise or detector."""
+    ad = validate_areal_density(areal_density, camera.shape)
+    log_image = np.zeros(camera.shape)
+    for m, a in ad.items():
+        log_image += mass_attenuation(m, params.energy_kev) * a
+    return _noiseless(log_image, camera, params)
+
+
+def _noiseless(log_image, camera, params: PhysicsParams) -> PhysicsResult:
     transmission = np.clip(np.exp(-log_image), MIN_TRANSMISSION, 1.0)
     return PhysicsResult(
         signal=transmission.astype(np.float32),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def card_text(ds, export_format: str | None = None) -> str:
-    from synthex.pipeline import PHYSICS
+    from projectors.physics.params import MODES
     from synthex.subjects import SOURCES
 
     m, cfg = ds.manifest, ds.manifest["config"]
@@ -28,20 +28,24 @@ def card_text(ds, export_format: str | None = None) -> str:
     if ct:
         lines.append(f"- CT files: {', '.join(Path(p).name for p in ct)} (check their licences before sharing)")
     lines += [
-        f"- physics model `{cfg['physics']['model']}`: {PHYSICS[cfg['physics']['model']].doc}",
-        f"- C-arm: source-detector {cfg['carm']['sdd']} mm, source-isocentre {cfg['carm']['sid']} mm; "
+        f"- physics model `{cfg['physics']['model']}`: {MODES[cfg['physics']['model']]}; ranges: kVp "
+        f"{cfg['physics']['kvp']}, Al {cfg['physics']['al_mm']} mm, Cu {cfg['physics']['cu_mm']} mm, quanta per pixel "
+        f"{cfg['physics']['quanta_per_pixel']}, grid probability {cfg['physics']['grid_probability']}",
+        f"- geometry: source-detector {cfg['geometry']['sdd']} mm, source-isocentre {cfg['geometry']['sid']} mm; "
         f"views: alpha {cfg['views']['alpha_deg']} deg, beta {cfg['views']['beta_deg']} deg, "
         f"isocentre jitter +/-{cfg['views']['target_jitter_mm']} mm",
-        f"- domain randomization: image preset `{cfg['randomization']['image']}`, density jitter "
-        f"+/-{cfg['randomization']['density_jitter']}, "
-        f"HU threshold jitter +/-{cfg['randomization']['threshold_jitter_hu']} HU",
+        f"- material randomization: density jitter +/-{cfg['materials']['density_jitter']}, "
+        f"HU threshold jitter +/-{cfg['materials']['threshold_jitter_hu']} HU",
+        "- images are stored without image-level augmentation; apply SyntheX's strong randomization when training "
+        "(`synthex train-downstream --randomization strong`, the default)",
         "- every sampled parameter of every image is stored with it (`params`, JSON) and can be replayed",
         "",
         "## Labels",
         f"- classes (index = label value): {', '.join(f'{k} {c}' for k, c in enumerate(m['classes']))}",
         f"- landmarks: {', '.join(m['landmarks']) or 'none'}",
         "- masks: pixels whose ray crosses the structure (path length > "
-        f"{cfg['labels']['min_path_mm']} mm); the label map resolves overlaps by class order (later wins)",
+        f"{cfg['labels']['min_path_mm']} mm); where classes overlap, the label map gives a pixel to the task's "
+        "priority class (a lesion over a lung), else to the class with the longest path through it",
         "- camera: " + m["camera_model"]["note"] + "; world RAS mm",
         "",
         "## Intended use and limits",
@@ -49,14 +53,10 @@ def card_text(ds, export_format: str | None = None) -> str:
         "before or alongside real data; evaluate on real images before any conclusion",
         "- not for clinical use; images are simulations and their realism depends on the physics model above",
     ]
-    from synthex.pipeline import PHYSICS
-
-    model = cfg["physics"]["model"]
-    lines.append(f"- physics model `{model}`: {PHYSICS[model].doc}")
-    if model == "monochromatic":
+    if cfg["physics"]["model"] != "spectral":
         lines.append(
-            "- **monochromatic physics**: no spectrum, noise or scatter was simulated (the sampled kVp, dose "
-            "and noise values are recorded but were not applied); expect a larger sim-to-real gap"
+            f"- **{cfg['physics']['model']} physics**: no spectrum, noise or scatter was simulated; expect a larger "
+            "sim-to-real gap"
         )
     if export_format:
         lines += ["", "## This export", f"- format: {export_format} (see the synthex README, 'Rendering datasets')"]
