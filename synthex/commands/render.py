@@ -37,7 +37,7 @@ def render(config, out, task, n, size, seed, workers, ray_address, resume, print
     a small hip dataset from procedural pelvis phantoms).
 
     The resolved config is saved as plan.json before the first sample; the
-    dataset is complete when manifest.json exists. See README "Rendering datasets".
+    dataset is complete when manifest.json exists. See docs/config.md and docs/datasets.md.
     """
     from synthex.config import ConfigError, load_config, to_yaml
     from synthex.dataset import DatasetError
