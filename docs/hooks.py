@@ -21,13 +21,9 @@ import re
 import sys
 from pathlib import Path
 
-from mkdocs.structure.files import File
-
 log = logging.getLogger("mkdocs.hooks.synthex")
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # the hook imports synthex.config from this checkout
-    sys.path.insert(0, str(REPO))
 
 CONFIG_MARKER = "<!-- synthex:config-reference -->"
 REPO_PREFIX = "_repo"  # site folder of repository files outside docs/
@@ -56,7 +52,16 @@ def _cell(text: str) -> str:
 
 def config_reference_table() -> str:
     """The Markdown table of every config key: ``| `key` | `default` | doc |``."""
+    # The schema of this checkout, not of another synthex installed in the environment (mkdocs
+    # restores sys.path after loading a hook, so the path is put first here, at call time).
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    import synthex.config
     from synthex.config import schema_reference
+
+    where = Path(synthex.config.__file__).resolve()
+    if REPO not in where.parents:
+        raise RuntimeError(f"docs hook: synthex.config was imported from {where}, not from {REPO}")
 
     lines = ["| key | default | meaning |", "|---|---|---|"]
     for key, default, doc in schema_reference():
@@ -102,6 +107,8 @@ def _repo_path(page_src: str, target: str) -> str | None:
 
 def on_files(files, config):
     """Add every repository file outside docs/ that a page links to."""
+    from mkdocs.structure.files import File
+
     docs_dir = Path(config["docs_dir"])
     added = set()
     for f in list(files.documentation_pages()):
