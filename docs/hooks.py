@@ -8,8 +8,9 @@
    works on GitHub as written; for the site the file is copied to ``_repo/<path>`` and the
    link rewritten. A link to a repository file that does not exist is a warning, so
    ``mkdocs build --strict`` fails on it.
-3. **Sphinx roles in docstrings.** Docstrings cite objects as ``:class:`~pkg.mod.Name```;
-   the rendered API pages get a cross-reference (autorefs, optional) instead of the raw role.
+3. **reST in docstrings.** Docstrings cite objects as ``:class:`~pkg.mod.Name```; the
+   rendered API pages get a cross-reference (autorefs, optional) instead of the raw role, and
+   a paragraph ending in ``::`` (reST's literal-block marker) ends in one colon.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ REPO_PREFIX = "_repo"  # site folder of repository files outside docs/
 # [text](target) or ![alt](target "title"); the target has no spaces
 _LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)((?:\s+\"[^\"]*\")?\))")
 _FENCE = re.compile(r"^(```|~~~)")
+_LITERAL_COLONS = re.compile(r"([^:\s])::</p>")
 _ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|data|attr|obj|exc|const):<code>(~?)([\w.]+)</code>")
 
 
@@ -159,4 +161,6 @@ def _role_to_autoref(m: re.Match) -> str:
 
 
 def on_page_content(html, page, config, files):
-    return _ROLE.sub(_role_to_autoref, html)
+    html = _ROLE.sub(_role_to_autoref, html)
+    # reST's "text::" before a literal block: one colon in Markdown
+    return _LITERAL_COLONS.sub(r"\1:</p>", html)
