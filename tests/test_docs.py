@@ -1,5 +1,6 @@
-"""The documentation stays true: the README's Python runs on a real CT, its links resolve, and
-the mkdocs site builds with --strict (broken links, anchors and API references fail)."""
+"""The documentation stays true: the Python of the README and of the docs pages runs on a real
+CT, the pages' render configs validate, the README's links resolve, and the mkdocs site builds
+with --strict (broken links, anchors, API references and pages missing from the nav fail)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,31 @@ def test_readme_python_runs_on_a_real_ct(tmp_path, monkeypatch):
     # the rays pass through the patient: every pixel of an AP view at the CT's centre (a 10 cm
     # field inside a 30 cm wide abdomen) crosses tissue, so transmission is well below 1
     assert out.transmission.max() < 0.5
+
+
+PAGES_WITH_CODE = sorted(p.name for p in (REPO / "docs").glob("*.md") if python_blocks(p.read_text()))
+
+
+@pytest.mark.parametrize("page", PAGES_WITH_CODE)
+def test_python_in_docs_pages_runs(page, tmp_path, monkeypatch):
+    """```python blocks of a docs page run in order, in one namespace, beside the files the pages
+    name (``ct.nii.gz`` and ``ct/`` of the TotalSegmentator CT); ```py blocks are fragments."""
+    ct = shared_data(CT)
+    (tmp_path / "ct").mkdir()
+    (tmp_path / "ct.nii.gz").symlink_to(ct)
+    (tmp_path / "ct" / "example_ct.nii.gz").symlink_to(ct)
+    (tmp_path / "ct" / "example_seg_total_fast.nii.gz").symlink_to(ct.with_name("example_seg_total_fast.nii.gz"))
+    (tmp_path / "ct" / "totalseg_total_classmap.json").symlink_to(shared_data("ct/totalseg_total_classmap.json"))
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {"__name__": "docs_page"}
+    for k, block in enumerate(python_blocks((REPO / "docs" / page).read_text())):
+        exec(compile(block, f"docs/{page} python block {k}", "exec"), ns)  # noqa: S102
+    if page == "render-your-ct.md":
+        # the tutorial's numbers: femoral heads 165 mm apart (sphere fits of the real CT's femurs)
+        import json
+
+        lm = json.loads((tmp_path / "ct" / "landmarks.json").read_text())
+        assert np.linalg.norm(np.subtract(lm["FH_l"], lm["FH_r"])) == pytest.approx(165, abs=2)
 
 
 def test_readme_relative_links_point_to_files():
