@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip -q --disable-pip-version-check
 DEMO_OUT ?= demo-output
 
-.PHONY: demo test test-slow bench clean chromium
+.PHONY: demo test test-slow bench docs clean chromium
 
 $(VENV)/.base: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,5 +41,14 @@ test-slow: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(PY) benchmarks/speed.py
 
+# The documentation site (mkdocs-material + mkdocstrings) into site/; --strict: broken links,
+# missing anchors and unresolved API references fail the build.
+$(VENV)/.docs: $(VENV)/.base
+	$(PIP) install -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache site

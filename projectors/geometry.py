@@ -1,6 +1,6 @@
 """Geometry: rigid/affine transforms, pinhole cameras and a mobile C-arm.
 
-Conventions (also in the README):
+Conventions (also in docs/getting-started.md):
 
 * World: millimetres, patient RAS (+x patient right, +y anterior, +z superior).
 * Camera frame: the X-ray source is the origin, +z points towards the detector,

@@ -222,7 +222,7 @@ class HUMaterialMap:
         return float(hu_min), self.density(h).astype(np.float32), self.material_coordinate(h).astype(np.float32)
 
 
-#: Default HU thresholds (ours; documented in the README): air | lung at -900 HU,
+#: Default HU thresholds (ours; documented in docs/physics.md): air | lung at -900 HU,
 #: lung | adipose at -400, adipose | soft tissue at -30, soft tissue | trabecular
 #: bone at 300 (DeepDRR uses 350 for soft tissue | bone), trabecular | cortical
 #: bone at 1000, each a 60 HU ramp (weights above are fractional inside the ramp).
@@ -252,8 +252,8 @@ class MaterialModel:
 
     ``hu_map`` assigns materials and densities from HU; ``label_materials``
     overrides the material (and, if given, the density) of voxels whose label
-    is listed; ``structures`` maps labels to structure names whose path lengths
-    are reported (default: every named label of the volume).
+    is listed. Path lengths are reported for every named label of the volume
+    (``Volume.label_names``), whatever its material.
     """
 
     hu_map: HUMaterialMap = DEFAULT_HU_MATERIALS

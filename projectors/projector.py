@@ -47,7 +47,8 @@ def _wp():
 
 
 def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` -> ``"cuda"`` when a CUDA device is present, else ``"cpu"``."""
+    """The Warp device for ``device``: ``"auto"`` -> ``"cuda:0"`` when a CUDA device is present, else
+    ``"cpu"``; ``"cuda"`` -> ``"cuda:0"``; ``"cuda:N"`` as given. Raises ``DeviceError`` otherwise."""
     wp = _wp()
     if device is None or device == "auto":
         return "cuda:0" if wp.get_cuda_device_count() > 0 else "cpu"

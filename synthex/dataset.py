@@ -14,7 +14,7 @@ Reading:
         with shard.open() as f: images = f["images"][:]
 
 ``validate(path)`` checks checksums, counts, indices and label consistency;
-``info(path)`` summarizes. The full field list is in the README ("Rendering datasets").
+``info(path)`` summarizes. The full field list is in docs/datasets.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Evaluation metrics: pure numpy functions of predictions and references.
 
-Definitions (also in the README):
+Definitions (also in docs/training.md):
 
 * Dice of class c: ``2 |P & T| / (|P| + |T|)``; NaN when the class is absent
   from both prediction and reference (undefined, left out of means), 0 when it

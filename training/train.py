@@ -38,7 +38,7 @@ CHECKPOINT_VERSION = 1
 
 @dataclass
 class TrainConfig:
-    """Defaults: a laptop CPU run at 128 px. Full-size GPU study (README):
+    """Defaults: a laptop CPU run at 128 px. Full-size GPU study (docs/training.md):
     ``image_size=384, model_size="base", epochs=100, batch_size=16, lr=1e-3``."""
 
     task: str = "hip"

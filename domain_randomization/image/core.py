@@ -1,6 +1,6 @@
 """Shared pieces: the error type, the op registry and input validation.
 
-Conventions of the image-level randomization (also in the README):
+Conventions of the image-level randomization (also in docs/domain-randomization.md):
 
 * ``image``: float32 ``(H, W)`` in ``[0, 1]``; for synthex renders this is the
   processed image after display processing, normalised to ``[0, 1]``. Every

@@ -1,7 +1,7 @@
 """The presets: ``none``, ``mild`` (SyntheX's regular randomization) and
 ``strong`` (SyntheX's strong domain randomization, its default).
 
-Probabilities and ranges follow SyntheX (Gao et al. 2023); the README lists them.
+Probabilities and ranges follow SyntheX (Gao et al. 2023); docs/domain-randomization.md lists them.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def render(config, out, task, n, size, seed, workers, ray_address, resume, print
     a small hip dataset).
 
     The resolved config is saved as plan.json before the first sample; the
-    dataset is complete when manifest.json exists. See the docs, "Rendering datasets".
+    dataset is complete when manifest.json exists. See docs/config.md and docs/datasets.md.
     """
     import json
 

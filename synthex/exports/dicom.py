@@ -7,7 +7,7 @@ Geometry tags: ``KVP`` (the sampled tube voltage), ``DistanceSourceToDetector``
 (sdd / sid), and for XA the positioner angles. DICOM angles describe where the
 *detector* (image intensifier) is, 0 = detector above a supine patient, LAO and
 cranial positive; synthex's C-arm angles describe where the *source* is, with
-the source anterior at 0 (see README "Geometry conventions"), so
+the source anterior at 0 (see docs/getting-started.md, "Geometry conventions"), so
 ``PositionerPrimaryAngle = alpha + 180`` (wrapped to (-180, 180]) and
 ``PositionerSecondaryAngle = -beta``. The exact K and world_from_camera (RAS mm)
 are in ``ImageComments`` as JSON. UIDs are derived from the dataset seed and

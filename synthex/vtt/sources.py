@@ -222,8 +222,9 @@ def folder_images(folder: Path) -> list[SourceImage]:
 def dataset_images(dataset: Path) -> list[SourceImage]:
     """The ``images`` of every shard of a synthex dataset (``manifest.json`` + ``shards/*.h5``).
 
-    Written against the layout documented in DESIGN.md ("Dataset on disk"): each shard holds an
-    ``images`` array of shape (N, H, W) (a singleton channel axis is accepted).
+    Written against the dataset layout (docs/datasets.md): each shard holds an ``images`` array
+    of shape (N, H, W) (a singleton channel axis is accepted). Shard checksums are not checked
+    here (``synthex validate`` does that).
     """
     import h5py
 
