@@ -228,6 +228,9 @@ def render_dataset(
         return _render_locked(cfg, out, resume, workers, ray_address, progress, ray_options, created)
     finally:
         lock.release()
+        # the lock file goes too (a second render never waits on it: it is refused at once, so
+        # removing the file cannot let two renders in)
+        (out / ds.LOCK_NAME).unlink(missing_ok=True)
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
 
@@ -288,11 +291,8 @@ def _render_locked(cfg, out: Path, resume, workers, ray_address, progress, ray_o
                     rel = f"shards/{ds.shard_name(k)}"
                     try:
                         ds.write_shard(out / rel, arrays, ranges[k][0], plan["plan_id"], out=out)
-                    except OSError as e:
-                        raise ds.DatasetError(
-                            f"cannot write shard {out / rel}: {e.strerror or e}"
-                            + (" (the disk is full)" if getattr(e, "errno", None) == 28 else "")
-                        ) from None
+                    except (OSError, RuntimeError) as e:  # h5py reports failed writes as RuntimeError
+                        raise ds.DatasetError(f"cannot write shard {out / rel}: {_write_error(e)}") from None
                     written += 1
         return ds.finalize(out, cfg)
     except (KeyboardInterrupt, _Stop) as e:
@@ -315,6 +315,17 @@ def _render_locked(cfg, out: Path, resume, workers, ray_address, progress, ray_o
                 raise ds.DatasetError(str(e) + note) from None
             e.add_note(note.strip())
         raise
+
+
+def _write_error(e: BaseException) -> str:
+    """One line for a failed write (h5py's messages run over several HDF5 stack frames)."""
+    import errno
+
+    if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e):
+        return "No space left on device (the disk is full)"
+    if getattr(e, "strerror", None):
+        return str(e.strerror)
+    return " ".join(str(e).split())[:300] or type(e).__name__
 
 
 class _progress:
