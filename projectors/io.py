@@ -624,7 +624,8 @@ def _check_metaimage_claim(path: Path, text: str, fields: dict) -> None:
         return
     else:
         target, offset = path.parent / data_file, 0
-    check_size_claim(path, sizes + [int(channels)], itemsize, target, offset, "zlib" if compressed else None)
+    dims = sizes + ([int(channels)] if int(channels) > 1 else [])
+    check_size_claim(path, dims, itemsize, target, offset, "zlib" if compressed else None)
 
 
 _ITK_FORMATS = {
