@@ -58,10 +58,20 @@ def export(dataset, out, fmt: str, **options) -> Path:
         if fmt != "card":
             export_card(ds, out, export_format=fmt)
     except BaseException:
-        # never leave a partial export that looks complete
-        shutil.rmtree(out) if created else [shutil.rmtree(p) if p.is_dir() else p.unlink() for p in out.iterdir()]
+        _clear(out, remove=created)  # never leave a partial export that looks complete
         raise
     return result
+
+
+def _clear(out: Path, remove: bool) -> None:
+    if remove:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for p in out.iterdir():
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def to_uint16(image):
