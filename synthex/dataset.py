@@ -397,11 +397,7 @@ class Shard:
     def open(self):
         import h5py
 
-        try:
-            f = h5py.File(self.path, "r")
-        except OSError as e:
-            raise DatasetError(f"shard {self.path} cannot be opened as HDF5 ({e}); it is damaged") from None
-        with f:
+        with h5py.File(self.path, "r") as f:
             yield f
 
     def read(self, key: str, index=slice(None)):
@@ -416,16 +412,19 @@ class Shard:
         sha = _VERIFIED.get(key) or sha256_file(self.path)
         if sha != self.sha256:
             raise DatasetError(
-                f"shard {self.path}: sha256 differs from manifest.json, the file is damaged or was replaced "
+                f"shard {self.path}: sha256 differs from manifest.json ({self.path.name} is corrupt: damaged or replaced) "
                 f"(re-render it: `synthex render --resume --out {self.path.parent.parent}` with the dataset's config)"
             )
-        with self.open() as f:
-            ok = "sample_index" in f and f["sample_index"].shape == (self.count,)
-            if ok:
-                idx = f["sample_index"][:]
-                ok = np.array_equal(idx, np.arange(self.first_index, self.first_index + self.count))
-                ok = ok and int(f.attrs.get("first_index", self.first_index)) == self.first_index
-            own = f.attrs.get("plan_id")
+        try:
+            with self.open() as f:
+                ok = "sample_index" in f and f["sample_index"].shape == (self.count,)
+                if ok:
+                    idx = f["sample_index"][:]
+                    ok = np.array_equal(idx, np.arange(self.first_index, self.first_index + self.count))
+                    ok = ok and int(f.attrs.get("first_index", self.first_index)) == self.first_index
+                own = f.attrs.get("plan_id")
+        except OSError as e:
+            raise DatasetError(f"shard {self.path} cannot be read as HDF5 ({e}); it is damaged") from None
         if not ok:
             raise DatasetError(
                 f"shard {self.path} does not hold samples {self.first_index}..{self.first_index + self.count - 1} "
