@@ -182,6 +182,8 @@ def preflight(cfg: dict) -> None:
 
 def check_device(cfg: dict) -> None:
     """Fail before anything is written when the configured device does not exist (``--device cuda`` without a GPU)."""
+    if cfg["physics"]["device"] in ("cpu", "auto"):
+        return  # these always resolve (without importing Warp here)
     from projectors.projector import DeviceError, resolve_device
 
     try:
