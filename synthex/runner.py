@@ -227,7 +227,7 @@ def render_dataset(
     created = _make_folder(out)
     lock = _lock(out, created)
     try:
-        return _render_locked(cfg, out, resume, workers, ray_address, progress, ray_options, created)
+        return _render_locked(cfg, out, resume, workers, ray_address, progress, ray_options)
     finally:
         lock.release()
         # the lock file goes too (a second render never waits on it: it is refused at once, so
@@ -269,7 +269,7 @@ def _lock(out: Path, created: bool):
     return lock
 
 
-def _render_locked(cfg, out: Path, resume, workers, ray_address, progress, ray_options, created) -> dict:
+def _render_locked(cfg, out: Path, resume, workers, ray_address, progress, ray_options) -> dict:
     plan = make_plan(cfg)
     ranges = ds.shard_ranges(cfg["n"], cfg["dataset"]["shard_size"])
     done = set(ds.prepare_output(out, plan, resume))

@@ -18,7 +18,6 @@ by their ``DICM`` preamble); add one with :func:`register_reader`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
