@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip -q --disable-pip-version-check
 DEMO_OUT ?= demo-output
 
-.PHONY: demo test test-slow bench docs clean chromium
+.PHONY: demo test test-slow bench docs clean chromium dicom3tools
 
 $(VENV)/.base: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(VENV)/.dev: $(VENV)/.base
 demo: $(VENV)/.base
 	$(PIP) install -e '.[augment]' && rm -rf $(DEMO_OUT)/dataset && $(VENV)/bin/synthex render --out $(DEMO_OUT)/dataset
 
-test: $(VENV)/.dev chromium
+test: $(VENV)/.dev chromium dicom3tools
 	$(PY) -m pytest -m "not slow" -q
 
 # Debian's chromium for the browser tests of the visual Turing test (Playwright drives it via
@@ -34,6 +34,16 @@ chromium:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 			|| echo "note: could not install chromium: the browser tests will skip"; \
 	else echo "note: /usr/bin/chromium is missing and we are not root (or have no apt-get): the browser tests will skip"; fi
+
+# dicom3tools' dciodvfy validates the DICOM export against the IODs in the tests (offline; Debian
+# package). Installed only when missing and we are root; otherwise those tests skip and say why.
+dicom3tools:
+	@if command -v dciodvfy >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's dicom3tools (dciodvfy) for the DICOM export tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools >/dev/null) \
+			|| echo "note: could not install dicom3tools: the DICOM validation tests will skip"; \
+	else echo "note: dciodvfy is missing and we are not root (or have no apt-get): the DICOM validation tests will skip"; fi
 
 test-slow: $(VENV)/.dev
 	$(PY) -m pytest -m slow -q

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import os
 import warnings
 from collections import Counter
 from collections.abc import Mapping
@@ -370,6 +372,93 @@ def _finish_names(pairs, source) -> dict[int, str]:
     return names
 
 
+# -- size claims -----------------------------------------------------------------------------------
+#
+# A header says how many voxels follow; a reader allocates that much before it reads them. A 2 KB
+# file claiming 1200^3 voxels must be refused before 3.4 GB are allocated, so every claim is checked
+# against the file first: raw data must be on disk (file size); compressed data cannot expand more
+# than deflate's maximum ratio (about 1032:1, RFC 1951: a 258-byte match costs at least 2 bits) and
+# must fit this machine's memory; a large compressed claim is also checked against the decompressed
+# stream itself, counted in fixed-size chunks (nothing of the claimed size is allocated).
+
+#: deflate (gzip, zlib) cannot expand data by more than this factor
+DEFLATE_MAX_RATIO = 1032
+#: compressed claims above this many bytes are checked against the decompressed stream before reading
+STREAM_CHECK_BYTES = 256 << 20
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB" if n >= 2**20 else f"{int(n)} bytes"
+
+
+def _stream_length(path: Path, offset: int, kind: str, limit: int) -> int:
+    """Bytes of the decompressed stream (at most ``limit``), counted in 1 MiB chunks."""
+    import bz2
+    import gzip
+    import zlib
+
+    total = 0
+    try:
+        if kind == "zlib":
+            d = zlib.decompressobj()
+            with open(path, "rb") as f:
+                f.seek(offset)
+                while total < limit and (block := f.read(1 << 20)):
+                    total += len(d.decompress(block, 1 << 24))
+                    while d.unconsumed_tail and total < limit:
+                        total += len(d.decompress(d.unconsumed_tail, 1 << 24))
+            return total
+        opener = gzip.open if kind == "gzip" else bz2.open
+        with open(path, "rb") as raw:
+            raw.seek(offset)
+            with opener(raw, "rb") as f:
+                while total < limit and (block := f.read(1 << 20)):
+                    total += len(block)
+    except (OSError, EOFError, zlib.error, ValueError):
+        pass  # a corrupt or cut stream: what was counted so far is what there is
+    return total
+
+
+def check_size_claim(path: Path, shape, itemsize: int, data_file: Path, offset: int, compression: str | None) -> None:
+    """Refuse a header whose voxel count cannot be in ``data_file`` (from byte ``offset``), before
+    anything is allocated. ``compression``: None (raw), "gzip", "zlib" or "bzip2"."""
+    dims = [int(d) for d in shape]
+    if any(d < 0 for d in dims):
+        raise VolumeError(f"{path}: the header claims negative image dimensions {tuple(dims)}")
+    claim = math.prod(dims) * int(itemsize)
+    what = f"the header claims {' x '.join(map(str, dims))} voxels ({_gib(claim)})"
+    try:
+        size = data_file.stat().st_size - offset
+    except OSError as e:
+        raise VolumeError(f"{path}: its data file {data_file} cannot be read ({e.strerror})") from None
+    if compression is None:
+        if claim > size:
+            raise VolumeError(f"{path}: {what} but the file holds {_gib(max(size, 0))} of voxel data: it is truncated or its header is wrong")
+        return
+    if compression in ("gzip", "zlib") and claim > DEFLATE_MAX_RATIO * max(size, 0) + 1024:
+        raise VolumeError(
+            f"{path}: {what} but {_gib(max(size, 0))} of {compression} data can expand to at most "
+            f"{_gib(DEFLATE_MAX_RATIO * max(size, 0))}: the header is wrong or the file is truncated"
+        )
+    memory = _memory_bytes()
+    if memory is not None and claim > memory:
+        raise VolumeError(f"{path}: {what}, more than this machine's memory ({_gib(memory)}); refusing to allocate it")
+    if claim > STREAM_CHECK_BYTES:
+        found = _stream_length(data_file, offset, compression, claim)
+        if found < claim:
+            raise VolumeError(
+                f"{path}: {what} but its compressed data expands to only {_gib(found)}: the file is truncated "
+                "or its header is wrong"
+            )
+
+
 # -- NIfTI (nibabel) -----------------------------------------------------------------------------
 
 _NIFTI_UNIT_MM = {"mm": 1.0, "unknown": 1.0, "meter": 1000.0, "micron": 1e-3}
@@ -403,6 +492,9 @@ def _read_nifti(path: Path) -> ImageData:
         )
     unit = hdr.get_xyzt_units()[0]
     scale = _NIFTI_UNIT_MM.get(unit, 1.0)
+    gz = path.name.lower().endswith(".gz")
+    check_size_claim(path, hdr.get_data_shape(), hdr.get_data_dtype().itemsize, path,
+                     0 if gz else int(hdr.get_data_offset()), "gzip" if gz else None)
     try:
         data = np.asanyarray(img.dataobj)  # applies scl_slope / scl_inter
     except Exception as e:
@@ -456,6 +548,40 @@ def _check_nrrd_header(path: Path) -> None:
         sp = [s for s in _floats(fields["spacings"]) if np.isfinite(s)]
         if any(s <= 0 for s in sp):
             raise VolumeError(f"{path}: voxel spacing must be positive, 'spacings' is {fields['spacings']}")
+    _check_nrrd_claim(path, text, fields)
+
+
+# NRRD 'type' -> bytes per value (NRRD0004 spec, with its synonyms)
+_NRRD_BYTES = {
+    **dict.fromkeys(("signed char", "int8", "int8_t", "uchar", "unsigned char", "uint8", "uint8_t"), 1),
+    **dict.fromkeys(("short", "short int", "signed short", "signed short int", "int16", "int16_t", "ushort",
+                     "unsigned short", "unsigned short int", "uint16", "uint16_t"), 2),
+    **dict.fromkeys(("int", "signed int", "int32", "int32_t", "uint", "unsigned int", "uint32", "uint32_t",
+                     "float"), 4),
+    **dict.fromkeys(("longlong", "long long", "long long int", "signed long long", "signed long long int", "int64",
+                     "int64_t", "ulonglong", "unsigned long long", "unsigned long long int", "uint64", "uint64_t",
+                     "double"), 8),
+}
+
+
+def _check_nrrd_claim(path: Path, text: str, fields: dict) -> None:
+    sizes = [int(v) for v in fields.get("sizes", "").split() if v.lstrip("-").isdigit()]
+    itemsize = _NRRD_BYTES.get(fields.get("type", "").strip().lower())
+    encoding = fields.get("encoding", "raw").strip().lower()
+    compression = {"raw": None, "gzip": "gzip", "gz": "gzip", "bzip2": "bzip2", "bz2": "bzip2"}.get(encoding, "text")
+    if not sizes or itemsize is None or compression == "text":
+        return  # text encodings hold at least 2 bytes per value: the reader's own checks suffice
+    data_file = fields.get("data file") or fields.get("datafile")
+    if data_file:
+        if data_file.split()[0].upper() == "LIST" or "%" in data_file:
+            return  # multi-file data: SimpleITK checks each file
+        target, offset = (path.parent / data_file).resolve(), 0
+    else:
+        end = text.find("\n\n")
+        if end < 0:
+            raise VolumeError(f"{path}: NRRD header has no end (no blank line before the data)")
+        target, offset = path, len(text[: end + 2].encode("latin-1"))
+    check_size_claim(path, sizes, itemsize, target, offset, compression)
 
 
 def _check_metaimage_header(path: Path) -> None:
@@ -473,6 +599,33 @@ def _check_metaimage_header(path: Path) -> None:
     for key in ("elementspacing", "elementsize"):
         if key in fields and any(s <= 0 or not np.isfinite(s) for s in _floats(fields[key])):
             raise VolumeError(f"{path}: voxel spacing must be positive, the header has {key} = {fields[key]}")
+    _check_metaimage_claim(path, text, fields)
+
+
+_MET_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
+              "MET_LONG": 4, "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8}
+
+
+def _check_metaimage_claim(path: Path, text: str, fields: dict) -> None:
+    sizes = [int(v) for v in fields.get("dimsize", "").split() if v.lstrip("-").isdigit()]
+    itemsize = _MET_BYTES.get(fields.get("elementtype", "").strip().upper())
+    channels = fields.get("elementnumberofchannels", "1").strip()
+    if not sizes or itemsize is None or not channels.isdigit():
+        return
+    compressed = fields.get("compresseddata", "false").strip().lower() == "true"
+    data_file = fields["elementdatafile"].strip()
+    if data_file.upper() == "LOCAL":
+        marker = text.lower().find("elementdatafile")
+        end = text.find("\n", marker)
+        if end < 0:
+            raise VolumeError(f"{path}: MetaImage header has no end (nothing after ElementDataFile)")
+        target, offset = path, len(text[: end + 1].encode("latin-1"))
+    elif data_file.upper().startswith("LIST") or "%" in data_file:
+        return
+    else:
+        target, offset = path.parent / data_file, 0
+    dims = sizes + ([int(channels)] if int(channels) > 1 else [])
+    check_size_claim(path, dims, itemsize, target, offset, "zlib" if compressed else None)
 
 
 _ITK_FORMATS = {
@@ -771,20 +924,51 @@ def _stack_geometry(frames: list[_Frame]) -> tuple[list[_Frame], np.ndarray, dic
     return frames, lps_from_ijk, note
 
 
+#: transfer syntaxes that need a decoder the default install lacks (JPEG Lossless, JPEG-LS)
+_EXTRA_DECODER_SYNTAXES = {"1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80",
+                           "1.2.840.10008.1.2.4.81"}
+
+
 def _decode(f: Path) -> np.ndarray:
+    """Pixels of one file; a cut-short file, a corrupt stream and a missing decoder are told apart."""
     import pydicom
 
-    ds = pydicom.dcmread(f)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = pydicom.dcmread(f)
+        except (OSError, EOFError, ValueError) as e:
+            raise VolumeError(f"{f}: cannot be read as DICOM, the file is damaged or truncated ({e})") from None
+    cut = any("End of file reached" in str(w.message) for w in caught)
+    ts = ds.file_meta.get("TransferSyntaxUID", "unknown")
+    name = getattr(ts, "name", ts)
+    pixel_bytes = len(ds.PixelData) if "PixelData" in ds else 0
+    if not getattr(ts, "is_compressed", True):
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        need = int(ds.Rows) * int(ds.Columns) * frames * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8
+        if pixel_bytes < need:
+            cut = True
+    if cut:
+        detail = (
+            f"{pixel_bytes} bytes of the {need} that {ds.Rows} x {ds.Columns} pixels need"
+            if not getattr(ts, "is_compressed", True)
+            else f"{name} data without its end"
+        )
+        raise VolumeError(f"{f}: the file is truncated: its pixel data ends early ({detail}); copy the slice again")
     try:
         return ds.pixel_array
     except Exception as e:  # a missing decoder plugin or corrupt pixel data
-        ts = ds.file_meta.get("TransferSyntaxUID", "unknown")
-        name = getattr(ts, "name", ts)
+        said = " ".join(str(e).split())[:400] or type(e).__name__
+        if str(ts) in _EXTRA_DECODER_SYNTAXES:
+            raise VolumeError(
+                f"{f}: pixel data could not be decoded (transfer syntax {name}). JPEG-2000, RLE and JPEG "
+                "baseline are decoded by the installed packages; JPEG Lossless (process 14) and JPEG-LS need "
+                "an extra decoder (python-gdcm or pylibjpeg-libjpeg) or a decompressed copy of the series "
+                f"(gdcmconv --raw, dcmdjpeg). Decoder said: {said}"
+            ) from None
         raise VolumeError(
-            f"{f}: pixel data could not be decoded (transfer syntax {name}). JPEG-2000, RLE and JPEG "
-            "baseline are decoded by the installed packages; JPEG Lossless (process 14) and JPEG-LS need "
-            "an extra decoder (python-gdcm or pylibjpeg-libjpeg) or a decompressed copy of the series "
-            f"(gdcmconv --raw, dcmdjpeg). Decoder said: {' '.join(str(e).split())[:400] or type(e).__name__}"
+            f"{f}: pixel data could not be decoded (transfer syntax {name}): the compressed data is corrupt "
+            f"(the installed decoders read this syntax). Decoder said: {said}"
         ) from None
 
 

@@ -5,14 +5,31 @@
 
 Shards are rendered by workers and written by this process only (workers need
 no shared filesystem): each shard goes to ``shards/.NNNNN.h5.tmp`` and is
-renamed when complete, so an interrupted run keeps every finished shard and
-``resume=True`` renders only the missing ones. Executors are registry entries
-(``EXECUTORS``) yielding ``(shard, arrays)`` as shards complete.
+renamed when complete (its sha256 recorded in ``checksums.json``), so an
+interrupted run keeps every finished shard and ``resume=True`` renders only the
+missing or damaged ones. Executors are registry entries (``EXECUTORS``) yielding
+``(shard, arrays)`` as shards complete.
+
+Crash safety:
+
+* one render at a time per output folder (a ``filelock`` on ``OUT/.synthex.lock``);
+* SIGINT, SIGTERM (what schedulers send on pre-emption) and SIGHUP stop the run
+  the same way: shards in flight are abandoned, worker processes are terminated,
+  finished shards are kept and the message says how to ``--resume``;
+* worker processes die with their parent even when it is SIGKILLed (Linux
+  ``PR_SET_PDEATHSIG``; elsewhere a watchdog thread polls the parent);
+* a run that fails (a geometry error, disk full, ...) before any shard is complete
+  leaves nothing behind; after that, it keeps the finished shards for ``--resume``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
+import signal
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -22,7 +39,84 @@ from synthex.pipeline import render_range
 
 
 class RenderInterrupted(RuntimeError):
-    """The run was interrupted; finished shards are kept and ``--resume`` continues."""
+    """The run was interrupted (SIGINT, SIGTERM, SIGHUP); finished shards are kept and ``--resume`` continues."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+class _Stop(BaseException):
+    """Raised in the main thread by the SIGTERM/SIGHUP handler (like KeyboardInterrupt for SIGINT)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP) if hasattr(signal, "SIGHUP") else (signal.SIGTERM,)
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """Turn SIGTERM/SIGHUP into :class:`_Stop` in the main thread while rendering (no-op elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise _Stop(signum)
+
+    old = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: exit when the parent dies (even by SIGKILL); ignore Ctrl-C (the parent
+    stops workers itself, so a terminal's SIGINT to the whole group cannot leave half-written state)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+                if os.getppid() != parent:  # the parent died before prctl took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+
+    def watch():  # portable fallback: poll for re-parenting
+        import time
+
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="synthex-parent-watch").start()
+
+
+def _terminate_workers(ex: ProcessPoolExecutor) -> None:
+    """Stop every worker of ``ex`` now (SIGTERM, then SIGKILL after a grace period); shards in flight are abandoned."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=5)
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=5)
 
 
 Job = tuple[int, int, int]  # (shard, first_index, count)
@@ -40,7 +134,8 @@ def run_processes(cfg, jobs: list[Job], options: dict, advance) -> Iterator[tupl
         return
     # spawn: Warp and torch hold threads; forking a process that has them is unsafe
     ctx = multiprocessing.get_context("spawn")
-    ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(),))
+    finished = False
     try:
         pending = {ex.submit(render_range, cfg, first, count): (k, count) for k, first, count in jobs[: 2 * workers]}
         queue = list(jobs[2 * workers :])
@@ -54,8 +149,11 @@ def run_processes(cfg, jobs: list[Job], options: dict, advance) -> Iterator[tupl
                     nk, nfirst, ncount = queue.pop(0)
                     pending[ex.submit(render_range, cfg, nfirst, ncount)] = (nk, ncount)
                 yield k, arrays
+        finished = True
     finally:
-        ex.shutdown(wait=True, cancel_futures=True)
+        if not finished:  # interrupted, or a shard failed: abandon the shards in flight
+            _terminate_workers(ex)
+        ex.shutdown(wait=finished, cancel_futures=True)
 
 
 def run_ray(cfg, jobs: list[Job], options: dict, advance) -> Iterator[tuple[int, dict]]:
@@ -82,6 +180,18 @@ def preflight(cfg) -> None:
         sid += subject_sources.SOURCES[entry.source].count(entry)
 
 
+def check_device(cfg) -> None:
+    """Fail before anything is written when the configured device does not exist (``--device cuda`` without a GPU)."""
+    if cfg.projector.device in ("cpu", "auto"):
+        return  # these always resolve (without importing Warp here)
+    from projectors.projector import DeviceError, resolve_device
+
+    try:
+        resolve_device(cfg.projector.device)
+    except DeviceError as e:
+        raise ds.DatasetError(f"projector.device / --device: {e}") from None
+
+
 def make_plan(cfg) -> dict:
     from synthex._version import __version__
 
@@ -90,6 +200,7 @@ def make_plan(cfg) -> dict:
         "format_version": ds.FORMAT_VERSION,
         "synthex_version": __version__,
         "seed": cfg.seed,
+        "plan_id": ds.plan_id(cfg),
         "config": cfg.to_json(),
         "shards": [
             {"file": f"shards/{ds.shard_name(k)}", "first_index": a, "count": c}
@@ -111,9 +222,58 @@ def render_dataset(
     out = Path(out)
     if cfg.n < 1:
         raise ds.DatasetError("nothing to render: n must be >= 1")
+    check_device(cfg)
     preflight(cfg)
-    done = set(ds.prepare_output(out, make_plan(cfg), resume))
+    created = _make_folder(out)
+    lock = _lock(out, created)
+    try:
+        return _render_locked(cfg, out, resume, workers, ray_address, progress, ray_options)
+    finally:
+        lock.release()
+        # the lock file goes too (a second render never waits on it: it is refused at once, so
+        # removing the file cannot let two renders in)
+        (out / ds.LOCK_NAME).unlink(missing_ok=True)
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+
+
+def _make_folder(out: Path) -> bool:
+    """Create ``out`` (and its parents); True when this call created it."""
+    try:
+        if out.exists() and not out.is_dir():
+            raise ds.DatasetError(f"output {out} exists and is not a folder")
+        created = not out.exists()
+        out.mkdir(parents=True, exist_ok=True)
+        return created
+    except PermissionError as e:
+        raise ds.DatasetError(f"cannot write the dataset to {out}: permission denied ({e.filename})") from None
+    except OSError as e:
+        raise ds.DatasetError(f"cannot write the dataset to {out}: {e.strerror} ({e.filename})") from None
+
+
+def _lock(out: Path, created: bool):
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(out / ds.LOCK_NAME, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ds.DatasetError(
+            f"another synthex render is writing to {out} (it holds {out / ds.LOCK_NAME}); "
+            "wait for it to finish, or choose another --out"
+        ) from None
+    except OSError as e:
+        if created:
+            out.rmdir()
+        raise ds.DatasetError(f"cannot lock {out} for writing: {e.strerror or e}") from None
+    return lock
+
+
+def _render_locked(cfg, out: Path, resume, workers, ray_address, progress, ray_options) -> dict:
+    plan = make_plan(cfg)
     ranges = ds.shard_ranges(cfg.n, cfg.dataset.shard_size)
+    done = set(ds.prepare_output(out, plan, resume))
+    started_with = len(done)
     jobs = [(k, first, count) for k, (first, count) in enumerate(ranges) if k not in done]
     already = sum(ranges[k][1] for k in done)
     options = {"workers": workers or cfg.dataset.workers, **(ray_options or {})}
@@ -122,17 +282,52 @@ def render_dataset(
     else:
         executor = EXECUTORS["processes"]
 
-    with _progress(progress, cfg.n, already) as advance:
-        try:
-            for k, arrays in executor(cfg, jobs, options, advance):
-                ds.write_shard(out / "shards" / ds.shard_name(k), arrays, ranges[k][0])
-        except KeyboardInterrupt:
-            n_done = len(list((out / "shards").glob("*.h5")))
-            raise RenderInterrupted(
-                f"interrupted: {n_done} of {len(ranges)} shards are complete in {out}; "
-                f"continue with `synthex render ... --out {out} --resume`"
-            ) from None
-    return ds.finalize(out, cfg)
+    def n_complete() -> int:
+        return started_with + written
+
+    written = 0
+    try:
+        with _stop_on_signals(), _progress(progress, cfg.n, already) as advance:
+            with contextlib.closing(executor(cfg, jobs, options, advance)) as shards:
+                for k, arrays in shards:
+                    rel = f"shards/{ds.shard_name(k)}"
+                    try:
+                        ds.write_shard(out / rel, arrays, ranges[k][0], plan["plan_id"], out=out)
+                    except (OSError, RuntimeError) as e:  # h5py reports failed writes as RuntimeError
+                        raise ds.DatasetError(f"cannot write shard {out / rel}: {_write_error(e)}") from None
+                    written += 1
+        return ds.finalize(out, cfg)
+    except (KeyboardInterrupt, _Stop) as e:
+        signum = e.signum if isinstance(e, _Stop) else signal.SIGINT
+        name = signal.Signals(signum).name
+        raise RenderInterrupted(
+            f"interrupted ({name}): {n_complete()} of {len(ranges)} shards are complete in {out}; "
+            f"continue with `synthex render ... --out {out} --resume`",
+            signum,
+        ) from None
+    except BaseException as e:
+        if n_complete() == 0:  # nothing worth keeping: leave nothing that blocks a fresh run
+            ds._remove_own_files(out)
+        elif isinstance(e, Exception):
+            note = (
+                f" ({n_complete()} of {len(ranges)} shards are complete in {out} and kept: fix the cause and "
+                f"continue with `synthex render ... --out {out} --resume`, or delete the folder)"
+            )
+            if isinstance(e, ds.DatasetError):
+                raise ds.DatasetError(str(e) + note) from None
+            e.add_note(note.strip())
+        raise
+
+
+def _write_error(e: BaseException) -> str:
+    """One line for a failed write (h5py's messages run over several HDF5 stack frames)."""
+    import errno
+
+    if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e):
+        return "No space left on device (the disk is full)"
+    if getattr(e, "strerror", None):
+        return str(e.strerror)
+    return " ".join(str(e).split())[:300] or type(e).__name__
 
 
 class _progress:

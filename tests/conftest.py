@@ -9,6 +9,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+if not SHARED_DATA.exists() and Path("/work/shared/data").exists():  # a git worktree elsewhere (e.g. /work/wt/NAME)
+    SHARED_DATA = Path("/work/shared/data")
 
 
 def shared_file(relpath: str) -> Path:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -157,3 +159,188 @@ def test_card_and_bad_export_targets(dataset, tmp_path):
         export(dataset, tmp_path / "card", "coco")
     with pytest.raises(ExportError, match="unknown export format"):
         export(dataset, tmp_path / "x", "tiff")
+
+
+# ------------------------------------------------------------------------------------------------
+# Standards (issue 15, finding 10): COCOeval over every annotation kind, per-lesion instances, pixel
+# size; DICOM validated by dicom3tools' dciodvfy, one study per subject, SEG via highdicom;
+# nnU-Net splits_final.json grouped by subject.
+
+
+@pytest.fixture(scope="module")
+def covid(tmp_path_factory):
+    out = tmp_path_factory.mktemp("covid") / "ds"
+    cfg = tiny(n=4, task="covid", subjects=[{"source": "chest_lesions", "count": 2, "spacing_mm": 6.0}],
+               **{"image.size": 48})
+    render_dataset(resolve_config(cfg), out, progress=False)
+    return open_dataset(out)
+
+
+def components_8(mask: np.ndarray) -> list[set]:
+    """8-connected components by breadth-first search (written here, independently of scipy)."""
+    todo = {tuple(p) for p in np.argwhere(mask)}
+    found = []
+    while todo:
+        seed = todo.pop()
+        comp, queue = {seed}, [seed]
+        while queue:
+            r, c = queue.pop()
+            for dr in (-1, 0, 1):
+                for dc in (-1, 0, 1):
+                    q = (r + dr, c + dc)
+                    if q in todo:
+                        todo.remove(q)
+                        comp.add(q)
+                        queue.append(q)
+        found.append(comp)
+    return found
+
+
+def _coco_eval_ap(coco, iou_type: str, cat_ids, sigmas=None) -> float:
+    from pycocotools.cocoeval import COCOeval
+
+    anns = [a for a in coco.loadAnns(coco.getAnnIds(catIds=cat_ids))]
+    results = []
+    for a in anns:  # the ground truth as detections, score 1: a valid file evaluates to AP = 1
+        r = {"image_id": a["image_id"], "category_id": a["category_id"], "score": 1.0}
+        if iou_type == "segm":
+            r["segmentation"] = a["segmentation"]
+        elif iou_type == "bbox":
+            r["bbox"] = a["bbox"]
+        else:
+            r["keypoints"] = a["keypoints"]
+        results.append(r)
+    dt = coco.loadRes(results)
+    ev = COCOeval(coco, dt, iou_type)
+    ev.params.catIds = cat_ids
+    if sigmas is not None:
+        ev.params.kpt_oks_sigmas = sigmas
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    return float(ev.stats[0])
+
+
+def test_coco_every_annotation_kind_works_with_anntomask_and_cocoeval(dataset, tmp_path):
+    pytest.importorskip("pycocotools")
+    from pycocotools.coco import COCO
+
+    path = export(dataset, tmp_path / "coco", "coco")
+    coco = COCO(str(path))
+    for a in coco.loadAnns(coco.getAnnIds()):  # raised KeyError on keypoint annotations before
+        m = coco.annToMask(a)
+        assert m.shape == tuple(dataset.manifest["image_size"])
+        assert a["area"] == pytest.approx(float(m.sum()))
+    lm = [c["id"] for c in coco.loadCats(coco.getCatIds()) if c["name"] == "landmarks"]
+    classes = [c for c in coco.getCatIds() if c not in lm]
+    assert _coco_eval_ap(coco, "segm", classes) == pytest.approx(1.0)
+    assert _coco_eval_ap(coco, "bbox", classes) == pytest.approx(1.0)
+    assert _coco_eval_ap(coco, "keypoints", lm, sigmas=np.full(14, 0.05)) == pytest.approx(1.0)
+    # the keypoint annotation's mask is the labelled anatomy: the union of the class masks
+    s = dataset[0]
+    (kp,) = coco.loadAnns(coco.getAnnIds(imgIds=[0], catIds=lm))
+    assert np.array_equal(coco.annToMask(kp), s["masks"].any(axis=0).astype(np.uint8))
+
+
+def test_coco_pixel_size_is_recorded_for_the_training_readers(dataset, tmp_path):
+    path = export(dataset, tmp_path / "coco", "coco")
+    doc = json.loads(path.read_text())
+    assert doc["info"]["pixel_size_mm"] == pytest.approx([10.0, 10.0])  # 400 mm detector / 40 px
+    for im in doc["images"]:  # the convention of the training readers: [du, dv] per image and for the file
+        assert im["pixel_size_mm"] == pytest.approx([10.0, 10.0])
+
+
+def test_coco_lesions_are_one_annotation_per_lesion(covid, tmp_path):
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(export(covid, tmp_path / "coco", "coco")))
+    total = 0
+    for i in range(len(covid)):
+        mask = covid[i]["masks"][0].astype(bool)
+        expected = components_8(mask)
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[i], catIds=[1]))
+        got = [{tuple(p) for p in np.argwhere(coco.annToMask(a))} for a in anns]
+        assert sorted(map(sorted, got)) == sorted(map(sorted, expected))  # exactly the connected lesions
+        for a, pix in zip(anns, got):  # each box encloses its own lesion (COCO: + 0.5 pixel convention)
+            rows, cols = zip(*pix)
+            assert a["bbox"] == pytest.approx([min(cols), min(rows), max(cols) - min(cols) + 1, max(rows) - min(rows) + 1])
+        total += len(expected)
+    assert total > len(covid)  # the fixture has images with several lesions
+    assert _coco_eval_ap(coco, "segm", [1]) == pytest.approx(1.0)
+
+
+def test_deepfluoro_records_the_pixel_size(dataset, tmp_path):
+    import h5py
+
+    path = export(dataset, tmp_path / "df", "deepfluoro")
+    with h5py.File(path) as f:
+        assert list(f.attrs["pixel_size_mm"]) == pytest.approx([10.0, 10.0])
+
+
+def test_nnunet_splits_final_keeps_each_subject_in_one_fold(dataset, tmp_path):
+    root = export(dataset, tmp_path / "nnunet", "nnunet", dataset_id=9)
+    folds = json.loads((root / "splits_final.json").read_text())
+    subject = json.loads((root / "splits_by_subject.json").read_text())
+    assert len(folds) == 2  # 2 subjects: one fold each (nnU-Net's 5 when there are 5 or more)
+    assert sorted(c for f in folds for c in f["val"]) == sorted(subject)  # every case validated once
+    for f in folds:
+        assert set(f["train"]).isdisjoint(f["val"]) and set(f["train"]) | set(f["val"]) == set(subject)
+        assert {subject[c] for c in f["train"]}.isdisjoint({subject[c] for c in f["val"]})
+    from synthex.exports.nnunet import subject_folds
+
+    many = {f"c{i}": i // 3 for i in range(21)}  # 7 subjects of 3 views
+    folds = subject_folds(many)
+    assert len(folds) == 5 and sorted(len(f["val"]) for f in folds) == [3, 3, 3, 6, 6]
+    assert subject_folds({"a": 0, "b": 0}) == []  # one subject cannot be split by subject
+
+
+DCIODVFY = shutil.which("dciodvfy")
+
+
+def _dciodvfy(path) -> list[str]:
+    if DCIODVFY is None:
+        pytest.skip("dicom3tools' dciodvfy is not installed (`make test` installs it as root: apt-get install dicom3tools)")
+    r = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("Error")]
+
+
+@pytest.mark.parametrize("modality", ["XA", "DX"])
+def test_dicom_passes_dciodvfy_one_study_per_subject_with_seg(dataset, tmp_path, modality):
+    import highdicom as hd
+    import pydicom
+
+    folder = export(dataset, tmp_path / modality, "dicom", modality=modality)
+    images = sorted(folder.glob("*.dcm"))
+    segs = sorted((folder / "seg").glob("*.dcm"))
+    assert len(images) == len(segs) == len(dataset)
+    for f in images + segs:
+        assert _dciodvfy(f) == [], f
+    studies = {}
+    for i, (fi, fs) in enumerate(zip(images, segs)):
+        d, s = pydicom.dcmread(fi), dataset[i]
+        studies.setdefault(d.PatientID, set()).add(d.StudyInstanceUID)
+        assert d.PatientID == f"synthex-{int(s['subject_id']):05d}" and d.StudyDate and d.PixelIntensityRelationship
+        seg = hd.seg.segread(fs)
+        assert seg.StudyInstanceUID == d.StudyInstanceUID and seg.PatientID == d.PatientID
+        ref = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
+        assert ref.ReferencedSOPInstanceUID == d.SOPInstanceUID
+        labels = [seg.get_segment_description(k).SegmentLabel for k in seg.segment_numbers]
+        assert labels == dataset.classes[1:]
+        raw = pydicom.dcmread(fs)  # frames as stored, mapped to segments by their functional groups
+        frames = raw.pixel_array.reshape(-1, *s["masks"].shape[1:])
+        numbers = [g.SegmentIdentificationSequence[0].ReferencedSegmentNumber for g in raw.PerFrameFunctionalGroupsSequence]
+        masks = np.zeros_like(s["masks"])
+        for frame, k in zip(frames, numbers):
+            masks[k - 1] = frame
+        assert np.array_equal(masks, s["masks"])
+    assert all(len(uids) == 1 for uids in studies.values())  # one study per subject ...
+    assert len({u for uids in studies.values() for u in uids}) == len(studies) == 2  # ... and not shared
+
+
+def test_dicom_patient_orientation_follows_the_camera(dataset):
+    from synthex.exports.dicom import patient_orientation
+
+    # an AP view of a supine patient: image right = patient left, image down = feet
+    ap = np.eye(4)
+    ap[:3, :3] = np.column_stack([(-1, 0, 0), (0, 0, -1), (0, 1, 0)])  # u -> -x (left), v -> -z (feet), z -> +y
+    assert patient_orientation(ap) == ["L", "F"]

@@ -21,7 +21,9 @@ import pytest
 from projectors.io import READERS, read_label_names, read_volume
 from projectors.volume import Volume, VolumeError
 
-SHARED_CT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct"
+from conftest import SHARED_DATA  # noqa: E402  (../shared/data, or /work/shared/data from a worktree)
+
+SHARED_CT = SHARED_DATA / "ct"
 
 # -- the reference phantom: an axis-aligned RAS grid with an asymmetric pattern -------------------
 # nx, ny >= 32 so that OpenJPEG can encode the slices (its default 6 resolution levels).
@@ -1040,3 +1042,118 @@ def test_shared_chest_crop_lps():
     assert r[0, 0] < 0 and r[1, 1] < 0 and r[2, 2] > 0  # LPS storage: i to the left, j to posterior
     assert -1100 < vol.hu.min() < -900 and vol.hu.max() > 1000
     assert vol.hu[vol.labels == 1].mean() > 150  # contrast-filled vessel in a CT angiogram
+
+
+# ==================================================================================================
+# Hostile headers (issue 15): size claims checked before allocating; truncated DICOM slices
+# ==================================================================================================
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _lying_nifti(path: Path, shape=(1200, 1200, 1200)) -> Path:
+    """A real 8^3 NIfTI whose header then claims ``shape`` (1200^3 int16 = 3.2 GiB) over 1 KB of data."""
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.zeros((8, 8, 8), np.int16), np.eye(4))
+    img.header.set_data_shape(shape)
+    raw = img.header.binaryblock + b"\0" * 4 + np.zeros(512, np.int16).tobytes()
+    if path.name.endswith(".gz"):
+        import gzip
+
+        raw = gzip.compress(raw)
+    path.write_bytes(raw)
+    return path
+
+
+@pytest.mark.parametrize("name", ["claim.nii", "claim.nii.gz"])
+def test_nifti_size_claim_refused_before_allocating(tmp_path, name):
+    path = _lying_nifti(tmp_path / name)
+    assert path.stat().st_size < 2048
+    before = _peak_rss_mb()
+    with pytest.raises(VolumeError, match=r"claim.nii(.gz)?: the header claims 1200 x 1200 x 1200 voxels \(3.22 GiB\)"):
+        read_volume(path)
+    assert _peak_rss_mb() - before < 100  # nothing of the claim was allocated (it would touch 3.2 GiB)
+
+
+def _nrrd_header(sizes, encoding="raw", data_file=None) -> str:
+    lines = ["NRRD0004", "type: int16", "dimension: 3", "space: left-posterior-superior",
+             "sizes: " + " ".join(map(str, sizes)), "space directions: (1,0,0) (0,1,0) (0,0,1)",
+             "endian: little", f"encoding: {encoding}", "space origin: (0,0,0)"]
+    if data_file:
+        lines.append(f"data file: {data_file}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("encoding, detached", [("raw", False), ("gzip", False), ("raw", True), ("gzip", True)])
+def test_nrrd_size_claim_refused_before_allocating(tmp_path, encoding, detached):
+    import gzip
+
+    payload = np.zeros(512, np.int16).tobytes()
+    if encoding == "gzip":
+        payload = gzip.compress(payload)
+    path = tmp_path / ("claim.nhdr" if detached else "claim.nrrd")
+    if detached:
+        (tmp_path / "claim.raw").write_bytes(payload)
+        path.write_text(_nrrd_header((1200, 1200, 1200), encoding, "claim.raw"))
+    else:
+        path.write_bytes(_nrrd_header((1200, 1200, 1200), encoding).encode() + b"\n" + payload)
+    before = _peak_rss_mb()
+    with pytest.raises(VolumeError, match=r"the header claims 1200 x 1200 x 1200 voxels \(3.22 GiB\)"):
+        read_volume(path)
+    assert _peak_rss_mb() - before < 100
+
+
+def test_nrrd_gzip_claim_within_the_ratio_is_checked_against_the_stream(tmp_path, monkeypatch):
+    """A gzip claim that deflate could reach (zeros compress ~1000:1) but whose stream is shorter."""
+    import gzip
+
+    import projectors.io as pio
+
+    monkeypatch.setattr(pio, "STREAM_CHECK_BYTES", 1 << 20)  # check streams above 1 MiB (default 256 MiB)
+    voxels = np.random.default_rng(0).integers(0, 4, (64, 64, 64)).astype(np.int16)  # 512 KiB, ~4:1 compressible
+    payload = gzip.compress(voxels.tobytes())
+    path = tmp_path / "short.nrrd"
+    path.write_bytes(_nrrd_header((128, 128, 64), "gzip").encode() + b"\n" + payload)  # claims 2 MiB
+    with pytest.raises(VolumeError, match=r"expands to only 524288 bytes"):
+        read_volume(path)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_metaimage_size_claim_refused_before_allocating(tmp_path, compressed):
+    import zlib
+
+    payload = np.zeros(512, np.int16).tobytes()
+    if compressed:
+        payload = zlib.compress(payload)
+    header = ("ObjectType = Image\nNDims = 3\nDimSize = 1200 1200 1200\nElementType = MET_SHORT\n"
+              f"ElementSpacing = 1 1 1\nCompressedData = {compressed}\nElementDataFile = LOCAL\n")
+    path = tmp_path / "claim.mha"
+    path.write_bytes(header.encode() + payload)
+    with pytest.raises(VolumeError, match=r"claim.mha: the header claims 1200 x 1200 x 1200 voxels"):
+        read_volume(path)
+
+
+def test_honest_files_still_read_with_the_claim_checks(tmp_path, hu_ref):
+    for encoding in ("raw", "gzip"):
+        vol = read_volume(write_nrrd(tmp_path / f"ok-{encoding}.nrrd", hu_ref.transpose(0, 1, 2), np.eye(3), (0, 0, 0),
+                                     encoding=encoding))
+        assert vol.hu.shape == hu_ref.shape
+    assert read_volume(write_nifti(tmp_path / "ok.nii.gz", hu_ref, world_from_ijk_ref())).hu.shape == hu_ref.shape
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_truncated_dicom_slice_is_called_truncated_not_a_decoder_problem(tmp_path, hu_ref, compressed):
+    from pydicom.uid import JPEG2000Lossless
+
+    folder = write_axial_series(tmp_path / "cut", hu_ref, seed=4, syntax=JPEG2000Lossless if compressed else None)
+    victim = sorted(folder.iterdir())[3]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) - 300])
+    with pytest.raises(VolumeError, match=rf"{victim.name}: the file is truncated") as err:
+        read_volume(folder)
+    assert "decoder" not in str(err.value).lower()

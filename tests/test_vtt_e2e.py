@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -100,12 +101,15 @@ def test_two_raters_in_chromium_and_the_report(browser, tmp_path):
     page = browser.new_page()
     page.on("response", lambda r: served.append((r.url, str(r.headers), r.body() if r.ok else b"")))
     try:
-        # rater a: 2 answers, pause, come back with the id, finish
+        # rater a: joins (gets a private link), 2 answers, pause, comes back with the link, finishes
         page.goto(base + "/")
         page.fill("#rater", "a")
         with page.expect_navigation():
             page.click("#begin")
         page.wait_for_selector("canvas#image[data-drawn='1']")
+        private_link = page.url
+        assert re.fullmatch(re.escape(base) + r"/r/[0-9a-f]{32}", private_link)
+        assert private_link in page.inner_text("#private-link")
 
         # full resolution on the canvas, default window = full 16-bit range; then a narrow window
         image_id = page.get_attribute("#answer-form", "action").split("/")[-1]
@@ -119,21 +123,20 @@ def test_two_raters_in_chromium_and_the_report(browser, tmp_path):
         assert np.abs(canvas_pixels(page) - expected).max() <= 1
         assert (expected == 0).any() and (expected == 255).any()  # the narrow window clips both ends
 
-        # a double submission from the page (two requests at once) is stored once
+        # a double submission from the page (two requests at once) is stored once, and the second is told so
         choice, confidence = planned["a"][image_id]
         statuses = page.evaluate("""([choice, confidence]) => {
             const form = document.getElementById('answer-form');
             const send = () => { const d = new FormData(); d.append('answer', choice); d.append('confidence', confidence);
+                                 d.append('csrf', form.elements['csrf'].value);
                                  return fetch(form.action, {method: 'POST', body: d}).then(r => r.status); };
             return Promise.all([send(), send()]); }""", [choice, str(confidence)])
-        assert statuses == [200, 200]  # each followed its redirect to the next page
+        assert sorted(statuses) == [200, 409]  # one followed its redirect; the repeat got the "locked" message
         page.reload()
         seen = [image_id] + rate(page, planned["a"], 1)
         page.click("#pause")
         page.wait_for_selector("#paused")
-        page.fill("#rater", "a")
-        with page.expect_navigation():
-            page.click("#begin")
+        page.goto(private_link)
         assert "Image 3 of 6" in page.inner_text("#progress")
         seen += rate(page, planned["a"], 4)
         assert "All 6 images are answered" in page.inner_text("#done")

@@ -58,20 +58,25 @@ def write_dicom(path: Path, stored: np.ndarray, *, center=1000.0, width=2001.0, 
 
 
 def write_synthex_dataset(root: Path, shard_sizes=(3, 2), seed=0) -> list[np.ndarray]:
-    """A tiny dataset in DESIGN.md's documented layout: manifest.json + shards/NNNNN.h5 with `images`."""
-    import h5py
+    """A tiny dataset in synthex's format (manifest.json with sha256 + shards/NNNNN.h5 with
+    ``images``, ``masks`` and ``sample_index``), written with synthex.dataset's shard writer."""
+    from synthex.dataset import FORMAT, FORMAT_VERSION, sha256_file, write_shard
 
     rng = np.random.default_rng(seed)
     (root / "shards").mkdir(parents=True)
-    images = []
+    images, entries, first = [], [], 0
     for s, count in enumerate(shard_sizes):
         batch = rng.normal(0.5, 0.2, size=(count, *SHAPE)).astype(np.float32)
-        with h5py.File(root / "shards" / f"{s:05d}.h5", "w") as f:
-            f["images"] = batch
-            f["masks"] = np.zeros((count, 2, *SHAPE), dtype=np.uint8)
-        images += list(batch)
-    manifest = {"format_version": 1, "shards": [f"shards/{s:05d}.h5" for s in range(len(shard_sizes))],
-                "counts": {"images": len(images)}}
+        arrays = {"images": batch, "masks": np.zeros((count, 1, *SHAPE), dtype=np.uint8),
+                  "sample_index": np.arange(first, first + count, dtype=np.int64)}
+        path = root / "shards" / f"{s:05d}.h5"
+        write_shard(path, arrays, first)
+        entries.append({"file": f"shards/{s:05d}.h5", "sha256": sha256_file(path), "count": count, "first_index": first})
+        images += list(arrays["images"])
+        first += count
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "task": "custom", "seed": seed, "config": {},
+                "image_size": list(SHAPE), "classes": ["background", "thing"], "landmarks": [],
+                "shards": entries, "counts": {"images": len(images), "subjects": 1}}
     (root / "manifest.json").write_text(json.dumps(manifest))
     return images
 

@@ -20,16 +20,27 @@ from synthex.exports import FORMATS
     show_default=True,
     help="DICOM object type (dicom format).",
 )
+@click.option(
+    "--seg/--no-seg",
+    "segmentations",
+    default=True,
+    show_default=True,
+    help="DICOM format: also write the masks as DICOM SEG objects (needs highdicom, the 'export' extra).",
+)
 @click.option("--dataset-id", type=int, default=501, show_default=True, help="nnU-Net dataset id (nnunet format).")
-def export(dataset, fmt, out, modality, dataset_id):
+def export(dataset, fmt, out, modality, segmentations, dataset_id):
     """Export DATASET as COCO (16-bit PNG + RLE masks + keypoints), an nnU-Net v2
-    raw dataset, the DeepFluoro/SyntheX HDF5 layout, DICOM (XA or DX), or only
-    the dataset card. Every export includes DATASET_CARD.md."""
+    raw dataset, the DeepFluoro/SyntheX HDF5 layout, DICOM (XA or DX, one study per
+    subject, masks as DICOM SEG), or only the dataset card. Every export includes
+    DATASET_CARD.md. Shard checksums are verified before anything is written."""
     from synthex.dataset import DatasetError
     from synthex.exports import ExportError
     from synthex.exports import export as run_export
 
-    options = {"dicom": {"modality": modality}, "nnunet": {"dataset_id": dataset_id}}.get(fmt, {})
+    options = {
+        "dicom": {"modality": modality, "segmentations": segmentations},
+        "nnunet": {"dataset_id": dataset_id},
+    }.get(fmt, {})
     try:
         path = run_export(dataset, out, fmt, **options)
     except (DatasetError, ExportError) as e:

@@ -72,12 +72,12 @@ def render(config, out, task, n, size, seed, workers, ray_address, resume, print
         target = Path(cfg.output or "synthex-dataset")
         manifest = render_dataset(cfg, target, resume=resume, ray_address=ray_address, progress=not quiet)
     except (ConfigError, DatasetError, PipelineError, SubjectError, RayError) as e:
-        raise click.ClickException(str(e)) from None
+        raise click.ClickException(" ".join([str(e), *getattr(e, "__notes__", ())])) from None
     except RenderInterrupted as e:
         click.echo(str(e), err=True)
-        raise SystemExit(130) from None
+        raise SystemExit(e.exit_code) from None
     except ValueError as e:  # a reader or geometry error from a subject (VolumeError, GeometryError, ...)
-        raise click.ClickException(f"{type(e).__name__}: {e}") from None
+        raise click.ClickException(" ".join([f"{type(e).__name__}: {e}", *getattr(e, "__notes__", ())])) from None
     click.echo(
         f"wrote {manifest['counts']['images']} images in {len(manifest['shards'])} shards to {target} "
         f"(task {manifest['task']}, seed {manifest['seed']}); preview: {target / 'preview.png'}"

@@ -5,11 +5,13 @@
 
 Each exporter is a registry entry ``EXPORTERS[name](dataset, out, **options) -> Path``
 (the main file or folder written). Every export also writes the dataset card
-(``DATASET_CARD.md``) next to what it wrote.
+(``DATASET_CARD.md``) next to what it wrote. The dataset's shards are verified
+(sha256, identity) before anything is written, and a failed export removes what it wrote.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 
@@ -40,18 +42,36 @@ def export(dataset, out, fmt: str, **options) -> Path:
     exporters = _registry()
     if fmt not in exporters:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {list(FORMATS)}")
-    ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
+    ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)  # opening verifies the shards
+    if isinstance(dataset, Dataset):
+        ds.verify()  # checksums and shard identity first: nothing is exported from a damaged dataset
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"export folder {out} is not empty; choose another --out")
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ExportError(f"cannot create export folder {out}: {e.strerror}") from None
-    result = exporters[fmt](ds, out, **options)
-    if fmt != "card":
-        export_card(ds, out, export_format=fmt)
+    try:
+        result = exporters[fmt](ds, out, **options)
+        if fmt != "card":
+            export_card(ds, out, export_format=fmt)
+    except BaseException:
+        _clear(out, remove=created)  # never leave a partial export that looks complete
+        raise
     return result
+
+
+def _clear(out: Path, remove: bool) -> None:
+    if remove:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for p in out.iterdir():
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def to_uint16(image):

@@ -8,7 +8,9 @@
         lands  [N, 2, L] float32         (column, row) per landmark; NaN where undefined
 
 Landmark coordinates are synthex pixel coordinates (pixel centres at whole
-numbers). Sample indices per group are in ``<group>/sample_index`` (extra).
+numbers). Sample indices per group are in ``<group>/sample_index`` (extra). The
+detector pixel size of the stored images is the root attribute ``pixel_size_mm``
+= [du, dv] (mm), which the training readers use instead of DeepFluoro's default.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def export_deepfluoro(ds, out: Path, **options) -> Path:
     subject = ds.read_all("subject_id")
     path = out / "synthex_deepfluoro.h5"
     with h5py.File(path, "w") as f:
+        f.attrs["pixel_size_mm"] = np.asarray(ds.manifest["pixel_size_mm"], dtype=np.float64)
         g = f.create_group("land-names")
         g.create_dataset("num-lands", data=np.int64(len(ds.landmarks)))
         for k, name in enumerate(ds.landmarks):

@@ -4,7 +4,11 @@
 ``numTraining``, ``file_ending``). Images are 16-bit PNGs of the [0, 1] image,
 labels the exclusive uint8 label map (overlaps resolved by class order).
 Cases are named ``{task}_{index:06d}``; ``subject_id`` per case goes to
-``splits_by_subject.json`` so that cross-validation folds can be split by subject.
+``splits_by_subject.json``, and ``splits_final.json`` holds nnU-Net's cross-validation folds
+(``[{"train": [...], "val": [...]}, ...]``, 5 folds or one per subject when fewer) with every
+view of a subject in one fold, so that no fold validates on a subject it trained on. nnU-Net
+reads it from its preprocessed folder: copy it to ``$nnUNet_preprocessed/DatasetXXX_Name/``
+after ``nnUNetv2_plan_and_preprocess`` (nnU-Net would otherwise split cases at random).
 """
 
 from __future__ import annotations
@@ -77,4 +81,27 @@ def export_nnunet(ds, out: Path, dataset_id: int = 501, name: str | None = None,
     check_dataset_json(data)
     (root / "dataset.json").write_text(json.dumps(data, indent=2))
     (root / "splits_by_subject.json").write_text(json.dumps(subjects, indent=1))
+    folds = subject_folds(subjects)
+    if folds:
+        (root / "splits_final.json").write_text(json.dumps(folds, indent=1))
     return root
+
+
+def subject_folds(case_subject: dict[str, int], n_folds: int = 5) -> list[dict]:
+    """nnU-Net folds grouped by subject: ``min(n_folds, n_subjects)`` folds; subjects go, largest
+    first, to the fold with the fewest cases (deterministic). [] with fewer than 2 subjects."""
+    by_subject: dict[int, list[str]] = {}
+    for case, sid in sorted(case_subject.items()):
+        by_subject.setdefault(sid, []).append(case)
+    k = min(n_folds, len(by_subject))
+    if k < 2:
+        return []
+    folds: list[list[str]] = [[] for _ in range(k)]
+    for sid in sorted(by_subject, key=lambda s: (-len(by_subject[s]), s)):
+        min(folds, key=len).extend(by_subject[sid])
+    cases = sorted(case_subject)
+    out = []
+    for val in folds:
+        held = set(val)
+        out.append({"train": [c for c in cases if c not in held], "val": sorted(val)})
+    return out

@@ -53,7 +53,11 @@ def create(real, synthetic, n, out, seed, key_path, bit_depth, lock_answers, tit
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes the study to your network.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free port).")
 @click.option("--lock-answers/--allow-changes", default=None, help="Override the study's setting.")
-def serve(study, host, port, lock_answers):
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="A host name raters use to reach the server (repeatable); requests for other names are refused.")
+@click.option("--enrolment/--no-enrolment", default=True, show_default=True,
+              help="Whether new raters may join from the start page (else only `synthex vtt invite` links work).")
+def serve(study, host, port, lock_answers, allow_hosts, enrolment):
     """Serve STUDY to raters in the browser (answers go to STUDY/answers.sqlite as they are given)."""
     from synthex.vtt import VTTError
     from synthex.vtt.app import serve as run_server
@@ -61,11 +65,32 @@ def serve(study, host, port, lock_answers):
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: binding to {host}: anyone who can reach this machine can open the study", err=True)
     try:
-        run_server(study, host=host, port=port, lock_answers=lock_answers, announce=lambda m: click.echo(m))
+        run_server(study, host=host, port=port, lock_answers=lock_answers, announce=lambda m: click.echo(m),
+                   allow_hosts=allow_hosts, enrolment=enrolment)
     except VTTError as e:
         _fail(e)
     except OSError as e:
         raise click.ClickException(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+
+
+@vtt.command()
+@click.argument("study", type=click.Path())
+@click.argument("raters", nargs=-1, required=True)
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="The address raters open (as served).")
+def invite(study, raters, url):
+    """Make a private link for each of RATERS (new rater ids); send each rater only their own link."""
+    from synthex.vtt import VTTError
+    from synthex.vtt.store import AnswerStore
+    from synthex.vtt.study import check_rater_id, load_study
+
+    try:
+        opened = load_study(study)
+        store = AnswerStore(opened.answers_path)
+        for rater in raters:
+            token = store.add_rater(check_rater_id(rater))
+            click.echo(f"{rater}\t{url.rstrip('/')}/r/{token}")
+    except VTTError as e:
+        _fail(e)
 
 
 @vtt.command()

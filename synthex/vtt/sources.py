@@ -18,7 +18,6 @@ by their ``DICM`` preamble); add one with :func:`register_reader`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -219,44 +218,46 @@ def folder_images(folder: Path) -> list[SourceImage]:
     return found
 
 
-def dataset_images(dataset: Path) -> list[SourceImage]:
-    """The ``images`` of every shard of a synthex dataset (``manifest.json`` + ``shards/*.h5``).
+#: which array of a synthex dataset a study shows: ``images``, which a synthex dataset (format v2) stores
+#: without image-level augmentation (inversion or salt-and-pepper would give synthetic images away)
+DATASET_ARRAYS = ("images",)
 
-    Written against the dataset layout (docs/datasets.md): each shard holds an ``images`` array
-    of shape (N, H, W) (a singleton channel axis is accepted). Shard checksums are not checked
-    here (``synthex validate`` does that).
-    """
+
+def dataset_images(dataset: Path, arrays=DATASET_ARRAYS) -> list[SourceImage]:
+    """The images of a synthex dataset, read with :func:`synthex.dataset.open_dataset` (manifest
+    checked, every shard's sha256 verified first); per shard the first of ``arrays`` it has."""
     import h5py
 
+    from synthex.dataset import DatasetError, open_dataset
+
     try:
-        json.loads((dataset / "manifest.json").read_text())
-    except (OSError, ValueError) as e:
-        raise VTTError(f"{dataset}: manifest.json is not readable JSON ({e})") from None
-    shards = sorted((dataset / "shards").glob("*.h5"))
-    if not shards:
-        raise VTTError(f"{dataset}: a synthex dataset (it has manifest.json) but shards/*.h5 is empty")
+        ds = open_dataset(dataset)
+    except DatasetError as e:
+        raise VTTError(f"{dataset}: {e}") from None
     found = []
-    for shard in shards:
+    for shard in ds.shards:
         try:
-            with h5py.File(shard, "r") as f:
-                if "images" not in f:
-                    raise VTTError(f"{shard}: shard has no 'images' dataset")
-                shape = f["images"].shape
+            with h5py.File(shard.path, "r") as f:
+                key = next((k for k in arrays if k in f), None)
+                if key is None:
+                    raise VTTError(f"{shard.path}: shard has none of the arrays {list(arrays)}")
+                shape = f[key].shape
         except OSError as e:
-            raise VTTError(f"{shard}: cannot be opened as HDF5 ({e})") from None
+            raise VTTError(f"{shard.path}: cannot be opened as HDF5 ({e})") from None
         if len(shape) not in (3, 4):
-            raise VTTError(f"{shard}: 'images' should be (N, H, W), got shape {shape}")
+            raise VTTError(f"{shard.path}: '{key}' should be (N, H, W), got shape {shape}")
+        rel = shard.path.relative_to(dataset).as_posix()
         for i in range(shape[0]):
-            found.append(SourceImage(f"{shard.relative_to(dataset).as_posix()}[{i}]", lambda shard=shard, i=i: _shard_image(shard, i)))
+            found.append(SourceImage(f"{rel}:{key}[{i}]", lambda p=shard.path, k=key, i=i: _shard_image(p, k, i)))
     return found
 
 
-def _shard_image(shard: Path, index: int) -> DisplayImage:
+def _shard_image(shard: Path, key: str, index: int) -> DisplayImage:
     import h5py
 
     with h5py.File(shard, "r") as f:
-        array = f["images"][index]
-    return display_from_array(array, f"{shard}[{index}]")
+        array = f[key][index]
+    return display_from_array(array, f"{shard}:{key}[{index}]")
 
 
 def open_source(path: str | Path) -> list[SourceImage]:

@@ -11,8 +11,11 @@ A study folder holds only what the web app may serve, plus the answers::
 
 Ids are 16 random hex digits from :mod:`secrets` (unpredictable, unrelated to the seed or the
 source); the seed only decides *which* images are drawn, so the sample is reproducible. Images
-are written in shuffled order, so file times do not group them either. Every image is stored
-after its display window (see :mod:`synthex.vtt.sources`) at the same bit depth.
+are written in shuffled order, so file times do not group them either. Every image, real or
+synthetic, is stored after its display window (see :mod:`synthex.vtt.sources`) and then one
+normalization to a common size, bit depth and grey-level structure (see
+:mod:`synthex.vtt.normalize`), so that grey-level counts and histogram gaps cannot tell the
+groups apart.
 """
 
 from __future__ import annotations
@@ -33,12 +36,15 @@ from typing import Callable
 import numpy as np
 
 from synthex.vtt import VTTError
+from synthex.vtt.normalize import common_shape, effective_bits, grey_step, normalize
 from synthex.vtt.sources import DisplayImage, SourceImage, open_source
 
 STUDY_FORMAT = "synthex-vtt-study/1"
 KEY_FORMAT = "synthex-vtt-key/1"
 LABELS = ("real", "synthetic")
 IMAGE_ID = re.compile(r"^[0-9a-f]{16}$")
+NORMALIZE_STREAM = 0x57D1  # first word of each image's normalization noise seed: [stream, seed, position]
+NORMALIZATION = "dequantize (own grey step) + centre crop + box resample + requantize with rectangular dither"
 RATER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
 
@@ -139,27 +145,26 @@ def _sample(source: list[SourceImage], n: int, rng: np.random.Generator, what: s
     return [source[i] for i in sorted(rng.choice(len(source), size=n, replace=False))]
 
 
-def _tell_tale_warnings(seen: dict[str, list[tuple[tuple[int, ...], str]]], bit_depth: int) -> list[str]:
-    """Differences between the groups (``(shape, source dtype)`` per image) that raters could use instead of realism."""
+def _tell_tale_warnings(seen: dict[str, list[tuple[tuple[int, ...], str]]], shape: tuple[int, int]) -> list[str]:
+    """What the normalization had to change that raters may still notice: cropped aspect ratios and
+    strong downsampling of one group (sizes, bit depth and grey levels themselves are equalized)."""
     warnings = []
-    shapes = {label: sorted({shape for shape, _ in images}) for label, images in seen.items()}
-    if shapes["real"] != shapes["synthetic"]:
+    aspect = shape[0] / shape[1]
+    for label, images in seen.items():
+        cropped = sum(abs(s[0] / s[1] - aspect) > 0.02 for s, _ in images)
+        if cropped:
+            warnings.append(
+                f"{cropped} {label} images have another aspect ratio than the study's {shape[1]}x{shape[0]} and "
+                "were centre-cropped to it"
+            )
+    scale = {label: np.median([min(s[0] / shape[0], s[1] / shape[1]) for s, _ in images]) for label, images in seen.items()}
+    if max(scale.values()) > 2 * min(scale.values()):
         warnings.append(
-            f"image sizes differ between groups (real: {_fmt_shapes(shapes['real'])}; synthetic: "
-            f"{_fmt_shapes(shapes['synthetic'])}): raters can tell them apart by size; resample one group first"
-        )
-    eight_bit = {label: all(dtype in ("uint8", "bool") for _, dtype in images) for label, images in seen.items()}
-    if bit_depth == 16 and eight_bit["real"] != eight_bit["synthetic"]:
-        warnings.append(
-            "one group is stored in 8 bits and the other is not: its 256 grey levels can give it away in a "
-            "16-bit study; use --bit-depth 8"
+            "one group was downsampled much more than the other (median factors: "
+            + ", ".join(f"{label} {v:.2g}x" for label, v in scale.items())
+            + "); its noise grain differs: render synthetic images nearer the real images' size"
         )
     return warnings
-
-
-def _fmt_shapes(shapes) -> str:
-    text = ", ".join(f"{w}x{h}" for h, w in shapes[:4])
-    return text + (f" and {len(shapes) - 4} more" if len(shapes) > 4 else "")
 
 
 def _write_json_atomic(path: Path, data) -> None:
@@ -207,6 +212,9 @@ def create_study(
         images = _sample(open_source(sources[label]), n, rng, label, sources[label])
         items += [(label, image) for image in images]
     items = [items[i] for i in rng.permutation(len(items))]
+    loaded = [source.load() for _, source in items]  # all first: the common size depends on every image
+    shape = common_shape([image.pixels.shape for image in loaded])
+    bits = min(effective_bits(image.pixels, bit_depth) for image in loaded)
     ids: list[str] = []
     while len(ids) < len(items):
         candidate = secrets.token_hex(8)
@@ -219,11 +227,18 @@ def create_study(
         (staging / "images").mkdir(parents=True)
         seen: dict[str, list[tuple[tuple[int, ...], str]]] = {label: [] for label in LABELS}
         key_images = {}
-        for image_id, (label, source) in zip(ids, items):
-            image = source.load()
+        for position, (image_id, (label, source), image) in enumerate(zip(ids, items, loaded)):
             seen[label].append((image.pixels.shape, image.source_dtype))
-            (staging / "images" / f"{image_id}.png").write_bytes(encode_png(image, bit_depth))
-            key_images[image_id] = {"label": label, "source": source.ref}
+            noise = np.random.default_rng([NORMALIZE_STREAM, int(seed), position])
+            pixels = normalize(image.pixels, shape, bit_depth, noise, bits)
+            (staging / "images" / f"{image_id}.png").write_bytes(encode_png(DisplayImage(pixels, image.source_dtype), bit_depth))
+            key_images[image_id] = {
+                "label": label,
+                "source": source.ref,
+                "source_shape": list(image.pixels.shape),
+                "source_dtype": image.source_dtype,
+                "grey_step": grey_step(image.pixels),
+            }
             if on_image is not None:
                 on_image()
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -235,12 +250,16 @@ def create_study(
             "sources": {label: str(path.resolve()) for label, path in sources.items()},
             "images": dict(sorted(key_images.items())),
         }
+        key["normalization"] = {"shape": list(shape), "bit_depth": bit_depth, "grey_level_bits": bits,
+                                "method": NORMALIZATION}
         study_json = {
             "format": STUDY_FORMAT,
             "created": created,
             "title": title,
             "lock_answers": bool(lock_answers),
             "bit_depth": bit_depth,
+            "image_shape": list(shape),
+            "grey_level_bits": bits,
             "order_salt": secrets.token_hex(16),
             "images": sorted(ids),
         }
@@ -255,7 +274,13 @@ def create_study(
         if key_path != out / "key.json":
             key_path.unlink(missing_ok=True)
         raise
-    return CreatedStudy(load_study(out), key_path, _tell_tale_warnings(seen, bit_depth))
+    warnings = _tell_tale_warnings(seen, shape)
+    if bits < bit_depth:
+        warnings.append(
+            f"every image is stored with {bits}-bit grey levels (in a {bit_depth}-bit file): the coarsest image of "
+            "the study has no more, and more for the others would give them away"
+        )
+    return CreatedStudy(load_study(out), key_path, warnings)
 
 
 def load_study(root: str | Path) -> Study:
