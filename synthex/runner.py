@@ -59,6 +59,9 @@ class _Stop(BaseException):
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP) if hasattr(signal, "SIGHUP") else (signal.SIGTERM,)
+#: stop signals received during the current render: a library with a bare ``except:`` (SpekPy's file
+#: reader) may turn the handler's :class:`_Stop` into its own error; the render is still an interruption
+_RECEIVED: list[int] = []
 
 
 @contextlib.contextmanager
@@ -69,8 +72,10 @@ def _stop_on_signals():
         return
 
     def handler(signum, frame):
+        _RECEIVED.append(signum)
         raise _Stop(signum)
 
+    _RECEIVED.clear()
     old = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
@@ -297,15 +302,14 @@ def _render_locked(cfg, out: Path, resume, workers, ray_address, progress, ray_o
                         raise ds.DatasetError(f"cannot write shard {out / rel}: {_write_error(e)}") from None
                     written += 1
         return ds.finalize(out, cfg)
-    except (KeyboardInterrupt, _Stop) as e:
-        signum = e.signum if isinstance(e, _Stop) else signal.SIGINT
-        name = signal.Signals(signum).name
-        raise RenderInterrupted(
-            f"interrupted ({name}): {n_complete()} of {len(ranges)} shards are complete in {out}; "
-            f"continue with `synthex render ... --out {out} --resume`",
-            signum,
-        ) from None
     except BaseException as e:
+        if isinstance(e, (KeyboardInterrupt, _Stop)) or _RECEIVED:  # a stop signal, whatever it became
+            signum = e.signum if isinstance(e, _Stop) else _RECEIVED[0] if _RECEIVED else signal.SIGINT
+            raise RenderInterrupted(
+                f"interrupted ({signal.Signals(signum).name}): {n_complete()} of {len(ranges)} shards are "
+                f"complete in {out}; continue with `synthex render ... --out {out} --resume`",
+                signum,
+            ) from None
         if n_complete() == 0:  # nothing worth keeping: leave nothing that blocks a fresh run
             ds._remove_own_files(out)
         elif isinstance(e, Exception):

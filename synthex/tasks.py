@@ -54,15 +54,16 @@ class Task:
     defaults: dict = field(default_factory=dict)
     priority: tuple[str, ...] = ()  # classes that win overlaps in label images, strongest first
     optional: tuple[str, ...] = ()  # classes a dataset may lack (they are then background in it)
+    instances: tuple[str, ...] = ()  # classes whose connected components are separate objects (COCO instances)
 
     def __post_init__(self):
         if not self.classes or self.classes[0] != "background":
             raise TaskError(f"task {self.name!r}: classes must start with 'background', got {self.classes}")
         if len(set(self.classes)) != len(self.classes) or len(set(self.landmarks)) != len(self.landmarks):
             raise TaskError(f"task {self.name!r}: class and landmark names must be unique")
-        unknown = [c for c in (*self.priority, *self.optional) if c not in self.classes[1:]]
+        unknown = [c for c in (*self.priority, *self.optional, *self.instances) if c not in self.classes[1:]]
         if unknown:
-            raise TaskError(f"task {self.name!r}: priority/optional name unknown classes {unknown}")
+            raise TaskError(f"task {self.name!r}: priority/optional/instances name unknown classes {unknown}")
 
     @property
     def foreground(self) -> tuple[str, ...]:
@@ -174,6 +175,7 @@ register_task(Task(
     # real COVID-19 sets (e.g. QaTa-COV19) label lesions only: a dataset without lungs is accepted, its lungs
     # counting as background (rendered sets always have them)
     optional=("lung",),
+    instances=("lesion",),  # each lesion is an object (one COCO annotation per lesion)
     metrics=("dice", "pixel_confusion", "presence"),
     aliases={"lesion": ("lesions", "covid_lesion", "infection", "covid"), "lung": ("lungs",)},
     default_source="chest_lesions",

@@ -254,11 +254,12 @@ def test_coco_lesions_are_one_annotation_per_lesion(covid, tmp_path):
     from pycocotools.coco import COCO
 
     coco = COCO(str(export(covid, tmp_path / "coco", "coco")))
+    lesion = covid.manifest["classes"].index("lesion")  # label value = COCO category id
     total = 0
     for i in range(len(covid)):
-        mask = covid[i]["masks"][0].astype(bool)
+        mask = covid[i]["masks"][lesion - 1].astype(bool)
         expected = components_8(mask)
-        anns = coco.loadAnns(coco.getAnnIds(imgIds=[i], catIds=[1]))
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[i], catIds=[lesion]))
         got = [{tuple(p) for p in np.argwhere(coco.annToMask(a))} for a in anns]
         assert sorted(map(sorted, got)) == sorted(map(sorted, expected))  # exactly the connected lesions
         for a, pix in zip(anns, got):  # each box encloses its own lesion (COCO: + 0.5 pixel convention)
@@ -266,7 +267,7 @@ def test_coco_lesions_are_one_annotation_per_lesion(covid, tmp_path):
             assert a["bbox"] == pytest.approx([min(cols), min(rows), max(cols) - min(cols) + 1, max(rows) - min(rows) + 1])
         total += len(expected)
     assert total > len(covid)  # the fixture has images with several lesions
-    assert _coco_eval_ap(coco, "segm", [1]) == pytest.approx(1.0)
+    assert _coco_eval_ap(coco, "segm", [lesion]) == pytest.approx(1.0)
 
 
 def test_deepfluoro_records_the_pixel_size(dataset, tmp_path):

@@ -24,10 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-#: classes exported one annotation per connected component (countable findings); others one per class
-INSTANCE_CLASSES = ("lesion",)
-
-
 def _mask_utils():
     try:
         from pycocotools import mask as mask_utils
@@ -50,7 +46,9 @@ def instances(mask: np.ndarray, per_component: bool) -> list[np.ndarray]:
     return [(lab == k).astype(np.uint8) for k in range(1, n + 1)]
 
 
-def export_coco(ds, out: Path, instance_classes=INSTANCE_CLASSES, **options) -> Path:
+def export_coco(ds, out: Path, instance_classes=None, **options) -> Path:
+    """COCO export; classes in ``instance_classes`` (default: the task's ``instances``, e.g. the covid
+    task's lesions) get one annotation per connected component, the others one per class."""
     from PIL import Image
 
     from synthex.exports import to_uint16
@@ -70,6 +68,11 @@ def export_coco(ds, out: Path, instance_classes=INSTANCE_CLASSES, **options) -> 
                 "skeleton": [],
             }
         )
+    if instance_classes is None:
+        from synthex.tasks import TASKS
+
+        task = TASKS.get(ds.manifest["task"])
+        instance_classes = task.instances if task is not None else ()
     per_component = [name in set(instance_classes) for name in classes]
     images, annotations = [], []
     H, W = ds.manifest["image_size"]
