@@ -134,6 +134,10 @@ class DisplayParams:
         _check(self.gamma > 0, f"gamma must be > 0, got {self.gamma}")
 
 
+#: Dose when neither ``mas`` nor ``quanta_per_pixel`` is given: mean unattenuated quanta per pixel.
+DEFAULT_QUANTA_PER_PIXEL = 200000.0
+
+
 @dataclass(frozen=True)
 class PhysicsParams:
     """Everything :func:`projectors.physics.simulate` needs besides the areal densities and camera.
@@ -141,7 +145,8 @@ class PhysicsParams:
     * ``mode``: ``"physics"`` or ``"naive"`` (plain line integral of density,
       ``log_image = naive_mu * sum_m A_m``; no spectrum, scatter, noise).
     * Dose: ``mas`` (tube current-time product) or ``quanta_per_pixel`` (mean
-      unattenuated photons per pixel over the detector); exactly one is set.
+      unattenuated photons per pixel over the detector); exactly one is set
+      (neither given: ``quanta_per_pixel`` = :data:`DEFAULT_QUANTA_PER_PIXEL`).
     * ``heel``: anode heel effect along image ``heel_axis`` (``"v"`` rows or
       ``"u"`` columns), cathode towards +axis if ``heel_sign`` > 0.
     * ``noise``: quantum + electronic noise on/off (blur and fixed pattern follow ``detector``).
@@ -150,7 +155,7 @@ class PhysicsParams:
     mode: str = "physics"
     spectrum: SpectrumParams = field(default_factory=SpectrumParams)
     mas: float | None = None
-    quanta_per_pixel: float | None = 200000.0
+    quanta_per_pixel: float | None = None  # None with mas None: DEFAULT_QUANTA_PER_PIXEL
     detector: DetectorParams = field(default_factory=DetectorParams)
     scatter: ScatterParams = field(default_factory=ScatterParams)
     display: DisplayParams = field(default_factory=DisplayParams)
@@ -162,6 +167,8 @@ class PhysicsParams:
 
     def __post_init__(self):
         _check(self.mode in ("physics", "naive"), f"physics mode must be 'physics' or 'naive', got {self.mode!r}")
+        if self.mas is None and self.quanta_per_pixel is None:
+            object.__setattr__(self, "quanta_per_pixel", DEFAULT_QUANTA_PER_PIXEL)
         _check((self.mas is None) != (self.quanta_per_pixel is None), "set exactly one of mas and quanta_per_pixel")
         if self.mas is not None:
             _check(np.isfinite(self.mas) and self.mas > 0, f"mAs must be > 0, got {self.mas}")
