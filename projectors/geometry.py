@@ -178,6 +178,26 @@ class Camera:
         return Camera(K=K, world_from_camera=self.world_from_camera, width=self.width, height=self.height,
                       projection=self.projection, sdd=self.sdd)
 
+    def supersampled(self, factor: int) -> "Camera":
+        """The same detector with ``factor`` x ``factor`` sub-pixels per pixel.
+
+        Sub-pixel ``(factor u + a, factor v + b)``, ``a, b < factor``, lies in
+        pixel ``(u, v)``; the mean of a pixel's sub-pixels is what a detector
+        element integrating over its aperture records (:func:`bin_pixels`).
+        """
+        if int(factor) != factor or factor < 1:
+            raise GeometryError(f"supersampling factor must be a whole number >= 1, got {factor}")
+        f = int(factor)
+        if f == 1:
+            return self
+        K = self.K.copy()
+        K[0, 0] *= f
+        K[1, 1] *= f
+        K[0, 2] = (K[0, 2] + 0.5) * f - 0.5
+        K[1, 2] = (K[1, 2] + 0.5) * f - 0.5
+        return Camera(K=K, world_from_camera=self.world_from_camera, width=self.width * f, height=self.height * f,
+                      projection=self.projection, sdd=self.sdd)
+
     @property
     def pixel_size(self) -> tuple[float, float] | None:
         """Detector pixel pitch (du, dv) in mm, when ``sdd`` is known."""
@@ -604,6 +624,18 @@ for _p in (
     ),
 ):
     register_geometry_preset(_p)
+
+
+def bin_pixels(image: np.ndarray, factor: int) -> np.ndarray:
+    """Mean over ``factor`` x ``factor`` blocks: an image of :meth:`Camera.supersampled` back on the detector."""
+    f = int(factor)
+    if f == 1:
+        return image
+    a = np.asarray(image)
+    H, W = a.shape[0] // f, a.shape[1] // f
+    if a.shape[:2] != (H * f, W * f):
+        raise GeometryError(f"image shape {a.shape} is not a multiple of the supersampling factor {f}")
+    return a.reshape(H, f, W, f, *a.shape[2:]).mean(axis=(1, 3)).astype(a.dtype if a.dtype.kind == "f" else np.float32)
 
 
 def _point(p) -> np.ndarray:

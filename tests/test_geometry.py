@@ -226,3 +226,24 @@ def test_skin_gap_fits_the_sid_per_view():
     np.testing.assert_allclose(iso.camera(0, 0, body=body).source_world, [0, 530, 0], atol=1e-9)
     with pytest.raises(GeometryError, match="does not fit between source and detector"):
         CArm.preset("table_ap", isocenter=(0.0, 0.0, 0.0)).camera(0, 0, body=body * 10)
+
+
+def test_supersampled_camera_bins_back_to_the_detector():
+    """Sub-pixel rays of a supersampled camera tile each detector pixel: every sub-pixel centre lies within
+    its pixel (+-0.5 px) and the mean of a pixel's sub-pixel centres is the pixel's centre, for a plain
+    and a mirrored (PA) detector."""
+    from projectors.geometry import bin_pixels
+
+    for preset in ("mobile_carm", "chest_pa"):  # not mirrored / mirrored
+        cam = CArm.preset(preset, size=(30, 20), isocenter=(0.0, 0.0, 0.0)).camera(15, -5)
+        fine = cam.supersampled(3)
+        assert fine.shape == (60, 90)
+        o, d = fine.rays()
+        pts = (o + 900.0 * d).reshape(-1, 3)
+        uv = cam.project(pts).reshape(60, 90, 2)
+        v, u = np.mgrid[0:20, 0:30]
+        np.testing.assert_allclose(bin_pixels(uv[..., 0], 3), u, atol=1e-6)
+        np.testing.assert_allclose(bin_pixels(uv[..., 1], 3), v, atol=1e-6)
+        assert np.all(np.abs(uv[..., 0] - np.repeat(np.repeat(u, 3, 0), 3, 1)) <= 0.5 + 1e-9)
+    with pytest.raises(GeometryError, match="whole number"):
+        CArm().camera().supersampled(1.5)
