@@ -183,11 +183,11 @@ def main():
     femur = [k for k, n in pv.label_names.items() if n == "femur_left"][0]
     hip_left = pv.world_from_ijk.apply(np.argwhere(pv.labels == femur).mean(0))
     cases = {
-        "chest_pa_raw": chest_args + ["--preset", "chest_pa", "--raw"],
+        "chest_pa_raw": chest_args + ["--preset", "chest_pa", "--raw", "--mode", "exact"],  # as before ct_prep
         "chest_pa": chest_args + ["--preset", "chest_pa"],
         "chest_pa_supersample2": chest_args + ["--preset", "chest_pa", "--supersample", "2"],
         "chest_lateral": chest_args + ["--preset", "lateral"],
-        "pelvis_table_ap_raw": pelvis_args + ["--preset", "table_ap", "--raw"],
+        "pelvis_table_ap_raw": pelvis_args + ["--preset", "table_ap", "--raw", "--mode", "exact"],
         "pelvis_table_ap": pelvis_args + ["--preset", "table_ap"],
         "pelvis_mobile_carm": pelvis_args + ["--preset", "mobile_carm", "--center", ",".join(f"{c:.1f}" for c in hip_left)],
     }

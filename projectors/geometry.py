@@ -461,7 +461,10 @@ class CArm:
         if "sdd" in overrides and "sid" not in overrides:
             # a patient at the detector stays there; an isocentric C-arm keeps its magnification
             sdd = float(overrides["sdd"])
-            kw["sid"] = sdd - (p.sdd - p.sid) if p.skin_gap_mm is not None else p.sid * sdd / p.sdd
+            if p.skin_gap_mm is not None:  # nominal only: refitted to the patient's skin per view
+                kw["sid"] = sdd - (p.sdd - p.sid) if sdd - (p.sdd - p.sid) > 0.1 * sdd else 0.5 * sdd
+            else:
+                kw["sid"] = p.sid * sdd / p.sdd
         unknown = set(overrides) - {f.name for f in fields(cls)}
         if unknown:
             raise GeometryError(f"unknown CArm field(s) {sorted(unknown)} for preset {name!r}")
