@@ -707,7 +707,8 @@ def coverage_volume(volume: Volume, body: np.ndarray | None = None, grid_mm: flo
     ``extend_inplane_mm`` beyond the other faces, where a flank or an arm is
     cut). Tissue there is missing from the CT; a ray through it is not
     covered. On a ``grid_mm`` grid; the voxels of missing tissue are labelled
-    1 = ``uncovered``.
+    1 = ``uncovered_ends`` (beyond the first and last slice) and 2 =
+    ``uncovered_sides`` (cut off at the sides).
     """
     from scipy import ndimage
 
@@ -739,7 +740,14 @@ def coverage_volume(volume: Volume, body: np.ndarray | None = None, grid_mm: flo
     grid = np.pad(known, pads, mode="edge")
     inner = tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, known.shape))
     grid[inner] = missing  # inside the CT only the extrapolated padding is missing
-    # make the extrusions only of the faces that cut the body (edge-padding a face without body gives nothing)
+    # (edge-padding a face without body extrudes nothing.) Label 1: beyond the first or last slice (the
+    # patient goes on to the head or the legs); 2: cut off at the sides (the FOV circle, flanks, arms).
+    labels = grid.astype(np.int32) * 2
+    idx = np.arange(grid.shape[ax])
+    ends = (idx < pads[ax][0]) | (idx >= pads[ax][0] + known.shape[ax])
+    shape = [1, 1, 1]
+    shape[ax] = -1
+    labels[grid & ends.reshape(shape)] = 1
     hu = np.where(grid, np.float32(0.0), np.float32(-1000.0))
     origin_shift = -np.asarray([lo for lo, _ in pads], dtype=np.float64)
     # coarse voxel c covers original voxels [c f, (c + 1) f - 1]: its centre is at c f + (f - 1) / 2
@@ -747,7 +755,7 @@ def coverage_volume(volume: Volume, body: np.ndarray | None = None, grid_mm: flo
     m[:3, :3] = np.diag(np.asarray(f, dtype=np.float64))
     m[:3, 3] = (np.asarray(f) - 1) / 2.0 + origin_shift * np.asarray(f)
     wfi = volume.world_from_ijk @ Transform(m)
-    cov = Volume(hu, wfi, labels=grid.astype(np.int32), label_names={1: "uncovered"}, name=f"{volume.name}-coverage")
+    cov = Volume(hu, wfi, labels=labels, label_names=COVERAGE_LABELS, name=f"{volume.name}-coverage")
     rec = {
         "grid_mm": [round(float(c), 3) for c in cs],
         "truncated_faces": truncated,
@@ -758,6 +766,10 @@ def coverage_volume(volume: Volume, body: np.ndarray | None = None, grid_mm: flo
     return cov, rec
 
 
+#: Labels of a coverage volume (:func:`coverage_volume`).
+COVERAGE_LABELS = {1: "uncovered_ends", 2: "uncovered_sides"}
+
+
 class Coverage:
     """Per-view covered masks of one CT (the coverage volume, projected with its own small projector)."""
 
@@ -765,29 +777,36 @@ class Coverage:
     threshold_mm = 0.5
 
     def __init__(self, volume: Volume, device: str = "cpu"):
-        if volume.labels is None or 1 not in volume.label_names:
-            raise VolumeError("a coverage volume carries the label 1 = 'uncovered' (see coverage_volume)")
+        if volume.labels is None or dict(volume.label_names) != COVERAGE_LABELS:
+            raise VolumeError(f"a coverage volume carries the labels {COVERAGE_LABELS} (see coverage_volume)")
         self.volume = volume
         self.device = device
         self._projector = None
 
-    def missing_path_mm(self, camera: Camera) -> np.ndarray:
-        """Path length (mm) of each pixel's ray through tissue the CT does not contain."""
+    def missing_path_mm(self, camera: Camera, sides: bool = True) -> np.ndarray:
+        """Path length (mm) of each pixel's ray through tissue the CT does not contain; ``sides=False``
+        counts only what lies beyond its first and last slice."""
         from projectors.projector import Projector
 
+        zero = np.zeros(camera.shape, np.float32)
         if not (self.volume.labels > 0).any():
-            return np.zeros(camera.shape, np.float32)
+            return zero
         if self._projector is None:
             self._projector = Projector(self.volume, device=self.device, mode="exact")
         try:
             proj = self._projector.project(camera)
         except GeometryError:  # the view misses the coverage volume entirely: nothing missing on its rays
-            return np.zeros(camera.shape, np.float32)
-        return proj.path_length.get("uncovered", np.zeros(camera.shape, np.float32))
+            return zero
+        ends = proj.path_length.get("uncovered_ends", zero)
+        return ends + proj.path_length.get("uncovered_sides", zero) if sides else ends
 
-    def mask(self, camera: Camera) -> np.ndarray:
-        """(H, W) bool: True where the ray's whole path through the patient lies inside the CT."""
-        return self.missing_path_mm(camera) <= self.threshold_mm
+    def mask(self, camera: Camera, sides: bool = True) -> np.ndarray:
+        """(H, W) bool: True where the ray's whole path through the patient lies inside the CT.
+
+        ``sides=False``: only the ends of the scan count (a lateral chest is taken with the arms raised:
+        what a CT cuts off at its sides is mostly arm, which such a radiograph does not show either).
+        """
+        return self.missing_path_mm(camera, sides) <= self.threshold_mm
 
 
 def largest_rectangle(mask: np.ndarray) -> tuple[int, int, int, int] | None:

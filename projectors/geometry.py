@@ -567,6 +567,8 @@ class GeometryPreset:
     grid: bool
     description: str
     reference: str
+    aim: str | None = None  # regular expression of label names the beam is centred on (None: the CT's centre)
+    arms_raised: bool = False  # the arms are out of the beam (what a CT cuts off at its sides is not missed)
 
     def __post_init__(self):
         view_of(self.view)
@@ -609,6 +611,7 @@ for _p in (
                   "17 x 17 in (43 cm) detector (e.g. Bontrager's Textbook of Radiographic Positioning; European "
                   "Guidelines on Quality Criteria for Diagnostic Radiographic Images, EUR 16260); about 2 cm from "
                   "skin to the image plane through the detector cover; NIH ChestX-ray14 originals are 0.143 mm pixels",
+        aim=r"^lung",
     ),
     GeometryPreset(
         "table_ap", sdd=1150.0, sid=970.0, detector_mm=(430.0, 350.0), native_pixel_mm=0.143,
@@ -617,6 +620,7 @@ for _p in (
                     "Bucky tray under the table top, 43 x 35 cm landscape",
         reference="AP pelvis: SID 100-115 cm (40-45 in), 75-85 kVp with the table's grid (Bontrager); the table "
                   "top to image-receptor distance of a Bucky table is about 5-8 cm (table top, grid, cassette tray)",
+        aim=r"^(hip_(left|right)|hemipelvis_(left|right)|sacrum|upper_sacrum)$",
     ),
     GeometryPreset(
         "lateral", sdd=1800.0, sid=1605.0, detector_mm=(430.0, 430.0), native_pixel_mm=0.143,
@@ -624,6 +628,8 @@ for _p in (
         description="erect left lateral chest: 180 cm, the patient's left side against the detector, arms raised",
         reference="Lateral chest: SID 180 cm, left side to the receptor (heart nearer the detector), 110-125 kVp "
                   "with a grid (Bontrager); displayed with the patient's front on the image's left",
+        aim=r"^lung",
+        arms_raised=True,
     ),
 ):
     register_geometry_preset(_p)

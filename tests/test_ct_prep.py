@@ -281,6 +281,7 @@ def test_coverage_marks_rays_through_tissue_the_scan_cut_off():
     vol = _cylinder_cut_by_the_scan()
     cov_vol, rec = coverage_volume(vol)
     assert rec["truncated_faces"] == ["k-", "k+"]
+    assert set(np.unique(cov_vol.labels)) == {0, 1}  # beyond the ends only
     cam = CArm(sdd=500.0, sid=250.0, size=(100, 100), pitch=3.0, isocenter=(0.0, 0.0, 0.0)).camera(0, 0)
     covered = Coverage(cov_vol).mask(cam)
     half_z = vol.shape[2] * 2.5 / 2  # 50 mm: the box's faces

@@ -94,7 +94,7 @@ def _floats(value: str | None, n: tuple[int, ...], what: str):
     return xs
 
 
-def anatomy_window(log_image, region, direct_transmission: float = 0.6, percentiles=(0.5, 99.8)):
+def anatomy_window(log_image, region, direct_transmission: float = 0.6, percentiles=(2.0, 99.5)):
     """Display window (log units) from the anatomy: pixels of ``region`` whose transmission is below
     ``direct_transmission`` (``region`` leaves out the unexposed border, what the CT does not cover and
     metal; the transmission test direct exposure). An interim choice until the console-style display
@@ -108,6 +108,21 @@ def anatomy_window(log_image, region, direct_transmission: float = 0.6, percenti
         x = np.asarray(log_image).ravel()
     lo, hi = np.percentile(x, percentiles)
     return float(lo), float(max(hi, lo + 1e-3))
+
+
+def aim_point(volume, pattern: str | None) -> tuple[float, float, float]:
+    """The centre of the bounding box of the labels whose names match ``pattern`` (world mm), else the volume's."""
+    import re
+
+    import numpy as np
+
+    values = [v for v, n in volume.label_names.items() if pattern and re.search(pattern, n)]
+    if volume.labels is not None and values:
+        idx = np.argwhere(np.isin(volume.labels, values))
+        if len(idx):
+            lo, hi = idx.min(0), idx.max(0)
+            return tuple(float(c) for c in volume.world_from_ijk.apply((lo + hi) / 2.0))
+    return tuple(float(c) for c in volume.center_world)
 
 
 @click.command()
@@ -124,7 +139,9 @@ def anatomy_window(log_image, region, direct_transmission: float = 0.6, percenti
 @click.option("--skin-gap", type=float, help="Skin-detector distance, mm (the sid is fitted per view).")
 @click.option("--detector-mm", help="Detector size, mm: W or W,H.")
 @click.option("--size", help="Pixels on the detector's long side (square pixels), or WxH.  [default: 512]")
-@click.option("--center", help="Isocentre (beam centre) x,y,z in world mm (RAS).  [default: the CT's body centre]")
+@click.option("--center", help="Isocentre (beam centre) x,y,z in world mm (RAS).  [default: the centre of the "
+              "labelled structures the preset aims at (lungs for chest_pa and lateral, the pelvic bones for "
+              "table_ap), else of the prepared CT]")
 @click.option("--angles", default="0,0", show_default=True,
               help="Views as 'alpha,beta;alpha,beta' in degrees from the preset's view (alpha about the long "
                    "axis, beta cranial+/caudal-).")
@@ -236,7 +253,7 @@ def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, over
         carm = CArm.preset(preset, size=size_v, **overrides)
     except GeometryError as e:
         raise click.ClickException(f"impossible geometry: {e}") from None
-    iso = tuple(centre) if centre is not None else tuple(float(c) for c in prep.volume.center_world)
+    iso = tuple(centre) if centre is not None else aim_point(prep.volume, p.aim)
     physics = PhysicsParams.from_options(
         kvp=kvp if kvp is not None else p.kvp, mas=mas, scatter=scatter, noise=noise,
         grid=p.grid if grid is None else grid,
@@ -267,7 +284,7 @@ def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, over
             proj.areal_density = {m: bin_pixels(a, supersample) for m, a in proj.areal_density.items()}
             proj.path_length = {n: bin_pixels(a, supersample) for n, a in proj.path_length.items()}
             proj.camera = cam
-        covered = prep.coverage.mask(cam) if prep.coverage is not None else np.ones(cam.shape, bool)
+        covered = prep.coverage.mask(cam, sides=not p.arms_raised) if prep.coverage is not None else np.ones(cam.shape, bool)
         field = collimation_field(covered) if prep.coverage is not None else np.ones(cam.shape, bool)
         if not field.any():
             raise click.ClickException(
@@ -281,7 +298,9 @@ def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, over
             raise click.ClickException(str(e)) from None
         metal_ad = sum((a for m, a in areal.items() if m in METAL_CHANNELS), np.zeros(cam.shape, np.float32))
         window = anatomy_window(res.log_image, field & covered & (metal_ad < 0.05))
-        disp = DisplayParams(window=window, unsharp_amount=0.8, unsharp_px=max(1.0, 8.0 / cam.pixel_size[0]))
+        # interim display (until the console-style processing lands): the anatomy's window, 8 mm unsharp
+        # masking, a gamma that darkens the mid-tones (lungs) as film-like consoles do
+        disp = DisplayParams(window=window, unsharp_amount=2.0, unsharp_px=max(1.0, 8.0 / cam.pixel_size[0]), gamma=1.4)
         image = display(res.log_image, disp)
         arrays = {f"areal_density/{m}": a.astype(np.float32) for m, a in areal.items()}
         arrays.update(line_integral=res.log_image, transmission=res.transmission, primary=res.primary,
