@@ -175,13 +175,13 @@ def main():
     chest_args = [str(chest / "cxr.nii.gz"), "--labels", str(chest / "mask.nii.gz"), "--label-names", str(chest / "structures.csv")]
     pelvis_args = [str(pelvis / "example_ct.nii.gz"), "--labels", str(pelvis / "example_seg_total_fast.nii.gz"),
                    "--label-names", str(shared / "ct" / "totalseg_total_classmap.json")]
-    # the left femoral head (the implant's side), world RAS: from the label map
+    # the left hip joint (the implant's side), world RAS: the femoral head's centre fitted to the label map
+    from phantoms.landmarks import femoral_head_centers
     from projectors.volume import Volume
 
     pv = Volume.from_file(pelvis / "example_ct.nii.gz", labels=pelvis / "example_seg_total_fast.nii.gz",
                           label_names=shared / "ct" / "totalseg_total_classmap.json")
-    femur = [k for k, n in pv.label_names.items() if n == "femur_left"][0]
-    hip_left = pv.world_from_ijk.apply(np.argwhere(pv.labels == femur).mean(0))
+    hip_left = femoral_head_centers(pv)["FH-l"]
     cases = {
         "chest_pa_raw": chest_args + ["--preset", "chest_pa", "--raw", "--mode", "exact"],  # as before ct_prep
         "chest_pa": chest_args + ["--preset", "chest_pa"],
@@ -224,7 +224,7 @@ def main():
         ("lateral, prepared", views["chest_lateral"]["image"]),
         ("table_ap pelvis, --raw", views["pelvis_table_ap_raw"]["image"]),
         ("table_ap pelvis, prepared", views["pelvis_table_ap"]["image"]),
-        ("mobile_carm, left hip", views["pelvis_mobile_carm"]["image"]),
+        ("mobile_carm, left hip joint", views["pelvis_mobile_carm"]["image"]),
         ("chest_pa, prepared, --supersample 2", views["chest_pa_supersample2"]["image"]),
     ]
     montage(panels, a.out / "drr_presets.png")

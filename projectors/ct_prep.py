@@ -819,7 +819,6 @@ def largest_rectangle(mask: np.ndarray) -> tuple[int, int, int, int] | None:
         stack: list[int] = []
         for u in range(W + 1):
             h = heights[u]
-            start = u
             while stack and heights[stack[-1]] >= h:
                 top = stack.pop()
                 height = heights[top]
@@ -827,7 +826,6 @@ def largest_rectangle(mask: np.ndarray) -> tuple[int, int, int, int] | None:
                 area = height * (u - left)
                 if area > best_area:
                     best_area, best = area, (v - height + 1, v + 1, left, u)
-                start = left
             stack.append(u)
     return best if best_area > 0 else None
 
