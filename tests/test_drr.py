@@ -172,3 +172,11 @@ def test_shared_chest_ct_pa_before_and_after_preparation(tmp_path):
     # integral (display-independent) says the same: contrast made the heart as dense as the liver
     assert raw["heart_abdomen_ratio_display"] > 1.0 and raw["heart_abdomen_ratio_line_integral"] > 1.0
     assert 0.61 < prep["heart_abdomen_ratio_display"] < 0.87 and prep["heart_abdomen_ratio_line_integral"] < 0.9
+
+
+def test_a_view_that_misses_the_ct_stops_before_anything_is_written(small_ct, tmp_path):
+    """Views aimed 2 m beside the CT (a short C-arm): one clear error, no files at all."""
+    res = run([small_ct / "ct.nii.gz", "--angles", "0,0;0,0.5", "--center", "2000,0,0", "--sid", 100, "--sdd", 200,
+               "--size", 32, "--out", tmp_path / "o"], ok=False)
+    assert res.exit_code == 1 and "impossible geometry" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o").exists()

@@ -268,18 +268,23 @@ def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, over
     except (DeviceError, ValueError) as e:
         raise click.ClickException(str(e)) from None
 
+    # every view's geometry is checked before anything is written (no partial output on a bad view)
+    cams = []
+    for alpha, beta in views:
+        try:
+            cam = carm.camera(alpha, beta, isocenter=iso, body=prep.body_points)
+            projector.check_view(cam)
+        except GeometryError as e:
+            raise click.ClickException(f"view alpha={_num(alpha)}, beta={_num(beta)}: impossible geometry: {e}") from None
+        cams.append(cam)
     out.mkdir(parents=True, exist_ok=True)
     summary = {
         "ct": str(ct), "labels": str(labels) if labels else None, "ct_preparation": rec,
         "preset": p.to_dict(), "carm": {k: (list(v) if isinstance(v, tuple) else v) for k, v in carm.__dict__.items()},
         "physics": physics.to_dict(), "views": [],
     }
-    for i, ((alpha, beta), stem) in enumerate(track(list(zip(views, stems)), description="rendering")):
-        try:
-            cam = carm.camera(alpha, beta, isocenter=iso, body=prep.body_points)
-            proj = projector.project(cam.supersampled(supersample))
-        except GeometryError as e:
-            raise click.ClickException(f"view alpha={_num(alpha)}, beta={_num(beta)}: impossible geometry: {e}") from None
+    for i, ((alpha, beta), stem, cam) in enumerate(track(list(zip(views, stems, cams)), description="rendering")):
+        proj = projector.project(cam.supersampled(supersample))
         if supersample > 1:  # the mean over each pixel's aperture
             proj.areal_density = {m: bin_pixels(a, supersample) for m, a in proj.areal_density.items()}
             proj.path_length = {n: bin_pixels(a, supersample) for n, a in proj.path_length.items()}
