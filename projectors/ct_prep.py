@@ -223,6 +223,19 @@ def prepare_ct(volume: Volume, params: CTPrepParams | dict | None = None) -> Pre
     return PreparedCT(volume=vol, materials=materials, coverage=coverage, body_points=body_points, record=record)
 
 
+def aim_point(volume: Volume, pattern: str | None) -> tuple[float, float, float]:
+    """Where to centre the beam: the centre of the bounding box of the labels whose names match the regular
+    expression ``pattern`` (a preset's ``aim``, e.g. the lungs for a PA chest), world mm; else the
+    volume's centre."""
+    values = [v for v, n in volume.label_names.items() if pattern and re.search(pattern, n)]
+    if volume.labels is not None and values:
+        box = _bbox(np.isin(volume.labels, values))
+        if box is not None:
+            centre = np.array([(b.start + b.stop - 1) / 2.0 for b in box])
+            return tuple(float(c) for c in volume.world_from_ijk.apply(centre))
+    return tuple(float(c) for c in volume.center_world)
+
+
 def materials_density(material: str, density: float | None) -> float:
     return float(MATERIALS[material].density if density is None else density)
 

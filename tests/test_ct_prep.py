@@ -15,6 +15,7 @@ import pytest
 
 from projectors.ct_prep import (
     COLLIMATOR_AREAL_DENSITY,
+    aim_point,
     Coverage,
     CTPrepError,
     CTPrepParams,
@@ -246,6 +247,18 @@ def test_metal_mask_ignores_specks_and_takes_implant_labels():
 
 
 # -- coverage and collimation ---------------------------------------------------------------------------
+
+
+def test_aim_point_is_the_centre_of_the_named_labels():
+    labels = np.zeros((20, 20, 20), np.int32)
+    labels[2:6, 4:8, 10:20] = 1  # lung_upper_lobe_left: voxels 2..5, 4..7, 10..19
+    labels[10:12, 0:2, 0:2] = 2
+    vol = Volume.from_array(np.zeros((20, 20, 20), np.float32), spacing=2.0, labels=labels,
+                            label_names={1: "lung_upper_lobe_left", 2: "liver"})
+    # bounding-box centre (3.5, 5.5, 14.5) in voxels -> world (x - 9.5) * 2
+    np.testing.assert_allclose(aim_point(vol, r"^lung"), [(3.5 - 9.5) * 2, (5.5 - 9.5) * 2, (14.5 - 9.5) * 2])
+    np.testing.assert_allclose(aim_point(vol, r"^heart"), vol.center_world)
+    np.testing.assert_allclose(aim_point(vol, None), vol.center_world)
 
 
 def test_largest_rectangle_equals_brute_force():

@@ -110,21 +110,6 @@ def anatomy_window(log_image, region, direct_transmission: float = 0.6, percenti
     return float(lo), float(max(hi, lo + 1e-3))
 
 
-def aim_point(volume, pattern: str | None) -> tuple[float, float, float]:
-    """The centre of the bounding box of the labels whose names match ``pattern`` (world mm), else the volume's."""
-    import re
-
-    import numpy as np
-
-    values = [v for v, n in volume.label_names.items() if pattern and re.search(pattern, n)]
-    if volume.labels is not None and values:
-        idx = np.argwhere(np.isin(volume.labels, values))
-        if len(idx):
-            lo, hi = idx.min(0), idx.max(0)
-            return tuple(float(c) for c in volume.world_from_ijk.apply((lo + hi) / 2.0))
-    return tuple(float(c) for c in volume.center_world)
-
-
 @click.command()
 @click.argument("ct", type=click.Path(exists=True, path_type=Path))
 @click.option("--labels", type=click.Path(exists=True, path_type=Path), help="Label map on the CT's grid (masks per view; heart and vessel labels let contrast be removed).")
@@ -202,7 +187,15 @@ def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, over
     import numpy as np
     from rich.progress import track
 
-    from projectors.ct_prep import CTPrepError, CTPrepParams, CTPrepWarning, collimate, collimation_field, prepare_ct
+    from projectors.ct_prep import (
+        CTPrepError,
+        CTPrepParams,
+        CTPrepWarning,
+        aim_point,
+        collimate,
+        collimation_field,
+        prepare_ct,
+    )
     from projectors.geometry import CArm, GeometryError, bin_pixels, geometry_preset
     from projectors.labels import label_image, structure_masks
     from projectors.physics import PhysicsParams, simulate
