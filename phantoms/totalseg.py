@@ -8,7 +8,9 @@ bones and organs under their own names), and :func:`remap_labels` rewrites a
 volume's label map accordingly (a lookup table, one pass). Materials stay
 HU-based for real CTs (the CT measured them), except metal: an implant,
 which TotalSegmentator does not label, is found by HU (:func:`label_metal`)
-and given a metal at its real density (:func:`implant_material_model`).
+and given a metal at its real density (:func:`implant_material_model`); both
+use :mod:`projectors.ct_prep` (the one implementation of metal detection and
+metal materials, also used by ``prepare_ct``).
 
 Read a CT with its TotalSegmentator label map and class map with
 ``Volume.from_file(ct, labels=seg, label_names="classmap.json")``.
@@ -20,9 +22,9 @@ import re
 
 import numpy as np
 
-import phantoms.metals  # noqa: F401  (registers implant metals)
 from phantoms.landmarks import HIP_CLASSES
-from projectors.materials import LabelMaterial, MaterialModel
+from projectors.ct_prep import metal_mask, metal_material_model
+from projectors.materials import MaterialModel
 from projectors.volume import Volume
 
 
@@ -108,9 +110,10 @@ def remap_labels(volume: Volume, structures: dict[int, str] | None = None, keep_
 
 
 def label_metal(volume: Volume, threshold_hu: float = 2500.0, name: str = "implant", min_voxels: int = 10) -> Volume:
-    """Add a label for metal (HU above ``threshold_hu``; bone stays below ~2000 HU) to ``volume``."""
-    metal = volume.hu > threshold_hu
-    if metal.sum() < min_voxels:
+    """Add a label ``name`` for metal (:func:`projectors.ct_prep.metal_mask`: HU above ``threshold_hu`` in
+    groups of at least ``min_voxels``; bone stays below ~2000 HU) to ``volume``, for its masks."""
+    metal, _ = metal_mask(volume, threshold_hu, min_voxels)
+    if not metal.any():
         return volume
     labels = np.zeros(volume.shape, np.int32) if volume.labels is None else volume.labels.copy()
     names = dict(volume.label_names)
@@ -122,11 +125,12 @@ def label_metal(volume: Volume, threshold_hu: float = 2500.0, name: str = "impla
 
 def implant_material_model(volume: Volume, material: str = "titanium_alloy", density: float | None = 4.43,
                            name: str = "implant") -> MaterialModel:
-    """HU-based materials, except the ``name`` label: ``material`` at a fixed ``density`` (g/cm^3).
+    """HU-based materials, except the ``name`` label: ``material`` at ``density`` (g/cm^3).
 
     A CT clips metal at its top HU (about 3000-4000), which the HU-density
     calibration reads as dense bone (about 3 g/cm^3); a Ti-6Al-4V stem is 4.43
-    g/cm^3 and a CoCr head 8.3 (``material="cobalt_chrome", density=8.3``).
+    g/cm^3 and a CoCr head 8.3 (``material="cocr", density=8.3``). See
+    :func:`projectors.ct_prep.metal_material_model`.
     """
     values = [v for v, n in volume.label_names.items() if n == name]
-    return MaterialModel(label_materials={v: LabelMaterial(material, density) for v in values})
+    return metal_material_model(volume, material, threshold_hu=None, density=density, labels=values)

@@ -263,7 +263,8 @@ class MaterialModel:
 # -- more materials --------------------------------------------------------------
 # Tissues: ICRU Report 44 / NIST (mass fractions). Iodine contrast: blood with a
 # given iodine concentration (mg I per mL) mixed by mass. Metals: nominal alloy
-# grades (ASTM F138 316L stainless steel, ASTM F2063 NiTi, ASTM F75 Co-Cr-Mo).
+# grades (ASTM F138 316L stainless steel, ASTM F2063 NiTi, ASTM F75 Co-Cr-Mo, ASTM F136 Ti-6Al-4V);
+# lead for collimator blades.
 for _m in [
     Material(
         "muscle",
@@ -289,6 +290,8 @@ for _m in [
     Material("nitinol", {"Ni": 0.55, "Ti": 0.45}, 6.45, "NiTi, ASTM F2063 nominal (55 wt% Ni)"),
     Material("cocr", {"Co": 0.64, "Cr": 0.28, "Mo": 0.06, "Ni": 0.005, "Fe": 0.0075, "Mn": 0.0075}, 8.3, "Co-Cr-Mo, ASTM F75 nominal"),
     Material("csi", {"Cs": 0.511549, "I": 0.488451}, 4.51, "caesium iodide (scintillator)"),
+    Material("lead", {"Pb": 1.0}, 11.35, "pure lead (collimator blades)"),
+    Material("titanium_alloy", {"Ti": 0.90, "Al": 0.06, "V": 0.04}, 4.43, "Ti-6Al-4V, ASTM F136 nominal"),
     Material("pmma", {"H": 0.080538, "C": 0.599848, "O": 0.319614}, 1.19, "NIST PMMA (Lucite)"),
 ]:
     register_material(_m)

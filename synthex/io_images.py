@@ -21,6 +21,21 @@ def save_png(path, image: np.ndarray) -> None:
     tmp.replace(path)
 
 
+def save_png16(path, image) -> None:
+    """Write a float image in [0, 1] (or a uint16 array) as a 16-bit greyscale PNG, atomically."""
+    from PIL import Image
+
+    from projectors.physics.display import to_uint16
+
+    a = np.asarray(image)
+    if a.dtype != np.uint16:
+        a = to_uint16(np.nan_to_num(a.astype(np.float64)))
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(a).save(tmp, format="PNG")
+    tmp.replace(path)
+
+
 def contact_sheet(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
     """Images of equal height side by side with a white gap."""
     h = max(im.shape[0] for im in images)

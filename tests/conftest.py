@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-if not SHARED_DATA.exists() and Path("/work/shared/data").exists():  # a git worktree elsewhere (e.g. /work/wt/NAME)
-    SHARED_DATA = Path("/work/shared/data")
+
+
+def _shared_data() -> Path:
+    """``$SYNTHEX_SHARED_DATA``, else ``../shared/data`` beside the repository, else ``/work/shared/data``
+    (where a git worktree nested deeper than the repository still finds it)."""
+    candidates = [Path(os.environ["SYNTHEX_SHARED_DATA"])] if os.environ.get("SYNTHEX_SHARED_DATA") else []
+    candidates += [REPO.parent / "shared" / "data", Path("/work/shared/data")]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+SHARED_DATA = _shared_data()
 
 
 def shared_file(relpath: str) -> Path:

@@ -69,6 +69,10 @@ def test_naive_mode_is_plain_line_integral():
 def test_bad_params():
     with pytest.raises(PhysicsParamsError, match="exactly one of mas and quanta_per_pixel"):
         PhysicsParams(mas=2.0, quanta_per_pixel=100.0)
+    # one dose given: the other is unset (mas alone used to raise against the default quanta_per_pixel)
+    assert PhysicsParams(mas=2.0).quanta_per_pixel is None and PhysicsParams(mas=2.0).mas == 2.0
+    assert PhysicsParams().quanta_per_pixel == 200000.0 and PhysicsParams().mas is None
+    assert PhysicsParams.from_dict(PhysicsParams(mas=2.0).to_dict()) == PhysicsParams(mas=2.0)
     with pytest.raises(PhysicsParamsError, match="unknown PhysicsParams field"):
         PhysicsParams.from_dict({"kvpp": 80})
     with pytest.raises(PhysicsParamsError, match="detector mode"):

@@ -148,6 +148,9 @@ MODES = {
     "naive": "line integral of density (a DiffDRR-like baseline: no attenuation physics, scatter, noise or detector)",
 }
 
+#: Dose when neither ``mas`` nor ``quanta_per_pixel`` is given: mean unattenuated quanta per pixel.
+DEFAULT_QUANTA_PER_PIXEL = 200000.0
+
 
 @dataclass(frozen=True)
 class PhysicsParams:
@@ -158,7 +161,8 @@ class PhysicsParams:
       (plain line integral of density, ``log_image = naive_mu * sum_m A_m``); the last two have
       no spectrum, scatter, noise or detector.
     * Dose: ``mas`` (tube current-time product) or ``quanta_per_pixel`` (mean
-      unattenuated photons per pixel over the detector); exactly one is set.
+      unattenuated photons per pixel over the detector); exactly one is set
+      (neither given: ``quanta_per_pixel`` = :data:`DEFAULT_QUANTA_PER_PIXEL`).
     * ``heel``: anode heel effect along image ``heel_axis`` (``"v"`` rows or
       ``"u"`` columns), cathode towards +axis if ``heel_sign`` > 0.
     * ``noise``: quantum + electronic noise on/off (blur and fixed pattern follow ``detector``).
@@ -167,7 +171,7 @@ class PhysicsParams:
     mode: str = "spectral"
     spectrum: SpectrumParams = field(default_factory=SpectrumParams)
     mas: float | None = None
-    quanta_per_pixel: float | None = 200000.0
+    quanta_per_pixel: float | None = None  # None with mas None: DEFAULT_QUANTA_PER_PIXEL
     detector: DetectorParams = field(default_factory=DetectorParams)
     scatter: ScatterParams = field(default_factory=ScatterParams)
     display: DisplayParams = field(default_factory=DisplayParams)
@@ -182,6 +186,8 @@ class PhysicsParams:
         _check(self.mode in MODES, f"physics mode must be one of {list(MODES)}, got {self.mode!r}")
         _check(np.isfinite(self.energy_kev) and 1.0 <= self.energy_kev <= 500.0,
                f"energy_kev must lie in [1, 500] keV, got {self.energy_kev}")
+        if self.mas is None and self.quanta_per_pixel is None:
+            object.__setattr__(self, "quanta_per_pixel", DEFAULT_QUANTA_PER_PIXEL)
         _check((self.mas is None) != (self.quanta_per_pixel is None), "set exactly one of mas and quanta_per_pixel")
         if self.mas is not None:
             _check(np.isfinite(self.mas) and self.mas > 0, f"mAs must be > 0, got {self.mas}")
