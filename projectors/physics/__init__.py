@@ -11,7 +11,7 @@ The Monte Carlo scatter reference (Warp) is :mod:`projectors.physics.scatter_mc`
 """
 
 from .detector import apply_detector, mtf, psf_blur
-from .display import display, to_uint16
+from .display import DisplayRanges, display, display_masks, sample_display_params, to_uint16
 from .params import (
     DetectorParams,
     DisplayParams,
@@ -27,9 +27,9 @@ from .simulate import PhysicsResult, simulate
 from .spectrum import PRESETS, Spectrum, SpectrumError, SpectrumParams, preset, spectrum, spekpy_reference
 
 __all__ = [
-    "DetectorParams", "DisplayParams", "GridParams", "PhysicsParams", "PhysicsParamsError", "PhysicsRanges",
+    "DetectorParams", "DisplayParams", "DisplayRanges", "GridParams", "PhysicsParams", "PhysicsParamsError", "PhysicsRanges",
     "PhysicsResult", "ScatterParams", "SignalError", "Spectrum", "SpectrumError", "SpectrumParams", "PRESETS",
-    "apply_detector", "detector_qe", "display", "mtf", "pixel_solid_angle", "preset", "psf_blur",
-    "sample_physics_params", "simulate", "spectral_signal", "spectrum", "spekpy_reference", "to_uint16",
+    "apply_detector", "detector_qe", "display", "display_masks", "mtf", "pixel_solid_angle", "preset", "psf_blur",
+    "sample_display_params", "sample_physics_params", "simulate", "spectral_signal", "spectrum", "spekpy_reference", "to_uint16",
     "water_equivalent_thickness",
 ]
