@@ -46,11 +46,11 @@ def monochromatic_transmission(areal_density: dict[str, np.ndarray], energy_kev:
 
 
 def display_image(line_integral: np.ndarray) -> np.ndarray:
-    """Line integral scaled to [0, 1] by its 0.5-99.5 percentile window (bone bright, air dark)."""
-    lo, hi = np.percentile(line_integral, [0.5, 99.5])
-    if hi <= lo:
-        return np.zeros_like(line_integral, dtype=np.float32)
-    return np.clip((line_integral - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    """Line integral scaled to [0, 1] by its 0.5-99.5 percentile window (bone bright, air dark):
+    ``projectors.physics.display`` with ``WINDOW_ONLY`` (no console processing), for plain DRRs."""
+    from projectors.physics.display import WINDOW_ONLY, display
+
+    return display(line_integral, WINDOW_ONLY)
 
 
 def physics_params(physics: PhysicsParams | None = None, **options) -> PhysicsParams:
