@@ -145,7 +145,7 @@ class DisplayParams:
     compression: float = 0.5
     compression_px: float = 64.0
     lut: str = "sigmoid"
-    contrast: float = 5.0
+    contrast: float = 4.0
     level: float = 0.0
     gamma: float = 1.0
 
