@@ -363,6 +363,8 @@ def markdown(res: dict) -> str:
         kid_s = f"{1000 * kid['kid']:.1f} +- {1000 * kid['kid_std']:.1f}" if kid else "-"
         fid_s = f"{row['fid']:.0f}" if row.get("fid") is not None else "-"
         lines.append(f"| {name} | {row['n']} | " + " | ".join(_fmt(s, k) for k in KEYS) + f" | {kid_s} | {fid_s} |")
+    notes = [f"{name}: {row['kid_note']}" for name, row in res["table"].items() if row.get("kid_note")]
+    lines += ["", "KID x 1000 (mean +- std over 100 subsets) against all real images, except: " + "; ".join(notes) + "."]
     lines += ["", "Targets (issue 11, the shared chest CT as a dataset stores it): lung mean 0.18-0.44, "
               "(heart-lung)/(liver-lung) 0.61-0.87, under 5% saturated; pelvis: under 15% of the pelvis region above 0.9.",
               "", "| target | today | console | met by the console display |", "|---|---|---|---|"]
