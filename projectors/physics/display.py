@@ -139,29 +139,33 @@ def exposure_window(values: np.ndarray, mask: np.ndarray | None, percentiles=(1.
 # Laplacian pyramid
 
 
-def _smooth(x: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """Separable binomial blur by normalized convolution: zero padding, divided by the blurred
-    support, so a constant stays exactly constant up to the borders."""
-    w = np.ones_like(x) if weights is None else weights
-    num, den = x * w, w
-    for ax in (0, 1):
-        num = ndimage.convolve1d(num, PYRAMID_KERNEL, axis=ax, mode="constant")
-        den = ndimage.convolve1d(den, PYRAMID_KERNEL, axis=ax, mode="constant")
-    return num / den
+def _support(n: int, step: int) -> np.ndarray:
+    """1-D normalizer: the binomial kernel summed over the samples present (every ``step``-th of ``n``)."""
+    w = np.zeros(n)
+    w[::step] = 1.0
+    return ndimage.convolve1d(w, PYRAMID_KERNEL, mode="constant")
 
 
 def _reduce(g: np.ndarray) -> np.ndarray:
-    return _smooth(g)[::2, ::2]
+    """Binomial blur by normalized convolution (zero padding divided by the kernel's support, so a
+    constant stays exactly constant up to the borders), then every second row and column; the blur
+    is separable, so each axis is subsampled right after its pass."""
+    out = g
+    for ax in (0, 1):
+        n = out.shape[ax]
+        out = ndimage.convolve1d(out, PYRAMID_KERNEL, axis=ax, mode="constant") / np.expand_dims(_support(n, 1), 1 - ax)
+        out = out[::2] if ax == 0 else out[:, ::2]
+    return out
 
 
 def _expand(g: np.ndarray, shape) -> np.ndarray:
-    """Upsample ``g`` to ``shape``: zero insertion, then binomial interpolation normalized by the
-    inserted samples' support (the interior weight is the classic 4x kernel)."""
+    """Upsample ``g`` to ``shape``: zero insertion, binomial interpolation normalized by the inserted
+    samples' support (in the interior the classic 4x kernel)."""
     up = np.zeros(shape)
-    w = np.zeros(shape)
     up[::2, ::2] = g
-    w[::2, ::2] = 1.0
-    return _smooth(up, w)
+    for ax in (0, 1):
+        up = ndimage.convolve1d(up, PYRAMID_KERNEL, axis=ax, mode="constant") / np.expand_dims(_support(shape[ax], 2), 1 - ax)
+    return up
 
 
 def pyramid_levels(shape) -> int:
