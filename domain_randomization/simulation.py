@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from projectors.geometry import Camera, CArm
 from projectors.materials import HUMaterialMap
@@ -121,6 +121,53 @@ def view_camera(carm: CArm, target, view: dict) -> Camera:
 # X-ray technique, detector, scatter, display
 
 
+class DisplayRanges(Ranges):
+    """What :func:`sample_display_params` draws: the console's processing (uniform unless noted).
+
+    The ranges span what clinical consoles ship as chest / skeletal / abdominal presets: mild to
+    strong edge enhancement, weak to strong latitude reduction, film-like curves of moderate to
+    high contrast (see :func:`projectors.physics.display.display`).
+    """
+
+    percentile_lo: Range(0.0, 50.0) = Field((0.5, 3.0), description="lower window percentile of the anatomy")
+    percentile_hi: Range(50.0, 100.0) = Field((97.0, 99.8), description="upper window percentile of the anatomy")
+    unsharp_amount: Range(0.0, 5.0) = Field((0.2, 1.5), description="edge enhancement of the fine pyramid bands")
+    unsharp_px: Range(0.5, 64.0) = Field((4.0, 16.0), description="finest scale kept from edge enhancement, pixels (log-uniform)")
+    equalization: Range(0.0, 1.0) = Field((0.7, 1.0), description="contrast equalization exponent (1: none)")
+    compression: Range(0.0, 1.0) = Field((0.3, 0.8), description="dynamic-range compression of the coarse bands")
+    compression_px: Range(4.0, 1024.0) = Field((32.0, 128.0), description="scale above which bands are compressed, pixels (log-uniform)")
+    contrast: Range(0.5, 20.0) = Field((3.5, 7.0), description="slope of the film-like S curve")
+    level: Range(-0.5, 0.5) = Field((-0.1, 0.1), description="shift of the curve's centre from the anatomy's median")
+    gamma: Range(0.2, 5.0) = Field((0.8, 1.25), description="gamma after the curve (log-uniform)")
+    linear_probability: float = Field(0.1, ge=0.0, le=1.0, description="chance of a linear curve instead of the S curve")
+
+    @model_validator(mode="after")
+    def _scales_ordered(self):
+        if self.unsharp_px[1] > self.compression_px[0]:
+            raise ValueError(f"unsharp_px {list(self.unsharp_px)} must lie below compression_px {list(self.compression_px)}")
+        return self
+
+
+def sample_display_params(rng: np.random.Generator, ranges: DisplayRanges | dict | None = None) -> DisplayParams:
+    """Draw one :class:`~projectors.physics.DisplayParams` (the console's processing) from ``rng``."""
+    if not isinstance(rng, np.random.Generator):
+        raise PhysicsParamsError(f"sample_display_params needs a numpy.random.Generator, got {type(rng).__name__}")
+    r = ranges if isinstance(ranges, DisplayRanges) else DisplayRanges.model_validate(ranges or {})
+    u = lambda bounds: _uniform(rng, bounds)  # noqa: E731
+    return DisplayParams(
+        percentiles=(round(u(r.percentile_lo), 3), round(u(r.percentile_hi), 3)),
+        unsharp_amount=u(r.unsharp_amount),
+        unsharp_px=_log_uniform(rng, r.unsharp_px),
+        equalization=u(r.equalization),
+        compression=u(r.compression),
+        compression_px=_log_uniform(rng, r.compression_px),
+        lut="linear" if rng.random() < r.linear_probability else "sigmoid",
+        contrast=u(r.contrast),
+        level=u(r.level),
+        gamma=_log_uniform(rng, r.gamma),
+    )
+
+
 class PhysicsRanges(Ranges):
     """What :func:`sample_physics_params` draws (uniform unless noted) and the image-formation model."""
 
@@ -149,7 +196,7 @@ class PhysicsRanges(Ranges):
     scatter_scale: Range(0.0, 5.0) = Field((0.8, 1.2), description="multiplies the fast scatter model's scatter")
     grid_probability: float = Field(0.5, ge=0.0, le=1.0, description="chance of a 10:1 anti-scatter grid")
     heel_probability: float = Field(0.5, ge=0.0, le=1.0, description="chance of the anode heel effect")
-    unsharp_amount: Range(0.0, 5.0) = Field((0.0, 1.5), description="display unsharp-masking amount range")
+    display: DisplayRanges = Field(default_factory=DisplayRanges, description="display processing ranges")
     bin_kev: float = Field(1.0, gt=0.0, le=10.0, description="spectrum energy bin, keV")
 
 
@@ -182,7 +229,7 @@ def sample_physics_params(rng: np.random.Generator, ranges: PhysicsRanges | dict
         quanta_per_pixel=qpp,
         detector=det,
         scatter=ScatterParams(model="fast", grid=grid, scale=u(r.scatter_scale)),
-        display=DisplayParams(unsharp_amount=u(r.unsharp_amount)),
+        display=sample_display_params(rng, r.display),
         heel=bool(rng.random() < r.heel_probability),
         heel_sign=float(rng.choice([-1.0, 1.0])),
     )

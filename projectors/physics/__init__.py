@@ -12,7 +12,7 @@ Parameters are drawn by :func:`domain_randomization.simulation.sample_physics_pa
 """
 
 from .detector import apply_detector, mtf, psf_blur
-from .display import display, to_uint16
+from .display import display, display_masks, to_uint16
 from .params import (
     DetectorParams,
     DisplayParams,
@@ -28,7 +28,7 @@ from .spectrum import PRESETS, Spectrum, SpectrumError, SpectrumParams, preset, 
 __all__ = [
     "DetectorParams", "DisplayParams", "GridParams", "PhysicsParams", "PhysicsParamsError",
     "PhysicsResult", "ScatterParams", "SignalError", "Spectrum", "SpectrumError", "SpectrumParams", "PRESETS",
-    "apply_detector", "detector_qe", "display", "mtf", "pixel_solid_angle", "preset", "psf_blur",
+    "apply_detector", "detector_qe", "display", "display_masks", "mtf", "pixel_solid_angle", "preset", "psf_blur",
     "simulate", "spectral_signal", "spectrum", "spekpy_reference", "to_uint16",
     "water_equivalent_thickness",
 ]

@@ -113,31 +113,70 @@ class ScatterParams:
 
 @dataclass(frozen=True)
 class DisplayParams:
-    """Display processing like a clinical workstation, applied to the log image.
+    """Display processing like a clinical CR/DR console (:mod:`projectors.physics.display`), applied to the log image.
 
-    Unsharp masking (``unsharp_amount`` of the detail above a Gaussian of
-    ``unsharp_px``), then a window: explicit ``window=(lo, hi)`` in log units,
-    or the ``percentiles`` of the image; then a LUT: ``"linear"``,
-    ``"sigmoid"`` (film-like S-curve) with ``gamma``. Output in [0, 1], bone bright.
+    Exposure recognition (the window from the anatomy's histogram):
+
+    * ``window``: explicit ``(lo, hi)`` in log units (skips the histogram analysis), or
+    * ``percentiles`` ``(lo, hi)`` of the anatomy's log values: pixels outside the CT's
+      coverage, behind metal and of direct exposure (log value below
+      ``direct_exposure``, i.e. transmission above ``exp(-direct_exposure)``) are left out.
+
+    Multi-scale processing on a Laplacian pyramid of the windowed image (band ``k`` holds
+    detail of about ``2**k``-``2**(k+1)`` pixels):
+
+    * edge enhancement: bands finer than ``unsharp_px`` pixels gain ``1 + unsharp_amount``;
+    * contrast equalization (MUSICA-style): every band's coefficients ``b`` become
+      ``b * (max(|b|, 0.05 M) / M) ** (equalization - 1)``, ``M`` the band's 99.5th
+      percentile of ``|b|`` over the anatomy (``equalization = 1``: off; < 1 lifts faint detail);
+    * dynamic-range compression: bands of ``compression_px`` pixels and coarser, and the
+      low-pass residual, scale by ``1 - compression`` about the anatomy's median.
+
+    Tone: the processed anatomy is windowed again between the same ``percentiles`` (not with
+    an explicit ``window``) and mapped by ``lut``: ``"sigmoid"`` (film-like S curve
+    ``1 / (1 + exp(-contrast * (x - c)))``: toe and shoulder instead of hard clipping) or
+    ``"linear"`` (``x - level`` clipped to [0, 1]: the plain window); then ``gamma``. The S curve's
+    midpoint ``c`` is the anatomy's median plus ``level`` (windowed units; with an explicit
+    ``window``: its centre plus ``level``), so the median of the anatomy is shown mid-grey. Output in [0, 1], bone bright.
+    ``unsharp_amount = compression = 0``, ``equalization = 1`` and ``lut="linear"`` is a
+    plain window.
     """
 
-    unsharp_amount: float = 0.0
-    unsharp_px: float = 16.0
     window: tuple[float, float] | None = None
-    percentiles: tuple[float, float] = (0.5, 99.5)
-    lut: str = "linear"
+    percentiles: tuple[float, float] = (1.0, 99.0)
+    direct_exposure: float = 0.05
+    unsharp_amount: float = 0.7
+    unsharp_px: float = 8.0
+    equalization: float = 0.9
+    compression: float = 0.5
+    compression_px: float = 64.0
+    lut: str = "sigmoid"
+    contrast: float = 4.0
+    level: float = 0.0
     gamma: float = 1.0
 
     def __post_init__(self):
         if self.window is not None:
             object.__setattr__(self, "window", tuple(float(x) for x in self.window))
-            _check(len(self.window) == 2 and self.window[1] > self.window[0], f"window must be (lo, hi) with hi > lo, got {self.window}")
+            _check(len(self.window) == 2 and np.all(np.isfinite(self.window)) and self.window[1] > self.window[0],
+                   f"window must be (lo, hi) with hi > lo, got {self.window}")
         object.__setattr__(self, "percentiles", tuple(float(x) for x in self.percentiles))
+        _check(len(self.percentiles) == 2, f"percentiles must be (lo, hi), got {self.percentiles}")
         lo, hi = self.percentiles
         _check(0 <= lo < hi <= 100, f"percentiles must satisfy 0 <= lo < hi <= 100, got {self.percentiles}")
-        _check(self.unsharp_amount >= 0 and self.unsharp_px > 0, "unsharp amount must be >= 0 and its radius > 0")
+        _check(np.isfinite(self.direct_exposure) and self.direct_exposure >= 0,
+               f"direct_exposure must be a log value >= 0, got {self.direct_exposure}")
+        _check(np.isfinite(self.unsharp_amount) and self.unsharp_amount >= 0 and self.unsharp_px > 0,
+               f"unsharp amount must be >= 0 and its scale > 0 px, got {self.unsharp_amount}, {self.unsharp_px}")
+        _check(0 < self.equalization <= 1, f"equalization must lie in (0, 1] (1 = off), got {self.equalization}")
+        _check(0 <= self.compression < 1, f"compression must lie in [0, 1), got {self.compression}")
+        _check(self.compression_px >= self.unsharp_px,
+               f"compression_px ({self.compression_px}) must be >= unsharp_px ({self.unsharp_px}): "
+               "edges are enhanced below the compressed scales")
         _check(self.lut in ("linear", "sigmoid"), f"display LUT must be 'linear' or 'sigmoid', got {self.lut!r}")
-        _check(self.gamma > 0, f"gamma must be > 0, got {self.gamma}")
+        _check(np.isfinite(self.contrast) and self.contrast > 0, f"tone contrast must be > 0, got {self.contrast}")
+        _check(np.isfinite(self.level), f"tone level must be finite, got {self.level}")
+        _check(np.isfinite(self.gamma) and self.gamma > 0, f"gamma must be > 0, got {self.gamma}")
 
 
 #: Image-formation models (``PhysicsParams.mode``) and what each simulates.

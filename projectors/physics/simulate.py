@@ -9,7 +9,7 @@ import numpy as np
 from ..geometry import Camera
 from ..materials import mass_attenuation
 from .detector import apply_detector
-from .display import display
+from .display import display, display_masks
 from .params import PhysicsParams, PhysicsParamsError
 from .scatter_fast import fast_scatter
 from .signal import spectral_signal, validate_areal_density
@@ -36,7 +36,8 @@ class PhysicsResult:
     * ``signal``: detector signal (keV deposited or photons counted), with noise;
     * ``transmission``: signal / flat-field signal, clipped to (0, 1];
     * ``log_image``: ``-log(transmission)`` (line integral of attenuation);
-    * ``image``: display-processed float32 in [0, 1];
+    * ``image``: display-processed float32 in [0, 1] (:func:`.display.display`, with the
+      covered and metal masks of :func:`.display.display_masks`);
     * ``primary``: noise-free primary transmission; ``scatter``: noise-free
       scatter signal relative to the flat field (0 without scatter).
     """
@@ -119,7 +120,7 @@ def simulate(
         signal=out.astype(np.float32),
         transmission=transmission.astype(np.float32),
         log_image=log_image.astype(np.float32),
-        image=display(log_image, params.display),
+        image=display(log_image, params.display, **display_masks(areal_density)),
         primary=T_p.astype(np.float32),
         scatter=s_rel_det.astype(np.float32),
         params=params,
@@ -150,7 +151,7 @@ def _noiseless(log_image, camera, params: PhysicsParams) -> PhysicsResult:
         signal=transmission.astype(np.float32),
         transmission=transmission.astype(np.float32),
         log_image=log_image.astype(np.float32),
-        image=display(log_image, params.display),
+        image=display(log_image, params.display, **display_masks(areal_density)),
         primary=transmission.astype(np.float32),
         scatter=np.zeros(camera.shape, np.float32),
         params=params,
