@@ -111,10 +111,11 @@ def sample_view(rng: np.random.Generator, ranges: ViewRanges) -> dict:
     }
 
 
-def view_camera(carm: CArm, target, view: dict) -> Camera:
-    """The camera of a recorded view: ``carm`` rotated about ``target + offset``."""
+def view_camera(carm: CArm, target, view: dict, body=None) -> Camera:
+    """The camera of a recorded view: ``carm`` rotated about ``target + offset`` (``body``: the patient's
+    surface points, for geometries that put the patient at the detector; see ``CArm.camera``)."""
     iso = np.asarray(target, dtype=np.float64) + np.asarray(view["isocenter_offset_mm"], dtype=np.float64)
-    return carm.camera(view["alpha_deg"], view["beta_deg"], isocenter=iso)
+    return carm.camera(view["alpha_deg"], view["beta_deg"], isocenter=iso, body=body)
 
 
 # ---------------------------------------------------------------------------
@@ -259,10 +260,12 @@ def sample_threshold_jitter(rng: np.random.Generator, n_thresholds: int, ranges:
 
 
 def jittered_hu_map(hu_map: HUMaterialMap, jitter: dict) -> HUMaterialMap:
-    """``hu_map`` with its thresholds shifted by ``jitter["threshold_shift_hu"]``."""
-    shift = jitter.get("threshold_shift_hu") or [0.0] * len(hu_map.thresholds)
-    if len(shift) != len(hu_map.thresholds):
+    """``hu_map`` with its lowest thresholds shifted by ``jitter["threshold_shift_hu"]``: the tissue
+    thresholds; one a CT preparation added above them (metal) stays where it is."""
+    shift = list(jitter.get("threshold_shift_hu") or [])
+    if len(shift) > len(hu_map.thresholds):
         raise ValueError(f"threshold jitter has {len(shift)} shifts for {len(hu_map.thresholds)} thresholds")
+    shift += [0.0] * (len(hu_map.thresholds) - len(shift))
     return replace(hu_map, thresholds=tuple(float(t) + float(s) for t, s in zip(hu_map.thresholds, shift)))
 
 

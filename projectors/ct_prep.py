@@ -99,16 +99,16 @@ class CTPrepParams:
     * ``coverage``: build the coverage volume (the per-view covered masks).
     """
 
-    isolate_body: bool = True
-    body_hu: float = -500.0
-    blood: bool = True
-    blood_hu: float = UNENHANCED_BLOOD_HU
-    contrast_hu: float = 120.0
-    metal: str | None = "titanium_alloy"
-    metal_hu: float = 2500.0
-    metal_density: float | None = None
-    slice_mm: float | None = 1.5
-    coverage: bool = True
+    isolate_body: bool = field(default=True, metadata={"doc": "remove what is outside the body (table, padding), crop to it"})
+    body_hu: float = field(default=-500.0, metadata={"doc": "body threshold, HU"})
+    blood: bool = field(default=True, metadata={"doc": "render contrast-enhanced blood (heart, vessels from labels) as unenhanced blood"})
+    blood_hu: float = field(default=UNENHANCED_BLOOD_HU, metadata={"doc": "HU of unenhanced blood"})
+    contrast_hu: float = field(default=120.0, metadata={"doc": "a blood pool median above this is a contrast phase, HU"})
+    metal: str | None = field(default="titanium_alloy", metadata={"doc": f"material of metal voxels and implant labels: {', '.join(METALS)} (null: as the HU say, bone)"})
+    metal_hu: float = field(default=2500.0, metadata={"doc": "voxels above this are metal, HU"})
+    metal_density: float | None = field(default=None, metadata={"doc": "metal density, g/cm^3 (null: the alloy's nominal density)"})
+    slice_mm: float | None = field(default=1.5, metadata={"doc": "interpolate along axes with a coarser spacing than this, mm (null: keep the CT's slices)"})
+    coverage: bool = field(default=True, metadata={"doc": "collimate each view to the CT's coverage (no hard edges where the CT ends)"})
 
     def __post_init__(self):
         if self.metal is not None and self.metal not in METALS:

@@ -153,6 +153,17 @@ def label_image(path_length: dict, classes: dict[int, str], threshold_mm: float 
     return out
 
 
+def in_field(uv, field) -> np.ndarray:
+    """(N,) bool: pixel coordinates on the detector whose nearest pixel is inside ``field`` ((H, W) bool, e.g.
+    the collimated field of a view); NaN: False."""
+    field = np.asarray(field, dtype=bool)
+    h, w = field.shape
+    uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+    ok = in_image(uv, w, h)
+    u, v = np.round(np.nan_to_num(uv)).astype(int).T
+    return ok & field[np.clip(v, 0, h - 1), np.clip(u, 0, w - 1)]
+
+
 def in_image(uv, width: int, height: int) -> np.ndarray:
     """(N,) bool: pixel coordinates on the detector ``[-0.5, W - 0.5] x [-0.5, H - 0.5]`` (NaN: False)."""
     uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)

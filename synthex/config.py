@@ -20,15 +20,19 @@ gives the docs' config table.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import json
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
 from domain_randomization.simulation import MaterialRanges, PhysicsRanges, Ranges, ViewRanges
+from projectors.ct_prep import CTPrepParams
+from projectors.geometry import GEOMETRY_PRESETS, CArm, GeometryError
 from synthex import subjects as subject_sources
 from synthex.tasks import TASKS, Task, get_task
 
@@ -40,32 +44,67 @@ class ConfigError(ValueError):
 DEFAULT_N = 48
 
 
-def _size(v):
-    """Detector pixels: one number (square) or [width, height]."""
-    if isinstance(v, (list, tuple)):
-        if len(v) != 2:
-            raise ValueError(f"expected a pixel count or [width, height], got {list(v)!r}")
-        return tuple(v)
-    return (v, v)
-
-
 Pixels = Annotated[int, Field(ge=16, le=4096, strict=True)]
-Size = Annotated[tuple[Pixels, Pixels], BeforeValidator(_size)]
 Names = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=0)]
 RUNTIME = {"runtime": True}  # json_schema_extra of keys that do not change what is rendered
 
 
 class ImageConfig(Ranges):
-    size: Size = Field((64, 64), description="detector pixels: N or [width, height]")
+    size: Pixels | tuple[Pixels, Pixels] = Field(
+        64, description="detector pixels: N along the detector's long side (square pixels), or [width, height]")
     pixel_size_mm: float | None = Field(
-        None, gt=0.0, le=50.0, description="detector pixel pitch in mm (default: geometry.detector_mm / width)"
+        None, gt=0.0, le=50.0, description="detector pixel pitch in mm (default: detector size / pixels)"
     )
 
 
 class GeometryConfig(Ranges):
-    sdd: float = Field(1020.0, ge=100.0, le=5000.0, description="source-detector distance, mm")
-    sid: float = Field(530.0, ge=50.0, le=5000.0, description="source-isocentre distance, mm")
-    detector_mm: float = Field(298.0, ge=10.0, le=1000.0, description="detector width, mm (sets the pitch)")
+    preset: str = Field("mobile_carm", description="imaging geometry (projectors.geometry.GEOMETRY_PRESETS: "
+                        f"{', '.join(GEOMETRY_PRESETS)}); the keys below override it")
+    sdd: float | None = Field(None, ge=100.0, le=5000.0, description="source-detector distance, mm (default: the preset's)")
+    sid: float | None = Field(None, ge=50.0, le=5000.0, description="source-isocentre distance, mm (default: the preset's; "
+                              "presets with the patient at the detector fit it to the patient per view)")
+    detector_mm: float | tuple[float, float] | None = Field(
+        None, description="detector size, mm: one number (square) or [width, height] (default: the preset's)")
+    view: Literal["ap", "pa", "lateral"] | None = Field(None, description="view the angles start from (default: the preset's)")
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v):
+        if v not in GEOMETRY_PRESETS:
+            close = difflib.get_close_matches(str(v), list(GEOMETRY_PRESETS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown geometry preset {v!r}; known: {sorted(GEOMETRY_PRESETS)}{hint}")
+        return v
+
+    @field_validator("detector_mm")
+    @classmethod
+    def _detector(cls, v):
+        sizes = [v] if isinstance(v, (int, float)) else list(v or [])
+        if any(not 10.0 <= d <= 1000.0 for d in sizes):
+            raise ValueError(f"detector sides must lie in [10, 1000] mm, got {v}")
+        return v
+
+
+def section_from_dataclass(cls, name: str) -> type[Ranges]:
+    """A config section (a typed model) with the fields, types, defaults and docs (``metadata["doc"]``)
+    of a parameter dataclass; a valid section builds that dataclass, so its own checks apply."""
+    hints = typing.get_type_hints(cls)
+    fields = {
+        f.name: (hints[f.name], Field(f.default, description=f.metadata.get("doc", ""))) for f in dataclasses.fields(cls)
+    }
+
+    def _builds(self):
+        try:
+            cls(**self.model_dump())
+        except ValueError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+    return create_model(name, __base__=Ranges, __validators__={"_builds": model_validator(mode="after")(_builds)},
+                        **fields)
+
+
+CTPrepConfig = section_from_dataclass(CTPrepParams, "CTPrepConfig")
 
 
 class ProjectorConfig(Ranges):
@@ -109,6 +148,8 @@ class RenderConfig(Ranges):
     )
     image: ImageConfig = Field(default_factory=ImageConfig)
     geometry: GeometryConfig = Field(default_factory=GeometryConfig)
+    ct_prep: CTPrepConfig = Field(default_factory=CTPrepConfig, description="preparation of CT subjects "
+                                  "(projectors.ct_prep): body, contrast, metal, slices, coverage")
     views: ViewRanges = Field(default_factory=ViewRanges)
     physics: PhysicsRanges = Field(default_factory=PhysicsRanges)
     materials: MaterialRanges = Field(default_factory=MaterialRanges)
@@ -128,9 +169,24 @@ class RenderConfig(Ranges):
             priority=tuple(p for p in (base.priority if base else ()) if p in self.classes),
         )
 
+    def carm(self) -> CArm:
+        """The imaging geometry: ``geometry.preset`` with this config's overrides and detector pixels."""
+        g = self.geometry
+        over = {k: v for k, v in (("sdd", g.sdd), ("sid", g.sid), ("view", g.view), ("detector_mm", g.detector_mm))
+                if v is not None}
+        if self.image.pixel_size_mm is not None:
+            over["pitch"] = self.image.pixel_size_mm
+        return CArm.preset(g.preset, size=self.image.size, **over)
+
     @property
-    def pixel_size_mm(self) -> float:
-        return self.image.pixel_size_mm or self.geometry.detector_mm / self.image.size[0]
+    def pixel_size_mm(self) -> tuple[float, float]:
+        """Detector pixel pitch (du, dv), mm."""
+        return self.carm().pixel_size
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """Detector pixels (width, height)."""
+        return self.carm().size
 
     def to_json(self) -> dict:
         """The plain JSON form (what plan.json and manifest.json store)."""
@@ -151,6 +207,8 @@ def _where(loc) -> str:
 def _model_at(loc):
     """The model class whose field ``loc[-1]`` is (for typo suggestions), and ``loc`` without union tags."""
     model, clean = RenderConfig, []
+    while len(loc) > 1 and isinstance(loc[-1], str) and _is_type_tag(loc[-1]):
+        loc = loc[:-1]  # the union member pydantic tried last ('image.size' -> 'constrained-int')
     for part in loc[:-1]:
         if isinstance(part, int):
             clean.append(part)
@@ -161,10 +219,16 @@ def _model_at(loc):
             model = _first_model(ann)
         elif part in subject_sources.SOURCES:  # the tag pydantic puts in a discriminated union's location
             model = subject_sources.SOURCES[part].entry
+        elif model is None and _is_type_tag(part):  # a union member pydantic tried ('constrained-int', 'tuple[...]')
+            continue
         else:
             clean.append(part)
             model = None
     return model, tuple(clean) + tuple(loc[-1:])
+
+
+def _is_type_tag(part: str) -> bool:
+    return any(c in part for c in "[-") or part in ("int", "float", "str", "bool", "none", "list", "dict", "tuple")
 
 
 def _first_model(ann):
@@ -213,7 +277,7 @@ def config_error(err: ValidationError) -> ConfigError:
         return ConfigError(f"config key {where!r} is required but missing")
     msg = item + e["msg"].removeprefix("Value error, ")
     got = e.get("input")
-    shown = "" if isinstance(got, dict) or got is None or "got" in msg else f", got {got!r}"
+    shown = "" if isinstance(got, dict) or got is None or "got" in msg or repr(got) in msg else f", got {got!r}"
     return ConfigError(f"config key {where!r}: {msg}{shown}")
 
 
@@ -280,11 +344,11 @@ def _complete(cfg: RenderConfig) -> RenderConfig:
         raise ConfigError("config key 'classes': at most 254 classes fit the uint8 label map")
     if len(set(classes)) != len(classes) or len(set(landmarks)) != len(landmarks):
         raise ConfigError("config key 'classes'/'landmarks': names must be unique")
-    if cfg.geometry.sid >= cfg.geometry.sdd:
-        raise ConfigError(
-            f"config key 'geometry.sid': the isocentre must lie between source and detector "
-            f"(sid {cfg.geometry.sid} >= sdd {cfg.geometry.sdd})"
-        )
+    try:
+        cfg.carm()
+    except GeometryError as e:
+        key = "geometry.sid" if "sid" in str(e) else "geometry"
+        raise ConfigError(f"config key {key!r}: {e}") from None
     subjects = cfg.subjects
     if subjects is None:
         default = task.default_source if task else None

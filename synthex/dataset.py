@@ -49,6 +49,7 @@ CAMERA_MODEL = {
 }
 SHARD_KEYS = (
     "images",
+    "field",
     "labels",
     "masks",
     "landmarks",
@@ -322,7 +323,7 @@ def _write_h5(tmp: Path, arrays: dict, first_index: int, pid: str | None) -> Non
                 continue
             if key == "params":
                 f.create_dataset(key, data=np.array(arrays[key], dtype=object), dtype=h5py.string_dtype("utf-8"))
-            elif key == "masks":
+            elif key in ("masks", "field"):  # sparse binary images: compressed
                 f.create_dataset(
                     key, data=arrays[key], compression="gzip", compression_opts=4, chunks=(1,) + arrays[key].shape[1:]
                 )
@@ -347,7 +348,7 @@ def build_manifest(out: Path, cfg) -> dict:
                 "run the same command with --resume to render it again"
             )
         shards.append({"file": rel, "sha256": recorded[rel], "count": count, "first_index": first})
-    w, h = cfg.image.size
+    w, h = cfg.image_size
     subject_ids = {i // cfg.views.per_subject for i in range(cfg.n)}
     return {
         "format": FORMAT,
@@ -358,7 +359,7 @@ def build_manifest(out: Path, cfg) -> dict:
         "plan_id": plan_id(cfg),
         "config": cfg.to_json(),
         "image_size": [h, w],
-        "pixel_size_mm": [cfg.pixel_size_mm, cfg.pixel_size_mm],
+        "pixel_size_mm": list(cfg.pixel_size_mm),
         "classes": ["background"] + list(cfg.classes),
         "landmarks": list(cfg.landmarks),
         "camera_model": CAMERA_MODEL,
@@ -655,7 +656,7 @@ def _labels_agree(labels: np.ndarray, masks: np.ndarray) -> bool:
 
 
 def _validate_shard(ds: Dataset, s: Shard, report: ValidationReport, check_labels: bool) -> None:
-    from projectors.labels import bounding_box, in_image
+    from projectors.labels import bounding_box, in_field
 
     m = ds.manifest
     H, W = m["image_size"]
@@ -669,6 +670,7 @@ def _validate_shard(ds: Dataset, s: Shard, report: ValidationReport, check_label
         n = s.count
         shapes = {
             "images": (n, H, W),
+            "field": (n, H, W),
             "labels": (n, H, W),
             "masks": (n, C, H, W),
             "landmarks": (n, L, 2),
@@ -694,6 +696,7 @@ def _validate_shard(ds: Dataset, s: Shard, report: ValidationReport, check_label
             return
         labels, masks = f["labels"][:], f["masks"][:]
         lms, vis, boxes = f["landmarks"][:], f["landmark_visible"][:], f["boxes"][:]
+        field = f["field"][:]
         for j in range(n):
             i = int(idx[j])
             if not _labels_agree(labels[j], masks[j]):
@@ -702,7 +705,9 @@ def _validate_shard(ds: Dataset, s: Shard, report: ValidationReport, check_label
             expect_boxes = np.array([bounding_box(mk) or (np.nan,) * 4 for mk in masks[j]]).reshape(C, 4)
             if not np.allclose(boxes[j], expect_boxes, equal_nan=True):
                 report.errors.append(f"sample {i}: boxes do not enclose the masks")
-            expect = in_image(lms[j], W, H)
+            expect = in_field(lms[j], field[j])
+            if np.any(masks[j][:, field[j] == 0]):
+                report.errors.append(f"sample {i}: masks cover pixels behind the collimator (outside field)")
             if not np.array_equal(vis[j].astype(bool), expect):
                 report.errors.append(f"sample {i}: landmark_visible disagrees with the landmark positions")
             try:

@@ -30,8 +30,11 @@ from collections.abc import Callable
 import numpy as np
 
 from domain_randomization import simulation as sim
-from projectors.geometry import Camera, CArm
-from projectors.labels import bounding_box, class_path_lengths, label_image, project_landmarks
+from dataclasses import replace
+
+from projectors.ct_prep import CTPrepParams, collimate, collimation_field
+from projectors.geometry import Camera, geometry_preset
+from projectors.labels import bounding_box, class_path_lengths, in_field, label_image, project_landmarks
 from projectors.materials import DEFAULT_HU_MATERIALS, MaterialModel
 from projectors.physics import simulate
 from projectors.projector import Projector, SceneVolume
@@ -50,7 +53,8 @@ class PipelineError(ValueError):
 # labels (projectors.labels does the work; this arranges it into the dataset's arrays)
 
 
-def make_labels(path_length: dict, structures: dict, task, camera: Camera, landmarks: dict, min_path_mm: float) -> dict:
+def make_labels(path_length: dict, structures: dict, task, camera: Camera, landmarks: dict, min_path_mm: float,
+                field=None) -> dict:
     """The dataset's label arrays of one view.
 
     ``labels`` (H, W) uint8: one class per pixel, overlaps to the task's priority
@@ -58,7 +62,7 @@ def make_labels(path_length: dict, structures: dict, task, camera: Camera, landm
     length > ``min_path_mm`` (may overlap); ``boxes`` (C, 4): outer pixel edges of
     each mask (NaN if empty); ``landmarks`` (L, 2) ``camera.project`` of each
     landmark (NaN where the subject has none or it lies behind the source) and
-    ``landmark_visible`` (L,) = on the detector.
+    ``landmark_visible`` (L,) = on the detector (and inside the collimated ``field`` when one is given).
     """
     names = task.foreground
     paths = class_path_lengths(path_length, {c: structures.get(c, [c]) for c in names}, camera.shape)
@@ -71,7 +75,10 @@ def make_labels(path_length: dict, structures: dict, task, camera: Camera, landm
     if have:
         pts = project_landmarks(camera, {task.landmarks[k]: landmarks[task.landmarks[k]] for k in have})
         uv[have] = pts.uv
-        visible[have] = pts.visible
+        seen = pts.visible
+        if field is not None:  # behind the collimator a landmark is not in the image
+            seen = seen & in_field(pts.uv, field)
+        visible[have] = seen
     return {"labels": labels.astype(np.uint8), "masks": masks, "boxes": boxes, "landmarks": uv, "landmark_visible": visible}
 
 
@@ -86,7 +93,9 @@ class Pipeline:
         self.cfg = cfg
         self.seed = int(cfg.seed)
         self.task = cfg.task_spec
-        self.carm = CArm(sdd=cfg.geometry.sdd, sid=cfg.geometry.sid, size=tuple(cfg.image.size), pitch=cfg.pixel_size_mm)
+        self.carm = cfg.carm()
+        self.arms_raised = geometry_preset(cfg.geometry.preset).arms_raised
+        self.context = subject_sources.BuildContext(task=self.task, ct_prep=CTPrepParams(**cfg.ct_prep.model_dump()))
         self.n_subjects = subject_sources.count_subjects(cfg.subjects)
         self._cache: OrderedDict[int, tuple] = OrderedDict()
         self._cache_size = cache_size
@@ -106,14 +115,13 @@ class Pipeline:
         rng = np.random.default_rng([SUBJECT_STREAM, self.seed, subject_id])
         shape = source.sample(entry, rng)
         jitter = sim.sample_threshold_jitter(rng, len(DEFAULT_HU_MATERIALS.thresholds), self.cfg.materials)
-        subject = source.build(entry, shape, self.task)
-        hu_map = sim.jittered_hu_map(DEFAULT_HU_MATERIALS, jitter)
+        subject = source.build(entry, shape, self.context)
         scene = []
         for v in subject.volumes:
-            if isinstance(v, SceneVolume):
-                scene.append(SceneVolume(v.volume, MaterialModel(hu_map, v.materials.label_materials), v.priority))
-            else:
-                scene.append(SceneVolume(v, MaterialModel(hu_map)))
+            v = v if isinstance(v, SceneVolume) else SceneVolume(v, MaterialModel())
+            # the jitter moves the thresholds between tissues; a CT's metal threshold (ct_prep) stays
+            hu_map = sim.jittered_hu_map(v.materials.hu_map, jitter)
+            scene.append(SceneVolume(v.volume, replace(v.materials, hu_map=hu_map), v.priority))
         projector = Projector(scene, device=self.cfg.projector.device, mode=self.cfg.projector.mode)
         wanted = [s for c in self.task.foreground for s in subject.structures.get(c, [c])]
         if subject.place is None and not any(s in projector.structures for s in wanted):
@@ -141,9 +149,9 @@ class Pipeline:
         pose = subject.sample_pose(rng) if subject.sample_pose is not None else None
         placement = subject.place(pose) if pose is not None else None
         target = placement.target if placement is not None and placement.target is not None else subject.target
-        camera = sim.view_camera(self.carm, target, view)
+        camera = sim.view_camera(self.carm, target, view, body=subject.body_points)
 
-        # stage 3: projection (volumes, then meshes)
+        # stage 3: projection (volumes, then meshes), collimated to what the CT covers
         proj = projector.project(camera)
         areal, paths, landmarks = dict(proj.areal_density), dict(proj.path_length), dict(subject.landmarks)
         if placement is not None and placement.meshes:
@@ -154,6 +162,11 @@ class Pipeline:
                 areal[m] = areal[m] + a if m in areal else a
             paths.update(mp.path_length)
             landmarks.update(placement.landmarks)
+        field = np.ones(camera.shape, dtype=bool)
+        if subject.coverage is not None:
+            field = collimation_field(subject.coverage.mask(camera, sides=not self.arms_raised))
+            areal = collimate(areal, field)
+            paths = {k: np.where(field, v, 0.0) for k, v in paths.items()}  # nothing is seen behind the collimator
 
         # stage 4: physics
         physics = sim.sample_physics_params(rng, cfg.physics)
@@ -162,7 +175,7 @@ class Pipeline:
         result = simulate(sim.scale_areal_density(areal, density), camera, physics, np.random.default_rng(noise_seed))
 
         # stage 5: labels
-        labels = make_labels(paths, subject.structures, self.task, camera, landmarks, cfg.labels.min_path_mm)
+        labels = make_labels(paths, subject.structures, self.task, camera, landmarks, cfg.labels.min_path_mm, field)
 
         # stage 6: record
         record = {
@@ -174,10 +187,12 @@ class Pipeline:
             "view": view,
             "pose": pose,
             "camera": {
-                "sdd": self.carm.sdd,
-                "sid": self.carm.sid,
+                "preset": cfg.geometry.preset,
+                "view": self.carm.view,
+                "sdd": camera.sdd,
                 "pixel_size_mm": list(self.carm.pixel_size),
-                "isocenter": list(camera.world_from_camera.apply(np.array([[0.0, 0.0, self.carm.sid]]))[0]),
+                "target": [float(c) for c in np.asarray(target) + np.asarray(view["isocenter_offset_mm"])],
+                "field_fraction": float(field.mean()),
             },
             "physics": physics.to_dict(),
             "noise_seed": noise_seed,
@@ -185,6 +200,7 @@ class Pipeline:
         }
         return {
             "images": np.asarray(result.image, dtype=np.float32),
+            "field": field.astype(np.uint8),
             **labels,
             "K": camera.K.astype(np.float64),
             "world_from_camera": camera.world_from_camera.matrix.astype(np.float64),

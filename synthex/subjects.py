@@ -6,7 +6,7 @@ render config) and three pure steps:
 
 * ``count(entry)``: how many subjects (CTs or phantom instances) it provides;
 * ``sample(entry, rng)``: draw the subject's shape parameters (JSON) from its own generator;
-* ``build(entry, params, task)``: the :class:`Subject` (volumes, class -> structure
+* ``build(entry, params, ctx)``: the :class:`Subject` for a :class:`BuildContext` (volumes, class -> structure
   names, landmarks in world mm, view target), deterministic.
 
 Sources: ``ct`` (a CT file + label map + landmarks), ``pelvis`` (the procedural
@@ -52,6 +52,38 @@ class Subject:
     # per-view parts (tools): ``sample_pose(rng) -> pose`` (JSON) and ``place(pose) -> Placement``
     sample_pose: Callable[[np.random.Generator], dict] | None = None
     place: Callable[[dict], "Placement"] | None = None
+    # from projectors.ct_prep: what the CT covers (views are collimated to it) and the body's surface
+    # (presets with the patient at the detector fit the source distance to it)
+    coverage: object | None = None
+    body_points: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a subject is built for: the task and how CTs are prepared (``projectors.ct_prep``)."""
+
+    task: object  # synthex.tasks.Task
+    ct_prep: object  # projectors.ct_prep.CTPrepParams
+
+
+def prepared(volume, params, **changes):
+    """``projectors.ct_prep.prepare_ct`` of ``volume`` with ``params`` (a CTPrepParams) changed by ``changes``."""
+    from dataclasses import replace
+
+    from projectors.ct_prep import prepare_ct
+
+    return prepare_ct(volume, replace(params, **changes))
+
+
+def phantom_subject(volume, ctx: "BuildContext", **fields) -> Subject:
+    """A phantom's Subject: a phantom needs no CT repair (no table, contrast, metal or thick slices),
+    only what real CTs get besides: the volume's coverage and the body's surface."""
+    from projectors.ct_prep import Coverage, body_mask, coverage_volume, surface_points
+
+    p = ctx.ct_prep
+    body = body_mask(volume, p.body_hu)
+    coverage = Coverage(coverage_volume(volume, body)[0]) if p.coverage else None
+    return Subject(volumes=[volume], coverage=coverage, body_points=surface_points(volume, body), **fields)
 
 
 @dataclass
@@ -69,7 +101,7 @@ class SubjectSource:
     entry: type  # the typed config entry (a pydantic model with ``source: Literal[name]``)
     count: Callable[[Ranges], int]
     sample: Callable[[Ranges, np.random.Generator], dict]
-    build: Callable[[Ranges, dict, object], Subject]
+    build: Callable[[Ranges, dict, BuildContext], Subject]
     doc: str
 
 
@@ -138,7 +170,8 @@ class CTEntry(Ranges):
         return {str(k): tuple(float(c) for c in x) for k, x in data.items()}
 
 
-def _ct_build(entry: CTEntry, params: dict, task) -> Subject:
+def _ct_build(entry: CTEntry, params: dict, ctx: BuildContext) -> Subject:
+    task = ctx.task
     label_names = entry.label_names
     if isinstance(label_names, dict):
         label_names = {int(k): v for k, v in label_names.items()}
@@ -154,9 +187,11 @@ def _ct_build(entry: CTEntry, params: dict, task) -> Subject:
             "Give `labels:` and map classes to label names with `classes:`."
         )
     lms = {k: np.asarray(v, dtype=np.float64) for k, v in (entry.landmarks or {}).items()}
+    prep = prepared(vol, ctx.ct_prep)
     target = np.asarray(entry.target, dtype=np.float64) if entry.target is not None else vol.center_world
-    return Subject(volumes=[vol], structures=structures, landmarks=lms, target=target,
-                   name=entry.name or Path(entry.path).name)
+    return Subject(volumes=[prep.scene()], structures=structures, landmarks=lms, target=target,
+                   name=entry.name or Path(entry.path).name, info={"ct_prep": prep.record},
+                   coverage=prep.coverage, body_points=prep.body_points)
 
 
 CT = SubjectSource(
@@ -190,14 +225,14 @@ def landmark_name(name: str) -> str:
     return name.replace("-", "_")
 
 
-def _pelvis_build(entry, params: dict, task) -> Subject:
+def _pelvis_build(entry, params: dict, ctx: BuildContext) -> Subject:
     from phantoms.pelvis import PelvisParameters, build_pelvis
 
     phantom = build_pelvis(PelvisParameters.from_dict(params), spacing=entry.spacing_mm)
     lms = {landmark_name(k): np.asarray(v, dtype=np.float64) for k, v in phantom.landmarks.items()}
     target = np.mean(list(lms.values()), axis=0)  # the pelvis centre: mean of its 14 landmarks
-    return Subject(volumes=[phantom.volume], structures={c: [c] for c in task.foreground}, landmarks=lms,
-                   target=target, name="pelvis_phantom")
+    return phantom_subject(phantom.volume, ctx, structures={c: [c] for c in ctx.task.foreground}, landmarks=lms,
+                           target=target, name="pelvis_phantom")
 
 
 PELVIS = SubjectSource(
@@ -244,10 +279,10 @@ def _pelvis_tool_sample(entry, rng: np.random.Generator) -> dict:
     return {"pelvis": _pelvis_sample(entry, rng), "tool": sample_tool_parameters(entry.tool, rng)}
 
 
-def _pelvis_tool_build(entry, params: dict, task) -> Subject:
+def _pelvis_tool_build(entry, params: dict, ctx: BuildContext) -> Subject:
     from phantoms.tools import build_tool, sample_tool_pose_in_pelvis, tool_pose
 
-    subject = _pelvis_build(entry, params["pelvis"], task)
+    subject = _pelvis_build(entry, params["pelvis"], ctx)
     tool = build_tool(entry.tool, params["tool"])
     deepfluoro = {k.replace("_", "-"): v for k, v in subject.landmarks.items()}
 
@@ -257,7 +292,7 @@ def _pelvis_tool_build(entry, params: dict, task) -> Subject:
         return Placement(meshes=[placed.mesh()], landmarks=lms, target=np.asarray(lms["tip"], dtype=np.float64))
 
     # the tool's classes: every class of the task is made by the tool mesh
-    subject.structures = {c: [tool.name] for c in task.foreground}
+    subject.structures = {c: [tool.name] for c in ctx.task.foreground}
     subject.landmarks = {}
     subject.sample_pose = lambda rng: sample_tool_pose_in_pelvis(rng, tool, entry.tool, deepfluoro)
     subject.place = place
@@ -297,16 +332,17 @@ def _chest_sample(entry, rng: np.random.Generator) -> dict:
     return {"chest": sample_chest_parameters(rng).to_dict(), "lesion_seed": int(rng.integers(0, 2**63 - 1))}
 
 
-def _chest_build(entry, params: dict, task) -> Subject:
+def _chest_build(entry, params: dict, ctx: BuildContext) -> Subject:
     from phantoms.chest import ChestParameters, build_chest
     from phantoms.lesions import insert_lesions, sample_lesions
 
     chest = build_chest(ChestParameters.from_dict(params["chest"]), spacing=entry.spacing_mm)
     lesions = sample_lesions(np.random.default_rng(params["lesion_seed"]), chest.volume)
     volume = insert_lesions(chest.volume, lesions)
-    structures = {c: list(LUNG_LOBES) if c == "lung" else [c] for c in task.foreground}
-    return Subject(
-        volumes=[volume],
+    structures = {c: list(LUNG_LOBES) if c == "lung" else [c] for c in ctx.task.foreground}
+    return phantom_subject(
+        volume,
+        ctx,
         structures=structures,
         landmarks={k: np.asarray(v, dtype=np.float64) for k, v in chest.landmarks.items()},
         target=volume.center_world,

@@ -179,10 +179,12 @@ register_task(Task(
     metrics=("dice", "pixel_confusion", "presence"),
     aliases={"lesion": ("lesions", "covid_lesion", "infection", "covid"), "lung": ("lungs",)},
     default_source="chest_lesions",
-    # chest radiographs: a radiography room (180 cm source-detector, 43 cm detector), near-PA views, 224 px
+    # chest radiographs: the erect PA chest at the wall stand (projectors.geometry preset chest_pa: 180 cm,
+    # 43 cm detector, patient at the detector), high kV with a grid, near-PA views, 224 px
     defaults={
-        "geometry": {"sdd": 1800.0, "sid": 1500.0, "detector_mm": 430.0},
+        "geometry": {"preset": "chest_pa"},
         "views": {"alpha_deg": [-5.0, 5.0], "beta_deg": [-5.0, 5.0], "target_jitter_mm": 10.0},
+        "physics": {"kvp": [100.0, 125.0], "grid_probability": 1.0},
         "image": {"size": 224},
     },
     priority=("lesion",),

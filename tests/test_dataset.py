@@ -25,6 +25,7 @@ from synthex.subjects import SubjectError
 
 ARRAYS = (
     "images",
+    "field",
     "labels",
     "masks",
     "landmarks",
@@ -77,6 +78,7 @@ def test_layout_matches_the_format_spec(reference):
         dtypes = {k: f[k].dtype for k in f if k != "params"}
     assert shapes == {
         "images": (2, 32, 32),
+        "field": (2, 32, 32),
         "labels": (2, 32, 32),
         "masks": (2, 6, 32, 32),
         "landmarks": (2, 14, 2),

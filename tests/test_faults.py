@@ -30,7 +30,7 @@ from synthex.exports import export
 from synthex.runner import render_dataset
 
 pytest.importorskip("kornia")
-ARRAYS = ("images", "labels", "masks", "landmarks", "landmark_visible", "boxes", "P", "sample_index",
+ARRAYS = ("images", "field", "labels", "masks", "landmarks", "landmark_visible", "boxes", "P", "sample_index",
           "subject_id", "params")
 REPO = Path(__file__).resolve().parents[1]
 

@@ -63,7 +63,7 @@ def test_landmarks_masks_and_boxes_follow_the_camera():
     # masks and labels from the path lengths of a fresh projection with the stored camera
     from projectors.geometry import Camera, Transform
 
-    cam = Camera(K=s["K"], world_from_camera=Transform(s["world_from_camera"]), width=48, height=48, sdd=c.geometry.sdd)
+    cam = Camera(K=s["K"], world_from_camera=Transform(s["world_from_camera"]), width=48, height=48, sdd=c.carm().sdd)
     paths = np.stack([projector.project(cam).path_length.get(n, np.zeros((48, 48))) for n in c.classes])
     assert np.array_equal(s["masks"], (paths > c.labels.min_path_mm).astype(np.uint8))
     longest = np.where((paths > c.labels.min_path_mm).any(axis=0), paths.argmax(axis=0) + 1, 0)
@@ -83,9 +83,9 @@ def test_the_recorded_physics_replays_the_image(cfg):
         rec = json.loads(s["params"])
         assert rec["index"] == i and rec["seed"] == cfg.seed
         _, projector, _ = pipe.subject(rec["subject_id"])
-        w, h = cfg.image.size
+        w, h = cfg.image_size
         cam = Camera(K=s["K"], world_from_camera=Transform(s["world_from_camera"]), width=w, height=h,
-                     sdd=cfg.geometry.sdd)
+                     sdd=rec["camera"]["sdd"])
         areal = scale_areal_density(projector.project(cam).areal_density, rec["materials"])
         image = simulate(areal, cam, PhysicsParams.from_dict(rec["physics"]), np.random.default_rng(rec["noise_seed"]))
         np.testing.assert_array_equal(image.image, s["images"])
@@ -178,7 +178,8 @@ def test_covid_task_labels_lesions_where_their_centres_project():
             "subjects": [{"source": "chest_lesions", "count": 1, "spacing_mm": 5.0}],
         }
     )
-    assert c.geometry.sdd == 1800.0 and c.classes == ["lung", "lesion"]  # the task's radiography defaults
+    # the task's radiography defaults: the PA chest stand (1800 mm, PA view)
+    assert c.carm().sdd == 1800.0 and c.carm().view == "pa" and c.classes == ["lung", "lesion"]
     pipe = Pipeline(c)
     s = pipe.sample(0)
     subject, _, _ = pipe.subject(0)
@@ -195,4 +196,6 @@ def test_covid_task_labels_lesions_where_their_centres_project():
 
 def test_task_defaults_yield_to_the_users_config():
     c = resolve_config({"task": "covid", "geometry": {"sdd": 2000.0}, "subjects": [{"source": "chest_lesions"}]})
-    assert c.geometry.sdd == 2000.0 and c.geometry.sid == 1500.0 and c.image.size == (224, 224)
+    # a user's sdd wins; the preset's patient stays at the detector (sid follows), the task's image size stays
+    assert c.carm().sdd == 2000.0 and c.carm().view == "pa" and c.image_size == (224, 224)
+    assert 2000.0 - c.carm().sid == pytest.approx(1800.0 - 1670.0)

@@ -12,7 +12,7 @@ from synthex.runner import render_dataset
 
 pytest.importorskip("ray")
 
-KEYS = ("images", "labels", "masks", "landmarks", "landmark_visible", "boxes", "P", "params")
+KEYS = ("images", "field", "labels", "masks", "landmarks", "landmark_visible", "boxes", "P", "params")
 
 
 def same(a, b) -> bool:

@@ -133,7 +133,7 @@ def _naive(areal_density, camera, params: PhysicsParams) -> PhysicsResult:
     total = np.zeros(camera.shape)
     for a in ad.values():
         total += a
-    return _noiseless(params.naive_mu * total, camera, params)
+    return _noiseless(params.naive_mu * total, ad, camera, params)
 
 
 def _monochromatic(areal_density, camera, params: PhysicsParams) -> PhysicsResult:
@@ -142,10 +142,10 @@ def _monochromatic(areal_density, camera, params: PhysicsParams) -> PhysicsResul
     log_image = np.zeros(camera.shape)
     for m, a in ad.items():
         log_image += mass_attenuation(m, params.energy_kev) * a
-    return _noiseless(log_image, camera, params)
+    return _noiseless(log_image, ad, camera, params)
 
 
-def _noiseless(log_image, camera, params: PhysicsParams) -> PhysicsResult:
+def _noiseless(log_image, areal_density, camera, params: PhysicsParams) -> PhysicsResult:
     transmission = np.clip(np.exp(-log_image), MIN_TRANSMISSION, 1.0)
     return PhysicsResult(
         signal=transmission.astype(np.float32),
