@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# ../shared/data beside the repository (a checkout in /work/main); a git worktree elsewhere
+# (e.g. /work/wt/NAME) falls back to the absolute /work/shared/data
+SHARED_DATA = next(
+    (p for p in (REPO.parent / "shared" / "data", Path("/work/shared/data")) if p.is_dir()),
+    REPO.parent / "shared" / "data",
+)
 
 
 def shared_file(relpath: str) -> Path:
