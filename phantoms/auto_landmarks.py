@@ -54,8 +54,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from phantoms.landmarks import HIP_LANDMARKS, LandmarkError, femoral_head_center
-from phantoms.totalseg import ClassMapError, task_structures
+from phantoms.landmarks import HIP_LANDMARKS, LandmarkError
+from phantoms.totalseg import task_structures
 from projectors.geometry import Transform
 from projectors.volume import Volume
 
@@ -308,7 +308,9 @@ def _asis(bone, frame: Transform, head, side: float, seed=None, search: float = 
     p = bone.surface_along(p, anterior, 3.0 * bone.voxel)
     cut = bone.cut_near(p, 2.0 * bone.voxel + 3.0)
     if len(cut):
-        raise _Missing(f"the anterior superior iliac spine of {bone.name} is cut by the CT's field of view ({_where(cut)})")
+        raise _Missing(
+            f"the anterior superior iliac spine of {bone.name} is cut by the CT's field of view ({_where(cut)})"
+        )
     return p, seed
 
 
@@ -679,7 +681,8 @@ def hip_landmarks(volume: Volume, structures: dict[str, list[str]] | None = None
         if heads[s] is None:  # stand-in for the regions below: the acetabulum's centre estimate
             hip = bones[f"hemipelvis_{side}"].points()
             heads[s] = hip.mean(0) - 40.0 * frame.R[:, 2]
-            notes.append(f"FH-{s} missing: regions are split at an estimate of the hip joint (hip bone centroid - 40 mm)")
+            notes.append(f"FH-{s} missing: regions are split at an estimate of the hip joint "
+                         "(hip bone centroid - 40 mm)")
 
     def attempt(key, fn):
         try:

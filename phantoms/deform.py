@@ -342,14 +342,15 @@ def _exponential(v: np.ndarray, spacing: float) -> np.ndarray:
 # --- applying it --------------------------------------------------------------------------------------
 
 
-def deform(volume: Volume, params: DeformParameters, landmarks=None, slab: int = 16):
+def deform(volume: Volume, params: DeformParameters, landmarks=None, slab: int | None = None):
     """``(deformed volume, deformed landmarks)``: HU trilinear, labels nearest, landmarks by the same transform.
 
     The output keeps the input's voxel size and orientation and covers the
     deformed subject (so a larger pelvis is not cut); voxels that come from
     outside the input are air (-1000 HU) and unlabelled. ``landmarks``:
     ``{name: [x, y, z]}`` world mm (or None). Works in slabs of ``slab``
-    slices along the last axis to keep memory small.
+    slices along the last axis (default: about 2 million voxels a slab) to keep
+    memory small.
     """
     from scipy import ndimage
 
@@ -366,6 +367,7 @@ def deform(volume: Volume, params: DeformParameters, landmarks=None, slab: int =
     lo = np.ceil(moved.min(0) + 0.5 - 1e-6).astype(int)
     hi = np.floor(moved.max(0) - 0.5 + 1e-6).astype(int)
     shape = tuple(int(x) for x in hi - lo + 1)
+    slab = slab or max(1, 2_000_000 // (shape[0] * shape[1]))
     out_from_in = Transform.from_rt(np.eye(3), lo.astype(np.float64))
     world_from_out = A @ out_from_in
     hu = np.empty(shape, dtype=np.float32)

@@ -71,7 +71,8 @@ def test_task_structures_of_nnunet_and_csv_class_maps(tmp_path):
     hip = task_structures(TASK_CT_CLASSES["hip"], read_label_names(tmp_path / "dataset.json"))
     assert hip == {"hemipelvis_left": ["left_hip"], "hemipelvis_right": ["right_hip"], "vertebrae": ["lumbar_spine"],
                    "upper_sacrum": ["sacrum"], "femur_left": ["femur_left"], "femur_right": ["femur_right"]}
-    assert task_structures(["lung"], read_label_names(tmp_path / "classes.csv")) == {"lung": ["lung_left", "lung_right"]}
+    lungs = task_structures(["lung"], read_label_names(tmp_path / "classes.csv"))
+    assert lungs == {"lung": ["lung_left", "lung_right"]}
 
 
 def test_task_structures_names_the_missing_classes():
