@@ -12,40 +12,39 @@ user override computed ones.
 Anatomical frame (:func:`pelvis_frame`): left/right come from the label
 names (``*_left`` is the patient's left), anterior and superior from the
 CT's RAS affine; both are checked against the anatomy (the right hip bone
-lies at larger world x, the iliac wings above the femoral heads, the
-acetabula anterior of the sacrum). Once both ASIS and the superior pubic
-symphysis are found, the landmarks that depend on "inferior" and "medial"
-(IOF, MOF) use the anterior pelvic plane (ASIS-l, ASIS-r, mid-SPS) instead
-of the scanner's axes, so a pelvis tilted on the table gives the same
-anatomical points.
+lies at larger world x, the hip bones above the femora, the femoral heads
+anterior of the sacrum). Once both ASIS and both SPS are found, the anterior
+pelvic plane (ASIS-l, ASIS-r, mid-SPS; :func:`anterior_pelvic_plane_frame`)
+replaces the scanner's axes for ASIS, GSN, IOF and MOF, so a pelvis tilted on
+the table gives the same anatomical points.
 
-Geometric definitions (the text of :data:`DEFINITIONS`):
+Geometric definitions (short forms in :data:`DEFINITIONS`):
 
 * ``FH``: centre of a sphere fitted to the femoral head's surface
-  (:func:`phantoms.landmarks.femoral_head_center`).
-* ``ASIS``: apex of the anterior superior iliac spine: among the hip bone's
-  surface points above the femoral head centre and lateral of it, the one
-  farthest along the anterior-superior direction (30 degrees above anterior)
-  seeds a search within 15 mm for the surface point that protrudes most from
-  its bone: the largest distance to the centroid of the bone within 20 mm.
+  (:func:`phantoms.landmarks.fit_femoral_head`).
+* ``ASIS``: apex of the anterior superior iliac spine: the most anterior
+  point of the hip bone's surface near a seed (the surface point above the
+  femoral head centre and lateral of it farthest along 20 degrees above
+  anterior); the centroid of the surface within 2 mm of that extreme, moved
+  onto the sub-voxel surface along anterior.
 * ``GSN``: deepest point of the greater sciatic notch: the hip bone is
   projected along the left-right axis (a lateral view); the notch is the
   deepest concavity of that silhouette behind the femoral head (the region
-  between the silhouette and its convex hull), and GSN the bone point at the
-  bottom of the notch farthest from the hull edge that closes it (the line
-  from the posterior inferior iliac spine to the ischial spine), at the
-  middle of the bone's thickness.
+  between the silhouette and its convex hull), and GSN its bottom point
+  farthest from the hull edge that closes it (the line from the posterior
+  inferior iliac spine to the ischial spine), at the middle of the bone's
+  thickness.
 * ``IOF`` / ``MOF``: inferior / medial extremes of the obturator foramen:
   the hip bone below the acetabulum is projected along the direction that
   shows the foramen as the largest enclosed hole (the foramen's axis); IOF and
   MOF are the rim points of that hole farthest inferior and farthest medial
   (anterior-pelvic-plane axes), at the middle of the rim's thickness.
 * ``SPS`` / ``IPS``: superior / inferior ends of the pubic symphysis's
-  surface: the symphyseal face is the part of each pubis that faces the other
-  hip bone across the joint (within 2 mm of their closest distance plus one
-  voxel); its long axis (principal axis of both faces) runs from IPS to SPS,
-  and each end is located by fitting the pubis's medial profile along that
-  axis: flat along the face, curving away (a circular arc) beyond its end.
+  surface: rays along the left-right axis find each hip bone's medial surface;
+  the symphyseal faces are where the two are closest; their principal axis
+  runs from IPS to SPS, and each end is where the medial profile along that
+  axis stops being flat (a flat segment joined to a circular arc, fitted),
+  averaged over the two congruent faces.
 """
 
 from __future__ import annotations
@@ -61,14 +60,15 @@ from projectors.volume import Volume
 
 DEFINITIONS: dict[str, str] = {
     "FH": "centre of a sphere fitted to the femoral head's surface",
-    "ASIS": "apex of the anterior superior iliac spine: the surface point of the anterior end of the iliac crest "
-    "that protrudes most from its bone (largest distance to the centroid of the bone within 20 mm)",
+    "ASIS": "apex of the anterior superior iliac spine: the most anterior point (anterior pelvic plane) of the "
+    "iliac spine above and lateral of the femoral head",
     "GSN": "deepest point of the greater sciatic notch in a lateral projection of the hip bone, measured from the "
     "convex-hull edge that closes the notch, at mid-thickness of the bone",
     "IOF": "most inferior point of the obturator foramen's rim (seen along the foramen's axis), mid-thickness",
     "MOF": "most medial point of the obturator foramen's rim (seen along the foramen's axis), mid-thickness",
-    "SPS": "superior end of the pubic symphysis's surface (the face of the pubis across the joint from the other)",
-    "IPS": "inferior end of the pubic symphysis's surface",
+    "SPS": "superior end of the pubic symphysis's surface (the face of the pubis across the joint from the other), "
+    "where the medial profile stops being flat",
+    "IPS": "inferior end of the pubic symphysis's surface, where the medial profile stops being flat",
 }
 
 _SIDES = {"l": "left", "r": "right"}
