@@ -178,29 +178,43 @@ def femoral_head_center(
 ) -> tuple[np.ndarray, float]:
     """Centre (world mm) and radius of a femoral head fitted to the surface of one femur label.
 
-    The head is the femur's most superior (or, given the ``medial`` world
-    direction, most superior-medial) part: a sphere is first fitted to the
-    surface voxels within ``cap_mm`` of that extreme (a spherical cap, no
-    trochanter), then refined on the surface voxels lying within 3 mm of the
-    current sphere, excluding the side of the neck (the direction from the
-    centre to the femur's voxels within two radii, where the neck and
-    trochanters are).
+    See :func:`fit_femoral_head`, which does the fitting on a mask.
     """
     if volume.labels is None:
         raise LandmarkError(f"{volume.name}: no label map to fit femoral heads to")
     mask = volume.labels == label
     if mask.sum() < 50:
         raise LandmarkError(f"{volume.name}: label {label} has {int(mask.sum())} voxels; too few for a femoral head")
-    pts = volume.world_from_ijk.apply(_surface_points(mask).astype(np.float64))
-    allpts = volume.world_from_ijk.apply(np.argwhere(mask).astype(np.float64))
-    up = np.array([0.0, 0.0, 1.0])
+    try:
+        return fit_femoral_head(mask, volume.world_from_ijk, medial, cap_mm, iterations)
+    except LandmarkError as e:
+        raise LandmarkError(f"{volume.name}: label {label}: {e}") from None
+
+
+def fit_femoral_head(
+    mask: np.ndarray, world_from_ijk: Transform, medial=None, cap_mm: float = 18.0, iterations: int = 4, up=None
+) -> tuple[np.ndarray, float]:
+    """Centre (world mm) and radius of the femoral head of a femur mask, by sphere fitting.
+
+    The head is the femur's most superior (or, given the ``medial`` world
+    direction, most superior-medial) part: a sphere is first fitted to the
+    surface voxels within ``cap_mm`` of that extreme (a spherical cap, no
+    trochanter), then refined on the surface voxels lying within 3 mm of the
+    current sphere, excluding the side of the neck (the direction from the
+    centre to the femur's voxels within two radii, where the neck and
+    trochanters are). ``up`` is the superior direction (default world +z).
+    """
+    spacing = np.linalg.norm(world_from_ijk.R, axis=0)
+    pts = world_from_ijk.apply(_surface_points(mask).astype(np.float64))
+    allpts = world_from_ijk.apply(np.argwhere(mask).astype(np.float64))
+    up = np.array([0.0, 0.0, 1.0]) if up is None else np.asarray(up, dtype=np.float64) / np.linalg.norm(up)
     if medial is not None:
         up = up + np.asarray(medial, dtype=np.float64) / np.linalg.norm(medial)
         up /= np.linalg.norm(up)
     height = pts @ up
     sel = pts[height > height.max() - cap_mm]
     c, r = fit_sphere(sel)
-    tol = max(3.0, 1.0 * float(volume.spacing.max()))
+    tol = max(3.0, 1.0 * float(spacing.max()))
     for _ in range(iterations):
         near = allpts[np.linalg.norm(allpts - c, axis=1) < 2.0 * r]
         neck = near.mean(0) - c
@@ -211,7 +225,7 @@ def femoral_head_center(
             break
         c, r = fit_sphere(sel)
     if not 10.0 < r < 40.0:
-        raise LandmarkError(f"{volume.name}: label {label} gives a femoral head radius of {r:.1f} mm; not a femoral head")
+        raise LandmarkError(f"the fitted femoral head radius is {r:.1f} mm; not a femoral head")
     return c, r
 
 

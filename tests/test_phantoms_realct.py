@@ -8,10 +8,12 @@ import pytest
 from phantoms.landmarks import HIP_CLASSES, LandmarkError, femoral_head_centers, read_landmarks
 from phantoms.totalseg import (
     LUNG_LOBES,
+    TASK_CT_CLASSES,
     ClassMapError,
     label_metal,
     remap_labels,
     synthex_structure,
+    task_structures,
 )
 from projectors.volume import Volume
 from tests.conftest import shared_file
@@ -29,12 +31,59 @@ def pelvis_ct():
 def test_class_mapping_rules():
     assert synthex_structure("hip_left") == "hemipelvis_left"
     assert synthex_structure("vertebrae_L5") == "vertebrae"
+    assert synthex_structure("vertebrae_T12") == "vertebrae"
     assert synthex_structure("vertebrae_S1") == "upper_sacrum"
     assert synthex_structure("sacrum") == "upper_sacrum"
     assert synthex_structure("lung_middle_lobe_right") == "lung"
     assert synthex_structure("rib_left_7") == "ribs"
     assert synthex_structure("scapula_right") == "scapula_right"
+    assert synthex_structure("hemipelvis_left") == "hemipelvis_left"  # synthex's own names map to themselves
     assert synthex_structure("spleen") is None
+    assert synthex_structure("femur_leftish") is None  # full matches only
+
+
+def test_task_structures_of_totalsegmentator_class_map():
+    """The shared class map (TotalSegmentator "total", 117 names) gives every hip class without a `classes:` map."""
+    from projectors.io import read_label_names
+
+    names = read_label_names(shared_file("ct/totalseg_total_classmap.json"))
+    hip = task_structures(TASK_CT_CLASSES["hip"], names)
+    assert hip["hemipelvis_left"] == ["hip_left"] and hip["hemipelvis_right"] == ["hip_right"]
+    assert hip["femur_left"] == ["femur_left"] and hip["femur_right"] == ["femur_right"]
+    assert sorted(hip["upper_sacrum"]) == ["sacrum", "vertebrae_S1"]
+    lumbar = {f"vertebrae_L{i}" for i in range(1, 6)}
+    assert lumbar <= set(hip["vertebrae"]) and len(hip["vertebrae"]) == 24  # C1-C7, T1-T12, L1-L5
+    assert task_structures(TASK_CT_CLASSES["covid"], names) == {"lung": list(LUNG_LOBES)}
+    assert task_structures(TASK_CT_CLASSES["tool"], names) == {}
+    # each structure goes to one class only: the lobes are the lung's unless a class is named after them
+    both = task_structures(["lung", "lung_upper_lobe_left"], names)
+    assert both["lung_upper_lobe_left"] == ["lung_upper_lobe_left"] and "lung_upper_lobe_left" not in both["lung"]
+
+
+def test_task_structures_of_nnunet_and_csv_class_maps(tmp_path):
+    """nnU-Net dataset.json ({"labels": {name: value}}) and CSV tables go through the same reader and table."""
+    from projectors.io import read_label_names
+
+    (tmp_path / "dataset.json").write_text(json.dumps(
+        {"labels": {"background": 0, "sacrum": 1, "left_hip": 2, "right_hip": 3, "lumbar_spine": 4,
+                    "femur_left": 5, "femur_right": 6}}))
+    (tmp_path / "classes.csv").write_text("id,name\n1,lung_left\n2,lung_right\n3,heart\n")
+    hip = task_structures(TASK_CT_CLASSES["hip"], read_label_names(tmp_path / "dataset.json"))
+    assert hip == {"hemipelvis_left": ["left_hip"], "hemipelvis_right": ["right_hip"], "vertebrae": ["lumbar_spine"],
+                   "upper_sacrum": ["sacrum"], "femur_left": ["femur_left"], "femur_right": ["femur_right"]}
+    lungs = task_structures(["lung"], read_label_names(tmp_path / "classes.csv"))
+    assert lungs == {"lung": ["lung_left", "lung_right"]}
+
+
+def test_task_structures_names_the_missing_classes():
+    chest_only = {1: "lung_upper_lobe_left", 2: "heart", 3: "vertebrae_T5"}
+    with pytest.raises(ClassMapError, match=r"hemipelvis_left, hemipelvis_right, upper_sacrum, femur_left, femur_right"
+                       r".*hip_left.*its structures are: heart, lung_upper_lobe_left, vertebrae_T5"):
+        task_structures(TASK_CT_CLASSES["hip"], chest_only)
+    partial = task_structures(TASK_CT_CLASSES["hip"], chest_only, required=False)
+    assert partial["vertebrae"] == ["vertebrae_T5"] and partial["femur_left"] == []
+    with pytest.raises(ClassMapError, match="mapping or a list"):
+        task_structures(["lung"], "lung_left")
 
 
 def test_pelvis_ct_maps_to_synthex_hip_classes_in_ras(pelvis_ct):
@@ -218,3 +267,27 @@ def test_implant_renders_as_metal_at_its_density(pelvis_ct):
     # the clipped HU alone would have called it bone of about 3 g/cm^3 or less
     assert "titanium_alloy" not in hu_only.areal_density or hu_only.areal_density["titanium_alloy"].max() == 0
     assert sum(hu_only.areal_density.values())[on].mean() < sum(metal.areal_density.values())[on].mean()
+
+
+# --- the bundled real subject ---------------------------------------------------------------
+
+
+def test_bundled_pelvis_ct_is_the_shared_file_with_its_licence():
+    """The package data is byte-identical to the shared TotalSegmentator files and ships its licence and source."""
+    import hashlib
+
+    from phantoms.data import totalseg_pelvis
+
+    ct = totalseg_pelvis()
+    pairs = [(ct.ct, "ct/totalseg_abdomen_pelvis/example_ct.nii.gz"),
+             (ct.labels, "ct/totalseg_abdomen_pelvis/example_seg_total_fast.nii.gz"),
+             (ct.label_names, "ct/totalseg_total_classmap.json"),
+             (ct.licence, "ct/LICENSE.TotalSegmentator-Apache-2.0.txt")]
+    for bundled, shared in pairs:
+        assert hashlib.sha256(bundled.read_bytes()).hexdigest() == hashlib.sha256(
+            shared_file(shared).read_bytes()).hexdigest(), bundled.name
+    assert "Apache License" in ct.licence.read_text() and "Version 2.0" in ct.licence.read_text()
+    note = ct.source.read_text()
+    assert "github.com/wasserth/TotalSegmentator" in note and "LEFT femur" in note
+    vol = ct.read()
+    assert vol.shape == (122, 101, 112) and {"hip_left", "femur_right", "sacrum"} <= set(vol.label_names.values())
