@@ -68,7 +68,7 @@ def write_synthex(root, n=6, H=8, W=10, subjects=(3, 3, 5, 5, 9, 9), classes=Non
 def test_synthex_reader_returns_the_written_arrays(tmp_path):
     images, labels, lms = write_synthex(tmp_path)
     src = open_source(tmp_path)
-    assert src.format == "synthex" and len(src) == 6 and src.pixel_size_mm == 0.5
+    assert src.format == "synthex" and len(src) == 6 and src.pixel_size_mm == (0.5, 0.5)
     assert src.subjects == ["3", "3", "5", "5", "9", "9"]
     for i in (0, 1, 5):  # both shards
         rec = src[i]
@@ -207,7 +207,16 @@ def test_deepfluoro_layout(tmp_path):
             h[f"{spec}/lands"] = lands
     src = open_source(f)
     assert src.format == "deepfluoro" and src.subjects == ["01", "01", "02", "02", "02"]
-    assert src.pixel_size_mm == pytest.approx(0.194 * 1536 / 12)
+    # no pixel_size_mm attribute: SyntheX's detector convention, stated as an assumption
+    assert src.pixel_size_mm == pytest.approx((0.194 * 1536 / 12,) * 2)
+    assert src.pixel_size_note.startswith("ASSUMED") and "no pixel_size_mm attribute" in src.pixel_size_note
+    assert "ASSUMED" in src.describe()
+    with h5py.File(f, "a") as h:  # the convention synthex's export follows: a root attribute [du, dv]
+        h.attrs["pixel_size_mm"] = [0.3, 0.4]
+    src2 = open_source(f)
+    assert src2.pixel_size_mm == (0.3, 0.4) and src2[0].pixel_size_mm == (0.3, 0.4)
+    assert src2.pixel_size_note == "HDF5 root attribute pixel_size_mm"
+    assert open_source(f, pixel_size_mm=0.5).pixel_size_mm == (0.5, 0.5)  # the caller wins
     rec = src[2]
     with h5py.File(f, "r") as h:
         np.testing.assert_array_equal(rec.labels, h["02/segs"][0])
@@ -267,7 +276,7 @@ def test_synthex_per_index_layout(tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps({
         "classes": ["background", "a", "b"], "landmarks": ["L0", "L1", "L2"], "pixel_size_mm": 0.388}))
     src = open_source(tmp_path)
-    assert src.format == "synthex-index" and len(src) == 4 and src.pixel_size_mm == 0.388
+    assert src.format == "synthex-index" and len(src) == 4 and src.pixel_size_mm == (0.388, 0.388)
     assert src.subjects == ["17-1882", "17-1882", "18-0725", "18-0725"]
     rec = src[2]
     assert rec.name == "18-0725/00000"
