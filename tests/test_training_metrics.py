@@ -95,9 +95,16 @@ def test_bootstrap_ci_matches_scipy_percentile_bootstrap():
     assert ours == pytest.approx((values.mean() - 1.96 * se, values.mean() + 1.96 * se), abs=0.15)
 
 
-def test_summarize_constant_values_have_zero_width_ci():
-    s = M.summarize([0.5, 0.5, 0.5, np.nan], np.random.default_rng(0))
-    assert s == {"mean": 0.5, "std": 0.0, "ci95": [0.5, 0.5], "n": 3}
+def test_summarize_gives_no_interval_below_five_subjects():
+    # one image, or 3 images of one subject: a point value and the reason, never a zero-width interval
+    s = M.summarize([0.5, 0.7, 0.6, np.nan], np.random.default_rng(0), subjects=["a", "a", "a", "b"])
+    assert s["mean"] == pytest.approx(0.6) and s["n_images"] == 3 and s["n_subjects"] == 1
+    assert s["ci95"] is None and s["ci_note"].startswith("no 95% CI: 1 subject, fewer than 5")
+    s = M.summarize([0.5], np.random.default_rng(0))
+    assert s["ci95"] is None and s["std"] == 0.0
+    # constant values of 5 subjects: an interval, of zero width (every resample mean is 0.5)
+    s = M.summarize([0.5] * 5, np.random.default_rng(0))
+    assert s["ci95"] == [0.5, 0.5] and s["n_subjects"] == 5
 
 
 def test_box_iou():

@@ -111,8 +111,11 @@ def test_train_downstream_and_evaluate_commands(toy_hip, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     s = m["summary"]["landmark_error_mm_mean"]
     per = [p["landmark_error_mm_mean"] for p in m["per_image"]]
-    assert s["mean"] == pytest.approx(np.mean(per)) and s["n"] == len(per)
-    assert s["ci95"][0] <= s["mean"] <= s["ci95"][1]
+    assert s["mean"] == pytest.approx(np.mean(per)) and s["n"] == s["n_images"] == len(per)
+    # 15% of 5 subjects are held out: 1 subject, too few for an interval; the reason is stated
+    assert s["n_subjects"] == len({p["subject"] for p in m["per_image"]}) == 1
+    assert s["ci95"] is None and "1 subject, fewer than 5" in s["ci_note"]
+    assert "clustered by subject" in m["ci"] and "no CI (1 subject < 5)" in (out / "report.md").read_text()
     # held-out test subjects were in neither training nor validation
     test_subjects = {p["subject"] for p in m["per_image"]}
     assert test_subjects.isdisjoint(m["training"]["splits"]["train"] + m["training"]["splits"]["val"])
@@ -124,7 +127,14 @@ def test_train_downstream_and_evaluate_commands(toy_hip, tmp_path):
     ev = tmp_path / "eval"
     r = runner.invoke(cli, ["evaluate", str(out / "best.pt"), str(toy_hip), "--out", str(ev), "--device", "cpu"])
     assert r.exit_code == 0, r.output
-    assert len(json.loads((ev / "metrics.json").read_text())["per_image"]) == 15
+    m = json.loads((ev / "metrics.json").read_text())
+    assert len(m["per_image"]) == 15
+    s = m["summary"]["dice_mean"]  # 5 subjects x 3 images: an interval, from subjects
+    assert s["n_subjects"] == 5 and s["n_images"] == 15 and s["ci95"][0] <= s["mean"] <= s["ci95"][1]
+    assert m["pixel_size"]["note"] == "manifest.json pixel_size_mm"
+    # a training output folder works as well as its best.pt
+    r = runner.invoke(cli, ["evaluate", str(out), str(toy_hip), "--out", str(tmp_path / "eval2"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
 
 
 def test_commands_give_clear_errors(toy_hip, tmp_path):

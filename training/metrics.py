@@ -165,16 +165,14 @@ def cluster_bootstrap_means(values, clusters, rng: np.random.Generator, n_resamp
 
 def cluster_bootstrap(statistic, clusters, rng: np.random.Generator, n_resamples: int = 2000) -> np.ndarray:
     """``statistic(image_indices)`` on ``n_resamples`` subject-clustered resamples of the images
-    ``0 .. len(clusters) - 1`` (the same draws as :func:`cluster_bootstrap_means`). Resamples on
-    which the statistic is not finite (e.g. an AUC of a resample without negatives) are NaN."""
+    ``0 .. len(clusters) - 1`` (the same draws as :func:`cluster_bootstrap_means`): an array of
+    shape ``(n_resamples,)``, or ``(n_resamples, k)`` for a statistic returning ``k`` numbers.
+    A statistic undefined on a resample (e.g. an AUC without negatives) should return NaN."""
     c = np.asarray([str(x) for x in clusters])
     labels, inverse = np.unique(c, return_inverse=True)
     members = [np.flatnonzero(inverse == k) for k in range(len(labels))]
     draws = cluster_resample_draws(len(labels), rng, n_resamples)
-    out = np.empty(n_resamples)
-    for b, row in enumerate(draws):
-        out[b] = statistic(np.concatenate([members[k] for k in row]))
-    return out
+    return np.asarray([statistic(np.concatenate([members[k] for k in row])) for row in draws], dtype=np.float64)
 
 
 def percentile_interval(boots, confidence: float = 0.95) -> tuple[float, float]:
