@@ -138,9 +138,11 @@ def write_synthex_layout(root, samples: list[dict], subjects, *, classes, landma
         shards.append({"file": name, "sha256": digest, "count": n, "first_index": first})
     manifest = {"format": "synthex-dataset", "format_version": 1, "synthex_version": "0.1.0", "task": task,
                 "seed": seed, "config": {"generator": "training.toydata"}, "image_size": [H, W],
-                "pixel_size_mm": list(pixel_size_mm), "classes": list(classes), "landmarks": list(landmarks),
+                "classes": list(classes), "landmarks": list(landmarks),
                 "camera_model": {"convention": "synthex", "world": "RAS mm"}, "shards": shards,
                 "counts": {"images": len(samples), "subjects": len(set(subjects))}}
+    if pixel_size_mm is not None:  # None: a dataset that does not state its pixel size (for tests)
+        manifest["pixel_size_mm"] = list(pixel_size_mm)
     tmp = root / ".manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
     tmp.rename(root / "manifest.json")
