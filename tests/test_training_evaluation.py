@@ -149,3 +149,37 @@ def test_summary_counts_subjects_not_images():
     assert (s["n_images"], s["n_subjects"], s["ci95"]) == (10, 2, None)
     assert s["mean"] == pytest.approx(np.mean([0.5 + 0.01 * i for i in range(10)]))
     assert s["ci_note"] == M.no_ci_reason(2)
+
+
+def test_tool_detection_ap_and_tip_error_through_evaluation(tmp_path):
+    """Perfect masks give one box per image equal to the reference: AP 1 at every IoU threshold;
+    boxes shifted by half their size (IoU 1/3) are misses at 0.5: AP 0. Tip/base in mm from the pixel size."""
+    tool = get_task("tool")
+    samples, subjects = [], []
+    for i in range(10):
+        lab = np.zeros((32, 32), np.uint8)
+        lab[4 + i:10 + i, 6:14] = 1  # a 6 x 8 px block
+        samples.append({"image": lab.astype(np.float32), "labels": lab, "landmarks": np.array([[6.0, 4.0 + i],
+                        [13.0, 9.0 + i]]), "landmark_visible": np.ones(2)})
+        subjects.append(i // 2)
+    src = open_source(write_synthex_layout(tmp_path / "d", samples, subjects, classes=["background", "tool"],
+                                           landmarks=["base", "tip"], task="tool", pixel_size_mm=(0.5, 0.5)))
+
+    def predictor(shift):
+        def run(batch):
+            lab = torch.roll(batch["labels"], shifts=shift, dims=2)
+            return {"labels": lab, "landmarks": batch["keypoints"] + torch.tensor([0.0, 2.0])}
+        return run
+
+    data = TaskImages(src, tool, 32)
+    records, _ = evaluate(predictor(0), data, tool, keep_examples=0)
+    assert all(r["top_detection_iou"] == 1.0 and len(r["detections"]) == 1 for r in records)
+    s = summarize_records(records, n_resamples=200)
+    assert s["detection_ap50"]["value"] == pytest.approx(1.0) and s["detection_ap"]["value"] == pytest.approx(1.0)
+    assert s["detection_ap50"]["n_subjects"] == 5 and s["detection_ap50"]["ci95"] == [1.0, 1.0]
+    # 2 px along v at 0.5 mm pixels (stored 32 px = model 32 px): 1 mm for tip and base
+    assert s["landmark_error_mm/tip"]["mean"] == pytest.approx(1.0) and s["landmark_error_mm/base"]["mean"] == pytest.approx(1.0)
+    # shifted by 4 of 8 columns: IoU = 4 x 6 / (2 x 48 - 24) = 1/3 < 0.5 -> every detection a false positive
+    records, _ = evaluate(predictor(4), data, tool, keep_examples=0)
+    assert records[0]["top_detection_iou"] == pytest.approx(1 / 3)
+    assert summarize_records(records, n_resamples=50)["detection_ap50"]["value"] == 0.0

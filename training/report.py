@@ -168,6 +168,7 @@ head{f" and a {task.num_landmarks}-landmark heatmap head" if task.num_landmarks 
 **Training data.** {meta['train_data']}. Validation: {meta['val_data']}.
 Subjects: train {len(meta['splits']['train'])}, validation {len(meta['splits']['val'])}; no subject is
 in two splits (checked). Images: {meta.get('n_images')}.
+{" ".join(f"Warning: {w}." for w in meta.get("data_warnings", []))}
 
 **Training.** AdamW (lr {cfg['lr']}, weight decay {cfg['weight_decay']}), cosine schedule, batch
 {cfg['batch_size']}, up to {cfg['epochs']} epochs, early stopping after {cfg['patience']} epochs without
