@@ -17,7 +17,8 @@ over all images pooled (area range "all", up to 100 detections per image):
 0.95), each with COCO's 101-point interpolated precision. The 95% CI is the
 subject-clustered percentile bootstrap of :mod:`training.metrics`: COCOeval's
 per-image matching is computed once, and each resample re-runs COCOeval's own
-``accumulate``/``summarize`` on the per-image results of the drawn subjects' images.
+``accumulate`` on the per-image results of the drawn subjects' images and reads
+the two AP numbers as ``summarize`` does (tested equal to COCOeval's ``stats``).
 
 Boxes are ``(u0, v0, u1, v1)`` in pixel-edge coordinates of the synthex
 convention (pixel centres at whole numbers, so the top-left pixel spans
@@ -101,25 +102,36 @@ class _PooledCOCOeval:
         self.n = len(gt)
         coco_gt, coco_dt = _coco_objects(gt, dets)
         self.ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
-        self.ev.params.imgIds = list(range(self.n))
+        p = self.ev.params
+        p.imgIds = list(range(self.n))
+        # only what AP@[.5:.95] and AP@0.5 read (area "all", 100 detections): 1 accumulation instead of 12
+        p.areaRng, p.areaRngLbl, p.maxDets = [p.areaRng[p.areaRngLbl.index("all")]], ["all"], [100]
         with contextlib.redirect_stdout(io.StringIO()):
             self.ev.evaluate()
         self.per_image = list(self.ev.evalImgs)
-        self.n_areas = len(self.ev.params.areaRng)
+        self.t50 = int(np.flatnonzero(np.isclose(p.iouThrs, 0.5))[0])
 
     def ap(self, images) -> tuple[float, float]:
-        """(AP@[.5:.95], AP@0.5) of the images ``images`` (indices, repeats allowed); NaN without references."""
+        """(AP@[.5:.95], AP@0.5) of the images ``images`` (indices, repeats allowed); NaN without references.
+
+        COCOeval's ``accumulate`` on the per-image results of those images, then the two AP lines of its
+        ``summarize`` (``_summarize``: the mean of ``eval["precision"]`` over IoU thresholds, recall points
+        and the category, entries of -1 left out)."""
         images = np.asarray(images, dtype=np.int64)
         ev = self.ev
-        ev.evalImgs = [self.per_image[a * self.n + int(i)] for a in range(self.n_areas) for i in images]
+        ev.evalImgs = [self.per_image[int(i)] for i in images]
         ids = list(range(len(images)))
         ev.params.imgIds = ids
         ev._paramsEval.imgIds = ids
         with contextlib.redirect_stdout(io.StringIO()):
             ev.accumulate()
-            ev.summarize()
-        stats = ev.stats
-        return tuple(float(s) if s > -1 else float("nan") for s in (stats[0], stats[1]))
+        prec = ev.eval["precision"][:, :, :, 0, 0]  # (IoU thresholds, recall points, categories)
+
+        def mean(x):
+            x = x[x > -1]
+            return float(x.mean()) if x.size else float("nan")
+
+        return mean(prec), mean(prec[self.t50])
 
 
 def average_precision(gt: list[list], dets: list[list[dict]], subjects=None, rng: np.random.Generator | None = None,
