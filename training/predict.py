@@ -54,6 +54,8 @@ PREPROCESSING = ("read_xray: grayscale float in [0, 1] (8/16-bit by the dtype's 
                  "input {size} x {size} -> per-image z-score; no randomization (as for validation and test "
                  "images)")
 
+MAX_SHEET = 300  # tiles on the contact sheet
+
 DEFINITIONS = {
     "labels": "argmax over classes of the softmax, resized to the input image bilinearly before the argmax",
     "area_px": "pixels of the input image predicted as the class",
@@ -291,7 +293,8 @@ def _run(task, predictor, files, out, size, override, batch_size, skip_unreadabl
                     ov = _overlay(x.image, res["labels"], lm, [(d["box"], d["score"]) for d in res.get("boxes", [])])
                     ov.save(out / "overlays" / f"{stem}.png")
                     rec["overlay"] = f"overlays/{stem}.png"
-                    overlays.append(ov)
+                    if len(overlays) < MAX_SHEET:
+                        overlays.append(ov)
                     captions.append(_short_caption(task, rec))
                 records.append(rec)
                 bar.update(tid, advance=1)
@@ -299,7 +302,9 @@ def _run(task, predictor, files, out, size, override, batch_size, skip_unreadabl
         raise DataFormatError(f"none of the {len(files)} files could be read: "
                               + "; ".join(s["error"] for s in skipped[:3]))
     if figures:
-        contact_sheet(overlays, captions).save(out / "contact_sheet.png")
+        if len(captions) > MAX_SHEET:
+            notes.append(f"contact_sheet.png shows the first {MAX_SHEET} of {len(captions)} images")
+        contact_sheet(overlays[:MAX_SHEET], captions[:MAX_SHEET]).save(out / "contact_sheet.png")
     return {"images": records, "skipped": skipped, "notes": notes}
 
 
