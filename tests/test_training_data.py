@@ -507,4 +507,5 @@ def test_pixel_size_survives_export_and_reading_back(tmp_path, fmt):
     pitch = _render_tiny_hip(tmp_path / "hip")
     main = export(tmp_path / "hip", tmp_path / fmt, fmt)
     src = open_source(main)
-    assert src.pixel_size_mm == pytest.approx(tuple(pitch)) and not src.pixel_size_note.startswith(("ASSUMED", "unknown"))
+    assert src.pixel_size_mm == pytest.approx(tuple(pitch))
+    assert not src.pixel_size_note.startswith(("ASSUMED", "unknown"))

@@ -178,7 +178,8 @@ def test_tool_detection_ap_and_tip_error_through_evaluation(tmp_path):
     assert s["detection_ap50"]["value"] == pytest.approx(1.0) and s["detection_ap"]["value"] == pytest.approx(1.0)
     assert s["detection_ap50"]["n_subjects"] == 5 and s["detection_ap50"]["ci95"] == [1.0, 1.0]
     # 2 px along v at 0.5 mm pixels (stored 32 px = model 32 px): 1 mm for tip and base
-    assert s["landmark_error_mm/tip"]["mean"] == pytest.approx(1.0) and s["landmark_error_mm/base"]["mean"] == pytest.approx(1.0)
+    assert s["landmark_error_mm/tip"]["mean"] == pytest.approx(1.0)
+    assert s["landmark_error_mm/base"]["mean"] == pytest.approx(1.0)
     # shifted by 4 of 8 columns: IoU = 4 x 6 / (2 x 48 - 24) = 1/3 < 0.5 -> every detection a false positive
     records, _ = evaluate(predictor(4), data, tool, keep_examples=0)
     assert records[0]["top_detection_iou"] == pytest.approx(1 / 3)

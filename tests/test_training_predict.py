@@ -155,7 +155,8 @@ def test_predict_every_format_sees_the_same_image(tool_run, tmp_path):
     assert dm["pixel_size_mm"] == [0.1, 0.2] and "ImagerPixelSpacing" in dm["pixel_size_source"]
     assert dm["landmarks"]["tip"]["u_mm"] == pytest.approx(0.1 * dm["landmarks"]["tip"]["u_px"])
     assert dm["landmarks"]["tip"]["v_mm"] == pytest.approx(0.2 * dm["landmarks"]["tip"]["v_px"])
-    assert by[files["png8"].name]["pixel_size_mm"] is None and by[files["png8"].name]["landmarks"]["tip"]["u_mm"] is None
+    png = by[files["png8"].name]
+    assert png["pixel_size_mm"] is None and png["landmarks"]["tip"]["u_mm"] is None
     row = next(r for r in rows if r["file"].endswith("a_png8.png"))
     assert row["tip_u_mm"] == "" and float(row["tip_u_px"]) == pytest.approx(ref["landmarks"]["tip"]["u_px"])
     # per-class area = mask pixels; boxes are components of the mask, scored in [1/2, 1] (two classes)
