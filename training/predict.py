@@ -46,7 +46,7 @@ from training.data.prepare import model_inputs, resize_image, scale_points
 from training.detection import detect_instances
 from training.evaluation import detection_class
 from training.inference import ModelPredictor, class_index, lesion_fraction, lesion_probability
-from training.report import _PALETTE
+from training.report import PALETTE
 from training.tasks import Task, TrainingError, get_task
 
 PREPROCESSING = ("read_xray: grayscale float in [0, 1] (8/16-bit by the dtype's range; DICOM: modality LUT, VOI "
@@ -95,7 +95,7 @@ def _overlay(image: np.ndarray, labels: np.ndarray, landmarks: np.ndarray, boxes
         size, Image.BILINEAR), dtype=np.float64) / 255.0
     lab = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize(size, Image.NEAREST))
     rgb = np.repeat(grey[..., None], 3, axis=-1)
-    colour = _PALETTE[lab % len(_PALETTE)]
+    colour = PALETTE[lab % len(PALETTE)]
     alpha = 0.35 * (lab > 0)[..., None]
     rgb = (1 - alpha) * rgb + alpha * colour
     im = Image.fromarray((rgb * 255 + 0.5).astype(np.uint8))

@@ -15,7 +15,7 @@ from training.metrics import MIN_SUBJECTS_FOR_CI
 from training.tasks import Task
 
 # distinct colours per class (background transparent)
-_PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
                      [145, 30, 180], [70, 240, 240], [240, 50, 230]], dtype=np.float64) / 255.0
 
 
@@ -67,7 +67,7 @@ def plot_example(example: dict, path, task: Task) -> Path:
         ax.imshow(img, cmap="gray", vmin=0, vmax=1)
         lab = np.asarray(example[f"{key}_labels"])
         rgba = np.zeros((*lab.shape, 4))
-        rgba[..., :3] = _PALETTE[lab % len(_PALETTE)]
+        rgba[..., :3] = PALETTE[lab % len(PALETTE)]
         rgba[..., 3] = 0.4 * (lab > 0)
         ax.imshow(rgba)
         for box in example.get(f"{key}_boxes", []):
