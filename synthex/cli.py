@@ -15,6 +15,7 @@ COMMANDS = {
     "drr": "synthex.commands.drr:drr",
     "train-downstream": "synthex.commands.train:train_downstream",
     "evaluate": "synthex.commands.evaluate:evaluate",
+    "predict": "synthex.commands.predict:predict",
     "export": "synthex.commands.export:export",
     "info": "synthex.commands.info:info",
     "render": "synthex.commands.render:render",

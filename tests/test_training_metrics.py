@@ -95,9 +95,16 @@ def test_bootstrap_ci_matches_scipy_percentile_bootstrap():
     assert ours == pytest.approx((values.mean() - 1.96 * se, values.mean() + 1.96 * se), abs=0.15)
 
 
-def test_summarize_constant_values_have_zero_width_ci():
-    s = M.summarize([0.5, 0.5, 0.5, np.nan], np.random.default_rng(0))
-    assert s == {"mean": 0.5, "std": 0.0, "ci95": [0.5, 0.5], "n": 3}
+def test_summarize_gives_no_interval_below_five_subjects():
+    # one image, or 3 images of one subject: a point value and the reason, never a zero-width interval
+    s = M.summarize([0.5, 0.7, 0.6, np.nan], np.random.default_rng(0), subjects=["a", "a", "a", "b"])
+    assert s["mean"] == pytest.approx(0.6) and s["n_images"] == 3 and s["n_subjects"] == 1
+    assert s["ci95"] is None and s["ci_note"].startswith("no 95% CI: 1 subject, fewer than 5")
+    s = M.summarize([0.5], np.random.default_rng(0))
+    assert s["ci95"] is None and s["std"] == 0.0
+    # constant values of 5 subjects: an interval, of zero width (every resample mean is 0.5)
+    s = M.summarize([0.5] * 5, np.random.default_rng(0))
+    assert s["ci95"] == [0.5, 0.5] and s["n_subjects"] == 5
 
 
 def test_box_iou():
@@ -107,3 +114,65 @@ def test_box_iou():
     mask = np.zeros((5, 5), bool)
     mask[1:3, 2:5] = True
     np.testing.assert_allclose(M.box_from_mask(mask), [1.5, 0.5, 4.5, 2.5])
+
+
+# ---------------------------------------------------------------- subject-clustered bootstrap
+
+def test_clustered_bootstrap_resample_means_by_hand():
+    # subjects "a": images 1, 3; "b": image 10; "c": images 4, 4, 4. Clusters are numbered in sorted
+    # order of their labels (a=0, b=1, c=2); a resample draws 3 subjects and pools their images.
+    values = np.array([1.0, 10.0, 3.0, 4.0, 4.0, 4.0])
+    subjects = ["a", "b", "a", "c", "c", "c"]
+    draws = M.cluster_resample_draws(3, np.random.default_rng(5), 4)
+    by_hand = {0: [1.0, 3.0], 1: [10.0], 2: [4.0, 4.0, 4.0]}
+    expect = [np.mean([v for k in row for v in by_hand[k]]) for row in draws]
+    got = M.cluster_bootstrap_means(values, subjects, np.random.default_rng(5), 4)
+    np.testing.assert_allclose(got, expect)
+    # one resample written out: subjects (a, a, b) -> images 1, 3, 1, 3, 10 -> mean 18 / 5
+    sums, sizes = np.array([4.0, 10.0, 12.0]), np.array([2, 1, 3])
+    row = np.array([0, 0, 1])
+    assert sums[row].sum() / sizes[row].sum() == pytest.approx(18 / 5)
+    # the generic statistic sees the same draws
+    generic = M.cluster_bootstrap(lambda idx: values[idx].mean(), subjects, np.random.default_rng(5), 4)
+    np.testing.assert_allclose(generic, expect)
+
+
+def test_clustered_ci_matches_the_exact_bootstrap_distribution():
+    """With 5 subjects there are 5^5 = 3125 equally likely ordered resamples: enumerate them all
+    (itertools, independent of the sampler) and compare the percentile interval to the sampled one."""
+    import itertools
+
+    rng = np.random.default_rng(2)
+    sizes = [1, 2, 3, 4, 5]
+    values = np.concatenate([rng.normal(k, 0.3, n) for k, n in enumerate(sizes)])
+    subjects = np.repeat([f"s{k}" for k in range(5)], sizes)
+    sums = np.array([values[subjects == f"s{k}"].sum() for k in range(5)])
+    exact = np.array([sums[list(r)].sum() / np.array(sizes)[list(r)].sum()
+                      for r in itertools.product(range(5), repeat=5)])
+    s = M.summarize(values, np.random.default_rng(9), 20000, subjects=subjects)
+    assert s["n_subjects"] == 5 and s["n_images"] == 15
+    assert s["ci95"] == pytest.approx(np.quantile(exact, [0.025, 0.975]), abs=0.03)
+
+
+def test_clustered_ci_is_wider_than_the_image_level_one_for_correlated_views():
+    # 6 subjects x 20 views that share their subject's value (+ small noise): the effective sample size
+    # is 6, not 120, so the image-level bootstrap is far too narrow and the clustered one is not
+    rng = np.random.default_rng(0)
+    subject_values = rng.normal(0.8, 0.1, 6)
+    values = np.repeat(subject_values, 20) + rng.normal(0, 0.005, 120)
+    subjects = np.repeat(np.arange(6), 20)
+    clustered = M.summarize(values, np.random.default_rng(1), 4000, subjects=subjects)["ci95"]
+    naive = M.summarize(values, np.random.default_rng(1), 4000)["ci95"]
+    width = lambda ci: ci[1] - ci[0]
+    assert width(clustered) > 3 * width(naive)
+    # and close to the t-interval over the 6 subject means (mean +/- 2.57 sd / sqrt(6), 5 d.o.f.)
+    se = subject_values.std(ddof=1) / np.sqrt(6)
+    assert width(clustered) == pytest.approx(2 * 2.571 * se, rel=0.35)
+
+
+def test_landmark_error_mm_uses_the_pixel_size_per_axis():
+    # 3 px along u and 4 px along v with 0.5 x 0.25 mm pixels: sqrt(1.5^2 + 1^2) mm
+    err = M.landmark_errors_mm([[3.0, 4.0]], [[0.0, 0.0]], (0.5, 0.25))
+    assert err[0] == pytest.approx(np.hypot(1.5, 1.0))
+    with pytest.raises(ValueError, match="two positive numbers"):
+        M.landmark_errors_mm([[0.0, 0.0]], [[1.0, 1.0]], (0.5, -1))

@@ -111,8 +111,11 @@ def test_train_downstream_and_evaluate_commands(toy_hip, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     s = m["summary"]["landmark_error_mm_mean"]
     per = [p["landmark_error_mm_mean"] for p in m["per_image"]]
-    assert s["mean"] == pytest.approx(np.mean(per)) and s["n"] == len(per)
-    assert s["ci95"][0] <= s["mean"] <= s["ci95"][1]
+    assert s["mean"] == pytest.approx(np.mean(per)) and s["n"] == s["n_images"] == len(per)
+    # 15% of 5 subjects are held out: 1 subject, too few for an interval; the reason is stated
+    assert s["n_subjects"] == len({p["subject"] for p in m["per_image"]}) == 1
+    assert s["ci95"] is None and "1 subject, fewer than 5" in s["ci_note"]
+    assert "clustered by subject" in m["ci"] and "no CI (1 subject < 5)" in (out / "report.md").read_text()
     # held-out test subjects were in neither training nor validation
     test_subjects = {p["subject"] for p in m["per_image"]}
     assert test_subjects.isdisjoint(m["training"]["splits"]["train"] + m["training"]["splits"]["val"])
@@ -124,7 +127,14 @@ def test_train_downstream_and_evaluate_commands(toy_hip, tmp_path):
     ev = tmp_path / "eval"
     r = runner.invoke(cli, ["evaluate", str(out / "best.pt"), str(toy_hip), "--out", str(ev), "--device", "cpu"])
     assert r.exit_code == 0, r.output
-    assert len(json.loads((ev / "metrics.json").read_text())["per_image"]) == 15
+    m = json.loads((ev / "metrics.json").read_text())
+    assert len(m["per_image"]) == 15
+    s = m["summary"]["dice_mean"]  # 5 subjects x 3 images: an interval, from subjects
+    assert s["n_subjects"] == 5 and s["n_images"] == 15 and s["ci95"][0] <= s["mean"] <= s["ci95"][1]
+    assert m["pixel_size"]["note"] == "manifest.json pixel_size_mm"
+    # a training output folder works as well as its best.pt
+    r = runner.invoke(cli, ["evaluate", str(out), str(toy_hip), "--out", str(tmp_path / "eval2"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
 
 
 def test_commands_give_clear_errors(toy_hip, tmp_path):
@@ -133,7 +143,7 @@ def test_commands_give_clear_errors(toy_hip, tmp_path):
     assert r.exit_code != 0 and "unknown task 'knee'" in r.output and "Traceback" not in r.output
     r = runner.invoke(cli, ["train-downstream", "--task", "covid", "--train", str(toy_hip), "--out", str(tmp_path),
                             "--image-size", "32", "--model-size", "tiny"])
-    assert r.exit_code != 0 and "lacks ['lesion']" in r.output
+    assert r.exit_code != 0 and "lacks [" in r.output and "'lesion'" in r.output
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     r = runner.invoke(cli, ["evaluate", str(bad), str(toy_hip)])
@@ -141,18 +151,12 @@ def test_commands_give_clear_errors(toy_hip, tmp_path):
 
 
 def test_covid_task_trains_and_reports_presence_metrics(tmp_path):
-    rng = np.random.default_rng(0)
-    samples, subjects = [], []
-    for i in range(12):
-        img = rng.random((32, 32)).astype(np.float32) * 0.3
-        lab = np.zeros((32, 32), np.uint8)
-        if i % 2:
-            lab[8:16, 10:20] = 1
-            img[lab > 0] += 0.6
-        samples.append({"image": img, "labels": lab, "landmarks": np.zeros((0, 2)), "landmark_visible": np.zeros(0)})
-        subjects.append(i // 2)
-    root = write_synthex_layout(tmp_path / "covid", samples, subjects, classes=["background", "lesion"],
-                                landmarks=[], task="covid")
+    from training.tasks import get_task
+    from training.toydata import toy_covid_samples
+
+    classes = list(get_task("covid").classes)
+    root = write_synthex_layout(tmp_path / "covid", toy_covid_samples(12, 32, classes), [i // 2 for i in range(12)],
+                                classes=classes, landmarks=[], task="covid")
     from training.run import train_downstream
 
     res = train_downstream(TrainConfig(task="covid", image_size=32, model_size="tiny", epochs=1, batch_size=4,
@@ -185,7 +189,8 @@ def test_learning_beats_trivial_baselines_on_toy_hip(tmp_path):
     predict-the-mean-landmark on held-out subjects (the benchmark does the same at full size)."""
     from benchmarks.train_hip import main
 
-    main(["--toy", "12x10", "--image-size", "64", "--epochs", "15", "--out", str(tmp_path / "run"),
+    # 40 subjects, so that the 15% held out are enough subjects (>= 5) for subject-clustered intervals
+    main(["--toy", "40x3", "--image-size", "64", "--epochs", "15", "--out", str(tmp_path / "run"),
           "--result", "_slow_test_train_hip"])
     from benchmarks.train_hip import RESULTS
 

@@ -1,67 +1,64 @@
 """Run a predictor over task images and compute per-image metrics; summarize them.
 
 A predictor is any callable ``predictor(batch) -> {"labels": (B, H, W) long,
-"lesion_score": (B,) float or None, "landmarks": (B, L, 2) float}`` on a batch from
-:func:`training.data.prepare.collate`, so the trained model and the trivial
-baselines (predict background, predict the mean landmark) go through the same
-evaluation code.
+"probabilities": (B, C, H, W) float (optional), "landmarks": (B, L, 2) float}``
+on a batch from :func:`training.data.prepare.collate`, so the trained model
+(:class:`training.inference.ModelPredictor`) and the trivial baselines (predict
+background, predict the mean landmark) go through the same evaluation code.
+Test images are never randomized: :class:`~training.data.prepare.TaskImages`
+items go straight to :func:`~training.data.prepare.collate`.
+
+Per task metric group (``Task.metrics``), per image:
+
+* ``dice``: Dice per class and their mean (:func:`training.metrics.dice_per_class`);
+* ``landmarks``: error per landmark in px at the model input and, where the
+  image's pixel size is known, in mm at the detector (px x pixel size x
+  downsample, per axis);
+* ``detection``: scored boxes (:mod:`training.detection`) and the reference box;
+  the dataset-level COCO AP@0.5 and AP@[.5:.95] are in the summary;
+* ``pixel_confusion``: pixel TP/FP/TN/FN of the ``lesion`` class (of all
+  foreground if the task has no such class) and the rates from them;
+* ``presence``: whether the reference has a lesion and the image-level
+  ``lesion_probability`` (:func:`training.inference.lesion_probability`);
+  ``lesion_dice`` on images whose reference has a lesion; with a ``lung``
+  class, the predicted and reference ``lesion_fraction`` and their difference.
+
+:func:`summarize_records` gives every metric its mean, std and a subject-clustered
+95% bootstrap CI (:mod:`training.metrics`), the image-level AUC (when the images
+hold both lesion-free and lesion images), AP and pooled pixel rates.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from training import metrics as M
 from training.data.prepare import TaskImages, collate
+from training.detection import average_precision, detect_instances, reference_boxes
+from training.inference import (ModelPredictor, class_index, decode_heatmaps,  # noqa: F401 (re-exported)
+                                lesion_fraction, lesion_probability, probabilities_or_onehot)
 from training.tasks import Task
 
 
-def decode_heatmaps(logits: torch.Tensor) -> torch.Tensor:
-    """``(B, L, H, W)`` heatmap logits -> ``(B, L, 2)`` (u, v): the argmax refined per axis by
-    the vertex of the parabola through the logits at the argmax and its two neighbours.
-    The heatmap loss makes the logits a log-Gaussian (up to a constant), a parabola in
-    each axis, so the refinement is exact for a well-trained head."""
-    B, L, H, W = logits.shape
-    x = logits.float().reshape(B * L, H, W)
-    arg = x.reshape(B * L, -1).argmax(dim=-1)
-    v0, u0 = arg // W, arg % W
-    n = torch.arange(B * L, device=x.device)
-
-    def vertex(center, lo, hi):
-        denom = lo - 2 * center + hi  # < 0 at a strict maximum
-        off = torch.where(denom < 0, 0.5 * (lo - hi) / denom.clamp(max=-1e-12), torch.zeros_like(denom))
-        return off.clamp(-0.5, 0.5)
-
-    c = x[n, v0, u0]
-    um, up = x[n, v0, (u0 - 1).clamp(min=0)], x[n, v0, (u0 + 1).clamp(max=W - 1)]
-    vm, vp = x[n, (v0 - 1).clamp(min=0), u0], x[n, (v0 + 1).clamp(max=H - 1), u0]
-    du = torch.where((u0 > 0) & (u0 < W - 1), vertex(c, um, up), torch.zeros_like(c))
-    dv = torch.where((v0 > 0) & (v0 < H - 1), vertex(c, vm, vp), torch.zeros_like(c))
-    return torch.stack([u0.float() + du, v0.float() + dv], dim=-1).reshape(B, L, 2)
+def _pixel_scale(item: dict, override) -> np.ndarray | None:
+    """mm per model-input pixel, per axis (u, v), or None when the pixel size is unknown."""
+    px = np.asarray(override if override is not None else item.get("pixel_size_mm", (np.nan, np.nan)),
+                    dtype=np.float64).reshape(-1)
+    if px.size == 1:
+        px = np.repeat(px, 2)
+    if not np.all(np.isfinite(px)):
+        return None
+    return px * np.asarray(item["downsample"], dtype=np.float64)
 
 
-class ModelPredictor:
-    def __init__(self, model, device="cpu", amp: bool = False):
-        self.model, self.device, self.amp = model, torch.device(device), amp
-
-    @torch.no_grad()
-    def __call__(self, batch: dict) -> dict:
-        self.model.eval()
-        x = batch["images"].to(self.device)
-        with torch.autocast(device_type=self.device.type, enabled=self.amp and self.device.type == "cuda"):
-            seg, hm = self.model(x)
-        prob = torch.softmax(seg.float(), dim=1)
-        out = {"labels": prob.argmax(dim=1).cpu(),
-               "lesion_score": prob[:, 1:].amax(dim=(1, 2, 3)).cpu() if prob.shape[1] > 1 else None,
-               "landmarks": decode_heatmaps(hm.float()).cpu() if hm is not None
-               else torch.zeros(x.shape[0], 0, 2)}
-        return out
-
-
-def evaluate(predictor, data: TaskImages, task: Task, pixel_size_mm: float | None, *, batch_size: int = 8,
+def evaluate(predictor, data: TaskImages, task: Task, pixel_size_mm=None, *, batch_size: int = 8,
              heatmap_sigma: float = 2.0, keep_examples: int = 4, progress=None) -> tuple[list[dict], list[dict]]:
-    """Per-image metric records (and up to ``keep_examples`` predictions for figures)."""
+    """Per-image metric records (and up to ``keep_examples`` predictions for figures).
+
+    ``pixel_size_mm``: mm per stored-image pixel (a number or ``(du, dv)``) that overrides the
+    data's own; None (default): each image's pixel size as its reader gave it."""
+    lesion, lung = class_index(task, "lesion"), class_index(task, "lung")
+    target = lesion  # the class of pixel confusion and image-level presence
     records, examples = [], []
     for start in range(0, len(data), batch_size):
         items = [data[k] for k in range(start, min(start + batch_size, len(data)))]
@@ -69,9 +66,13 @@ def evaluate(predictor, data: TaskImages, task: Task, pixel_size_mm: float | Non
         pred = predictor(batch)
         for b, item in enumerate(items):
             k = int(item["index"])
-            rec = {"name": data.source.names[data.indices[k]], "subject": data.subjects[k]}
+            scale = _pixel_scale(item, pixel_size_mm)
+            rec = {"name": data.source.names[data.indices[k]], "subject": data.subjects[k],
+                   "pixel_size_mm": None if scale is None else
+                   [float(x) for x in scale / np.asarray(item["downsample"], dtype=np.float64)]}
             true_lab = batch["labels"][b].numpy()
             pred_lab = np.asarray(pred["labels"][b])
+            prob = probabilities_or_onehot(pred, b, task.num_classes)
             if "dice" in task.metrics:
                 d = M.dice_per_class(pred_lab, true_lab, task.num_classes)
                 rec["dice"] = {c: _num(x) for c, x in zip(task.classes[1:], d)}
@@ -80,35 +81,60 @@ def evaluate(predictor, data: TaskImages, task: Task, pixel_size_mm: float | Non
                 true = np.where(item["visible"][:, None], item["keypoints"], np.nan)
                 pl = np.asarray(pred["landmarks"][b], dtype=np.float64)
                 err = M.landmark_errors(pl, true)
-                # per-axis downsample (equal for square images: then mm = px * pitch * downsample)
-                ds = np.asarray(item["downsample"], dtype=np.float64)
                 rec["landmark_error_px"] = {n: _num(e) for n, e in zip(task.landmarks, err)}
                 rec["landmark_error_px_mean"] = _num(np.nanmean(err)) if np.any(np.isfinite(err)) else None
-                if pixel_size_mm:
-                    mm = M.px_to_mm(M.landmark_errors(pl * ds, true * ds), pixel_size_mm)
+                if scale is not None:
+                    mm = M.landmark_errors_mm(pl, true, scale)
                     rec["landmark_error_mm"] = {n: _num(e) for n, e in zip(task.landmarks, mm)}
                     rec["landmark_error_mm_mean"] = _num(np.nanmean(mm)) if np.any(np.isfinite(mm)) else None
             if "detection" in task.metrics:
-                tb, pb = M.box_from_mask(true_lab > 0), M.box_from_mask(pred_lab > 0)
-                if np.all(np.isfinite(tb)):
-                    rec["box_iou"] = _num(M.box_iou(pb, tb))
-                    rec["detected"] = float(rec["box_iou"] >= 0.5)
+                c = detection_class(task)
+                dets = detect_instances(prob[c], pred_lab == c)
+                gt = reference_boxes(true_lab == c)
+                rec["detections"] = dets
+                rec["reference_boxes"] = gt
+                if gt:
+                    rec["top_detection_iou"] = _num(M.box_iou(np.asarray(dets[0]["box"]), np.asarray(gt[0]))) \
+                        if dets else 0.0
             if "pixel_confusion" in task.metrics:
-                rec.update({k2: _num(v) for k2, v in M.confusion_metrics(
-                    *M.binary_confusion(pred_lab > 0, true_lab > 0)).items()})
-                rec["confusion"] = list(M.binary_confusion(pred_lab > 0, true_lab > 0))
-            if "presence" in task.metrics and pred.get("lesion_score") is not None:
-                rec["presence_true"] = bool((true_lab > 0).any())
-                rec["presence_score"] = float(pred["lesion_score"][b])
+                p, t = (pred_lab == target, true_lab == target) if target is not None else (pred_lab > 0, true_lab > 0)
+                conf = M.binary_confusion(p, t)
+                rec.update({k2: _num(v) for k2, v in M.confusion_metrics(*conf).items()})
+                rec["confusion"] = list(conf)
+            if "presence" in task.metrics:
+                cls = target if target is not None else None
+                fg = prob[cls] if cls is not None else 1.0 - prob[0]
+                has = (true_lab == cls) if cls is not None else (true_lab > 0)
+                rec["presence_true"] = bool(has.any())
+                rec["presence_score"] = lesion_probability(fg)
+                if rec["presence_true"] and cls is not None:
+                    rec["lesion_dice"] = _num(M.dice_per_class(pred_lab == cls, true_lab == cls, 2)[0])
+                if lung is not None and lesion is not None:
+                    fp, ft = lesion_fraction(pred_lab, lung, lesion), lesion_fraction(true_lab, lung, lesion)
+                    rec["lesion_fraction_pred"], rec["lesion_fraction_true"] = _num(fp), _num(ft)
+                    rec["lesion_fraction_abs_error"] = _num(abs(fp - ft))
             records.append(rec)
             if len(examples) < keep_examples:
                 examples.append({"name": rec["name"], "image": item["image"], "true_labels": true_lab,
                                  "pred_labels": pred_lab, "true_landmarks": np.where(
                                      item["visible"][:, None], item["keypoints"], np.nan),
-                                 "pred_landmarks": np.asarray(pred["landmarks"][b])})
+                                 "pred_landmarks": np.asarray(pred["landmarks"][b]),
+                                 "pred_boxes": [d["box"] for d in rec.get("detections", [])]})
         if progress is not None:
             progress(len(items))
     return records, examples
+
+
+def detection_class(task: Task) -> int:
+    """The class a detection task boxes: its only foreground class, else the one named ``tool``."""
+    if task.num_classes == 2:
+        return 1
+    c = class_index(task, "tool")
+    if c is None:
+        from training.tasks import TrainingError
+
+        raise TrainingError(f"task {task.name!r} reports detection but has several classes and none named 'tool'")
+    return c
 
 
 def _num(x):
@@ -116,11 +142,16 @@ def _num(x):
     return x if np.isfinite(x) else None
 
 
+SKIP_COLUMNS = ("confusion",)
+
+
 def scalar_columns(records: list[dict]) -> dict[str, np.ndarray]:
-    """Flatten per-image records into named columns of floats (None -> NaN)."""
+    """Flatten per-image records into named columns of floats (None -> NaN); lists and flags are left out."""
     cols: dict[str, list] = {}
     for i, rec in enumerate(records):
         for key, val in rec.items():
+            if key in SKIP_COLUMNS or key == "pixel_size_mm":
+                continue
             items = val.items() if isinstance(val, dict) else [(None, val)]
             for sub, v in items:
                 if isinstance(v, bool) or not (v is None or isinstance(v, (int, float))):
@@ -130,21 +161,49 @@ def scalar_columns(records: list[dict]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in cols.items()}
 
 
-def summarize_records(records: list[dict], seed: int = 0, n_resamples: int = 2000) -> dict:
-    """mean, std, 95% bootstrap CI per metric; dataset-level AUC (bootstrapped) and pooled confusion."""
-    out = {name: M.summarize(v, np.random.default_rng([seed, k]), n_resamples)
+def summarize_records(records: list[dict], seed: int = 0, n_resamples: int = 2000,
+                      min_subjects: int = M.MIN_SUBJECTS_FOR_CI) -> dict:
+    """Per metric: mean, std and subject-clustered 95% bootstrap CI (``records[i]["subject"]``
+    is the unit); image-level AUC, COCO AP and pooled pixel rates where the task has them."""
+    subjects = [str(r["subject"]) for r in records]
+    out = {name: M.summarize(v, np.random.default_rng([seed, k]), n_resamples, subjects, min_subjects)
            for k, (name, v) in enumerate(sorted(scalar_columns(records).items()))}
     if records and "presence_score" in records[0]:
-        s = np.array([r["presence_score"] for r in records])
-        y = np.array([r["presence_true"] for r in records])
-        rng = np.random.default_rng([seed, 10_000])
-        boots = [M.roc_auc(s[i], y[i]) for i in rng.integers(0, len(s), (n_resamples, len(s)))]
-        boots = np.asarray(boots)[np.isfinite(boots)]
-        auc = M.roc_auc(s, y)
-        out["presence_auc"] = {"value": _num(auc), "ci95": [float(np.quantile(boots, 0.025)),
-                                                           float(np.quantile(boots, 0.975))] if len(boots) else
-                               [None, None], "n": len(s)}
+        out["presence_auc"] = presence_auc(records, np.random.default_rng([seed, 10_000]), n_resamples,
+                                           min_subjects)
+    if records and "detections" in records[0]:
+        ap = average_precision([r["reference_boxes"] for r in records], [r["detections"] for r in records],
+                               subjects, np.random.default_rng([seed, 20_000]), n_resamples, min_subjects)
+        out["detection_ap"], out["detection_ap50"] = ap["ap"], ap["ap50"]
     if records and "confusion" in records[0]:
         tp, fp, tn, fn = np.sum([r["confusion"] for r in records], axis=0)
         out["pixel_confusion_pooled"] = {k: _num(v) for k, v in M.confusion_metrics(tp, fp, tn, fn).items()}
+    return out
+
+
+def presence_auc(records: list[dict], rng: np.random.Generator, n_resamples: int = 2000,
+                 min_subjects: int = M.MIN_SUBJECTS_FOR_CI) -> dict:
+    """Image-level ROC AUC of ``presence_score`` against ``presence_true``, with a subject-clustered
+    CI (resamples lacking either class are left out and counted); a note when it is undefined."""
+    s = np.array([r["presence_score"] for r in records], dtype=np.float64)
+    y = np.array([r["presence_true"] for r in records], dtype=bool)
+    subjects = [str(r["subject"]) for r in records]
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    out = {"value": None, "ci95": None, "n_images": len(s), "n_positive": n_pos, "n_negative": n_neg,
+           "n_subjects": len(set(subjects))}
+    if n_pos == 0 or n_neg == 0:
+        missing = "lesion-free (negative)" if n_neg == 0 else "lesion (positive)"
+        out["note"] = (f"AUC undefined: the {len(s)} test images include no {missing} image; "
+                       "add such images to the test set")
+        return out
+    out["value"] = float(M.roc_auc(s, y))
+    reason = M.no_ci_reason(out["n_subjects"], min_subjects)
+    if reason:
+        out["ci_note"] = reason
+        return out
+    boots = M.cluster_bootstrap(lambda idx: M.roc_auc(s[idx], y[idx]), subjects, rng, n_resamples)
+    ok = np.isfinite(boots)
+    out["ci95"] = list(M.percentile_interval(boots))
+    if not ok.all():
+        out["ci_note"] = f"{int((~ok).sum())} of {n_resamples} resamples lacked one class and were left out"
     return out

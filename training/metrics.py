@@ -14,8 +14,14 @@ Definitions (also in docs/training.md):
   denominator is 0.
 * AUC: the probability that a random positive scores above a random negative
   (ties count 1/2), i.e. the Mann-Whitney U statistic / (n_pos n_neg).
-* 95% CI: percentile bootstrap over images with ``n_resamples`` resamples
-  drawn by the given ``numpy.random.Generator``.
+* 95% CI: percentile bootstrap with ``n_resamples`` resamples drawn by the
+  given ``numpy.random.Generator``, clustered by subject: views of one CT,
+  phantom, specimen or patient are not independent, so a resample draws
+  *subjects* with replacement (as many as there are) and takes every image of
+  each drawn subject; the statistic (e.g. the mean over images) is computed on
+  that pooled set. With fewer than :data:`MIN_SUBJECTS_FOR_CI` subjects no
+  interval is given (a bootstrap over 1-4 units says nothing about the spread of
+  a population): the point value is reported with the reason.
 """
 
 from __future__ import annotations
@@ -41,6 +47,16 @@ def landmark_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     """Per-landmark Euclidean distance between ``(L, 2)`` point sets (NaN where ``true`` is NaN)."""
     pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
     return np.sqrt(np.sum((pred - true) ** 2, axis=-1))
+
+
+def landmark_errors_mm(pred: np.ndarray, true: np.ndarray, mm_per_px) -> np.ndarray:
+    """Per-landmark Euclidean distance in mm with a pixel size per axis: ``mm_per_px = (mm per
+    pixel along u, mm per pixel along v)`` of the grid the points are given on (for points at
+    the model input: the stored image's pixel size x the downsample factor, per axis)."""
+    s = np.asarray(mm_per_px, dtype=np.float64).reshape(-1)
+    if s.shape != (2,) or not np.all(np.isfinite(s) & (s > 0)):
+        raise ValueError(f"mm_per_px must be two positive numbers (u, v), got {mm_per_px!r}")
+    return landmark_errors(np.asarray(pred, dtype=np.float64) * s, np.asarray(true, dtype=np.float64) * s)
 
 
 def px_to_mm(error_px, pixel_size_mm: float, downsample: float = 1.0):
@@ -110,30 +126,100 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return _ratio(inter, union)
 
 
-def bootstrap_ci(values, rng: np.random.Generator, n_resamples: int = 2000,
-                 confidence: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean. NaN values are dropped first.
+MIN_SUBJECTS_FOR_CI = 5
 
-    Resample ``b`` is ``values[idx[b]]`` with ``idx = rng.integers(0, n, (n_resamples, n))``;
-    the bounds are ``np.quantile`` of the resample means at ``(1 -/+ confidence) / 2``.
+
+def _clusters(values, clusters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Finite ``values``, their cluster index (clusters in sorted order of their labels) and the labels."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    c = np.asarray([str(x) for x in clusters]) if clusters is not None else np.arange(len(v))
+    if len(c) != len(v):
+        raise ValueError(f"{len(v)} values but {len(c)} cluster labels")
+    ok = np.isfinite(v)
+    labels, inverse = np.unique(c[ok], return_inverse=True)
+    return v[ok], inverse, labels
+
+
+def cluster_resample_draws(n_clusters: int, rng: np.random.Generator, n_resamples: int) -> np.ndarray:
+    """``(n_resamples, n_clusters)`` cluster indices drawn with replacement: resample ``b`` takes
+    clusters ``draws[b]`` (clusters numbered in sorted order of their labels)."""
+    return rng.integers(0, n_clusters, size=(n_resamples, n_clusters))
+
+
+def cluster_bootstrap_means(values, clusters, rng: np.random.Generator, n_resamples: int = 2000) -> np.ndarray:
+    """Means of ``n_resamples`` subject-clustered bootstrap resamples of ``values`` (NaN dropped first).
+
+    Resample ``b`` draws clusters ``draws[b]`` (:func:`cluster_resample_draws`) and pools every
+    value of each drawn cluster (a cluster drawn twice counts twice); its mean is
+    ``sum of the drawn clusters' sums / sum of their sizes``. ``clusters=None``: each value
+    is its own cluster (the ordinary bootstrap over independent values).
     """
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
+    v, inv, labels = _clusters(values, clusters)
     if len(v) == 0:
+        return np.zeros(0)
+    sums = np.bincount(inv, weights=v, minlength=len(labels))
+    sizes = np.bincount(inv, minlength=len(labels)).astype(np.float64)
+    draws = cluster_resample_draws(len(labels), rng, n_resamples)
+    return sums[draws].sum(axis=1) / sizes[draws].sum(axis=1)
+
+
+def cluster_bootstrap(statistic, clusters, rng: np.random.Generator, n_resamples: int = 2000) -> np.ndarray:
+    """``statistic(image_indices)`` on ``n_resamples`` subject-clustered resamples of the images
+    ``0 .. len(clusters) - 1`` (the same draws as :func:`cluster_bootstrap_means`): an array of
+    shape ``(n_resamples,)``, or ``(n_resamples, k)`` for a statistic returning ``k`` numbers.
+    A statistic undefined on a resample (e.g. an AUC without negatives) should return NaN."""
+    c = np.asarray([str(x) for x in clusters])
+    labels, inverse = np.unique(c, return_inverse=True)
+    members = [np.flatnonzero(inverse == k) for k in range(len(labels))]
+    draws = cluster_resample_draws(len(labels), rng, n_resamples)
+    return np.asarray([statistic(np.concatenate([members[k] for k in row])) for row in draws], dtype=np.float64)
+
+
+def percentile_interval(boots, confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates (non-finite replicates dropped)."""
+    b = np.asarray(boots, dtype=np.float64)
+    b = b[np.isfinite(b)]
+    if len(b) == 0:
         return float("nan"), float("nan")
-    idx = rng.integers(0, len(v), size=(n_resamples, len(v)))
-    means = v[idx].mean(axis=1)
     alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    lo, hi = np.quantile(b, [alpha, 1.0 - alpha])
     return float(lo), float(hi)
 
 
-def summarize(values, rng: np.random.Generator, n_resamples: int = 2000) -> dict:
-    """mean, std (ddof=1), 95% bootstrap CI and count of the finite values."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
+def bootstrap_ci(values, rng: np.random.Generator, n_resamples: int = 2000,
+                 confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of independent values (each its own cluster). NaN
+    values are dropped first. Resample ``b`` is ``values[idx[b]]`` with
+    ``idx = rng.integers(0, n, (n_resamples, n))``."""
+    return percentile_interval(cluster_bootstrap_means(values, None, rng, n_resamples), confidence)
+
+
+def no_ci_reason(n_subjects: int, min_subjects: int = MIN_SUBJECTS_FOR_CI) -> str | None:
+    """Why no interval is given (None when one is)."""
+    if n_subjects >= min_subjects:
+        return None
+    return (f"no 95% CI: {n_subjects} subject{'s' if n_subjects != 1 else ''}, fewer than {min_subjects} "
+            "(subjects, not images, are the resampled unit)")
+
+
+def summarize(values, rng: np.random.Generator, n_resamples: int = 2000, subjects=None,
+              min_subjects: int = MIN_SUBJECTS_FOR_CI) -> dict:
+    """mean, std over images (ddof=1), subject-clustered 95% bootstrap CI, image and subject
+    counts of the finite values. ``subjects=None``: every value is its own subject.
+    ``ci95`` is ``None`` (with ``ci_note`` saying why) below ``min_subjects`` subjects."""
+    v, inv, labels = _clusters(values, subjects)
+    k = len(labels)
+    out = {"mean": None, "std": None, "ci95": None, "n": int(len(v)), "n_images": int(len(v)),
+           "n_subjects": int(k)}
     if len(v) == 0:
-        return {"mean": None, "std": None, "ci95": [None, None], "n": 0}
-    lo, hi = bootstrap_ci(v, rng, n_resamples)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-            "ci95": [lo, hi], "n": int(len(v))}
+        out["ci_note"] = "no finite values"
+        return out
+    out["mean"], out["std"] = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    reason = no_ci_reason(k, min_subjects)
+    if reason:
+        out["ci_note"] = reason
+        return out
+    sub = None if subjects is None else np.asarray([str(x) for x in subjects])[
+        np.isfinite(np.asarray(values, dtype=np.float64).reshape(-1))]
+    out["ci95"] = list(percentile_interval(cluster_bootstrap_means(v, sub, rng, n_resamples)))
+    return out

@@ -138,13 +138,39 @@ def write_synthex_layout(root, samples: list[dict], subjects, *, classes, landma
         shards.append({"file": name, "sha256": digest, "count": n, "first_index": first})
     manifest = {"format": "synthex-dataset", "format_version": 2, "synthex_version": "0.1.0", "task": task,
                 "seed": seed, "config": {"generator": "training.toydata"}, "image_size": [H, W],
-                "pixel_size_mm": list(pixel_size_mm), "classes": list(classes), "landmarks": list(landmarks),
+                "classes": list(classes), "landmarks": list(landmarks),
                 "camera_model": {"convention": "synthex", "world": "RAS mm"}, "shards": shards,
                 "counts": {"images": len(samples), "subjects": len(set(subjects))}}
+    if pixel_size_mm is not None:  # None: a dataset that does not state its pixel size (for tests)
+        manifest["pixel_size_mm"] = list(pixel_size_mm)
     tmp = root / ".manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
     tmp.rename(root / "manifest.json")
     return root
+
+
+def toy_covid_samples(n: int, size: int, classes, seed: int = 0) -> list[dict]:
+    """Toy chest-like images for the covid task with the given class names: two bright-ish "lungs"
+    (labelled when ``classes`` has ``lung``) and, in every odd image, a brighter square "lesion" inside
+    the left one (lesion wins the overlap). NOT a simulator; for tests."""
+    classes = list(classes)
+    lung, lesion = (classes.index(c) if c in classes else 0 for c in ("lung", "lesion"))
+    rng = np.random.default_rng([seed, 7])
+    out = []
+    for i in range(n):
+        lab = np.zeros((size, size), np.uint8)
+        img = 0.2 + 0.1 * rng.random((size, size))
+        a, b = size // 6, size // 2
+        for c0 in (a // 2 + 1, size - a // 2 - 1 - 2 * a):
+            lab[a:a + b, c0:c0 + 2 * a] = lung
+            img[a:a + b, c0:c0 + 2 * a] -= 0.1
+        if i % 2:
+            r0, c0 = a + b // 4, a // 2 + 1 + a // 2
+            lab[r0:r0 + a, c0:c0 + a] = lesion
+            img[r0:r0 + a, c0:c0 + a] += 0.5
+        out.append({"image": np.clip(img, 0, 1).astype(np.float32), "labels": lab, "landmarks": np.zeros((0, 2)),
+                    "landmark_visible": np.zeros(0)})
+    return out
 
 
 def write_toy_hip_dataset(root, n_subjects: int, per_subject: int, size: int = 128, seed: int = 0,

@@ -1,4 +1,4 @@
-"""``synthex evaluate``: test a trained checkpoint on an external dataset."""
+"""``synthex evaluate``: test a trained checkpoint on an external labelled dataset."""
 
 from __future__ import annotations
 
@@ -10,16 +10,19 @@ from synthex.commands.train import DATA_FORMATS
 
 
 @click.command()
-@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("checkpoint", metavar="RUN", type=click.Path(exists=True, path_type=Path))
 @click.argument("dataset", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(DATA_FORMATS),
               default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval-output"),
               show_default=True)
-@click.option("--pixel-size", type=float, default=None, help="Detector pixel pitch (mm) if the data lacks it.")
+@click.option("--pixel-size", type=float, default=None,
+              help="mm per stored-image pixel; replaces what the data says (default: the data's own value; "
+                   "where the data has none, no mm metrics).")
 @click.option("--device", default="auto", show_default=True)
 def evaluate(checkpoint, dataset, fmt, out, pixel_size, device):
-    """Evaluate CHECKPOINT (from train-downstream) on DATASET; write metrics.json and report.md to OUT."""
+    """Evaluate RUN (a train-downstream output folder, or its best.pt) on the labelled DATASET; write
+    metrics.json, report.md and model_card.md to OUT. For unlabelled X-rays use `synthex predict`."""
     from training.run import evaluate_checkpoint
     from training.tasks import TrainingError
 

@@ -26,7 +26,8 @@ DATA_FORMATS = ["auto", "synthex", "coco", "deepfluoro", "folder", "synthex-inde
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--randomization", type=click.Choice(["none", "mild", "strong"]), default="strong",
-              show_default=True, help="On-the-fly image randomization preset.")
+              show_default=True, help="On-the-fly image randomization of training images (never of validation "
+                                      "or test images).")
 @click.option("--val-fraction", type=float, default=0.2, show_default=True)
 @click.option("--patience", type=int, default=5, show_default=True, help="Early stopping patience (epochs).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -34,7 +35,9 @@ DATA_FORMATS = ["auto", "synthex", "coco", "deepfluoro", "folder", "synthex-inde
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (CUDA only).")
 @click.option("--deterministic/--no-deterministic", default=True, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
-@click.option("--pixel-size", type=float, default=None, help="Detector pixel pitch (mm) if the data lacks it.")
+@click.option("--pixel-size", type=float, default=None,
+              help="mm per stored-image pixel; replaces what the data says (default: the data's own value; "
+                   "where the data has none, no mm metrics).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
 def train_downstream(task, train_paths, test_paths, val_paths, fmt, out, image_size, model_size, epochs, batch_size,
                      lr, randomization, val_fraction, patience, seed, device, amp, deterministic, workers,
@@ -61,6 +64,7 @@ def _echo_summary(summary: dict, out: Path):
     from training.report import summary_table
 
     keys = [k for k in summary if k in ("dice_mean", "landmark_error_mm_mean", "landmark_error_px_mean",
-                                         "detected", "f1", "sensitivity", "specificity", "presence_auc")]
+                                         "detection_ap50", "detection_ap", "lesion_dice", "f1", "sensitivity",
+                                         "specificity", "presence_auc", "lesion_fraction_abs_error")]
     click.echo(summary_table({k: summary[k] for k in keys}))
     click.echo(f"report: {out / 'report.md'}")

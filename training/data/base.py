@@ -8,7 +8,13 @@ Conventions (the same as :mod:`domain_randomization.image`):
   ``(0, 0)`` the centre of the top-left pixel, NaN where undefined; order of
   ``Source.landmarks``;
 * ``subject``: the CT / specimen / patient the image came from, a string; splits
-  never put one subject in two parts.
+  never put one subject in two parts;
+* pixel size: ``(du, dv)``, mm per pixel of the *stored* image along u (columns)
+  and v (rows), at the detector. Per image (``Record.pixel_size_mm``, e.g. COCO's
+  ``images[i].pixel_size_mm``) or per dataset (``Source.pixel_size_mm``); where
+  neither says, it is unknown (``None``) and no mm metric is computed: a reader
+  never assumes one silently. ``Source.pixel_size_note`` says where the value
+  came from (or that it is an assumption, for DeepFluoro files without it).
 """
 
 from __future__ import annotations
@@ -19,6 +25,35 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from training.tasks import TrainingError
+
+PixelSize = tuple[float, float]
+
+
+def as_pixel_size(value, where: str = "pixel size") -> PixelSize | None:
+    """``(du, dv)`` in mm from a number (square pixels) or a pair; ``None`` stays ``None``."""
+    if value is None:
+        return None
+    try:
+        arr = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        arr = np.zeros(0)
+    if arr.size == 1:
+        arr = np.repeat(arr, 2)
+    if arr.shape != (2,) or not np.all(np.isfinite(arr) & (arr > 0)):
+        raise DataFormatError(f"{where}: expected a positive number or [du, dv] in mm, got {value!r}")
+    return float(arr[0]), float(arr[1])
+
+
+def _pixel_note(meta: dict) -> str:
+    """The pixel-size note of a reader whose metadata file is ``dataset.json``."""
+    return "dataset.json pixel_size_mm" if meta.get("pixel_size_mm") is not None else \
+        "unknown: dataset.json has no pixel_size_mm (give --pixel-size for mm metrics)"
+
+
+def format_pixel_size(px: PixelSize | None) -> str:
+    if px is None:
+        return "unknown"
+    return f"{px[0]:g} mm" if px[0] == px[1] else f"{px[0]:g} x {px[1]:g} mm (u x v)"
 
 
 class DataFormatError(TrainingError):
@@ -32,6 +67,7 @@ class Record:
     landmarks: np.ndarray
     subject: str
     name: str
+    pixel_size_mm: PixelSize | None = None  # this image's (du, dv); None: the Source's value
 
 
 @dataclass
@@ -40,7 +76,9 @@ class Source:
 
     ``load(i) -> Record`` reads one item (lazily, so big datasets stay on disk);
     ``subjects`` and ``names`` are known without reading images.
-    ``pixel_size_mm``: detector pixel pitch of the stored images (None if unknown).
+    ``pixel_size_mm``: ``(du, dv)`` of the stored images (None if unknown; a single
+    number is read as square pixels); a record's own value wins.
+    ``pixel_size_note``: where the pixel size came from, or why it is an assumption.
     """
 
     path: str
@@ -50,9 +88,15 @@ class Source:
     subjects: list[str]
     names: list[str]
     load: Callable[[int], Record]
-    pixel_size_mm: float | None = None
+    pixel_size_mm: PixelSize | None = None
     has_labels: bool = True
     info: dict = field(default_factory=dict)
+    pixel_size_note: str = ""
+
+    def __post_init__(self):
+        self.pixel_size_mm = as_pixel_size(self.pixel_size_mm, f"{self.path}: pixel size")
+        if self.pixel_size_mm is None and not self.pixel_size_note:
+            self.pixel_size_note = "unknown: the data does not say (give --pixel-size for mm metrics)"
 
     def __len__(self) -> int:
         return len(self.subjects)
@@ -65,8 +109,8 @@ class Source:
 
     def describe(self) -> str:
         return (f"{self.format} dataset {self.path}: {len(self)} images, {len(set(self.subjects))} subjects, "
-                f"classes {self.classes}, {len(self.landmarks)} landmarks"
-                + (f", pixel {self.pixel_size_mm:g} mm" if self.pixel_size_mm else ""))
+                f"classes {self.classes}, {len(self.landmarks)} landmarks, pixel size "
+                f"{format_pixel_size(self.pixel_size_mm)} ({self.pixel_size_note})")
 
 
 def check_record(rec: Record, source: Source, index: int) -> Record:
@@ -88,6 +132,8 @@ def check_record(rec: Record, source: Source, index: int) -> Record:
         raise DataFormatError(f"{where}: {len(lm)} landmarks, the dataset names {len(source.landmarks)}")
     rec.image = img.astype(np.float32, copy=False)
     rec.landmarks = lm
+    rec.pixel_size_mm = as_pixel_size(rec.pixel_size_mm, where) if rec.pixel_size_mm is not None \
+        else source.pixel_size_mm
     return rec
 
 
@@ -117,13 +163,18 @@ def concat_sources(sources: list[Source]) -> Source:
 
     def load(i):
         k = int(np.searchsorted(offsets, i, side="right") - 1)
-        rec = sources[k][i - offsets[k]]
+        rec = sources[k][i - offsets[k]]  # carries its own dataset's pixel size
         rec.subject = f"{k}:{rec.subject}"
         return rec
 
     pitches = {s.pixel_size_mm for s in sources}
+    notes = {s.pixel_size_note for s in sources}
+    same = len(pitches) == 1
     return Source(path="+".join(s.path for s in sources), format="+".join(s.format for s in sources),
                   classes=first.classes, landmarks=first.landmarks,
                   subjects=[f"{k}:{sub}" for k, s in enumerate(sources) for sub in s.subjects],
                   names=[n for s in sources for n in s.names], load=load,
-                  pixel_size_mm=pitches.pop() if len(pitches) == 1 else None)
+                  pixel_size_mm=pitches.pop() if same else None,
+                  pixel_size_note=" + ".join(sorted(notes)) if same else
+                  "per dataset: " + "; ".join(f"{s.path}: {format_pixel_size(s.pixel_size_mm)} ({s.pixel_size_note})"
+                                              for s in sources))

@@ -3,7 +3,9 @@
 * ``images``: ``id``, ``file_name`` (relative to the JSON's folder or its
   ``images/`` subfolder), ``width``, ``height``; an optional ``subject_id`` (or
   ``patient_id``) per image enables subject-level splits (without it each image
-  is its own subject).
+  is its own subject); an optional ``pixel_size_mm`` ``[du, dv]`` (mm per pixel
+  of the stored image along columns and rows; a number = square pixels), else
+  ``info.pixel_size_mm`` for the whole file, else unknown (no mm metrics).
 * ``categories``: ``id``, ``name``, optional ``keypoints`` (names). The class
   list is ``["background"] + category names`` in the file's order; where
   annotations overlap, the later category wins.
@@ -24,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataFormatError, Record, Source, to_unit_range
-from .images import read_image_file
+from .base import DataFormatError, Record, Source, as_pixel_size
+from .images import read_xray
 
 
 def is_coco(path: Path) -> bool:
@@ -129,8 +131,8 @@ def read_coco(path) -> Source:
         f = root / im["file_name"]
         if not f.is_file() and (root / "images" / im["file_name"]).is_file():
             f = root / "images" / im["file_name"]
-        pixels = read_image_file(f)
-        h, w = pixels.shape
+        image = read_xray(f).image
+        h, w = image.shape
         if (im.get("height", h), im.get("width", w)) != (h, w):
             raise DataFormatError(f"{f}: image is {h}x{w}, {path} says {im.get('height')}x{im.get('width')}")
         labels = np.zeros((h, w), dtype=np.int64)
@@ -151,10 +153,31 @@ def read_coco(path) -> Source:
                 for slot, (x, y, v) in zip(slots, kps):
                     if v > 0:
                         lm[slot] = (x - 0.5, y - 0.5)
-        return Record(image=to_unit_range(pixels), labels=labels, landmarks=lm, subject=subjects[i],
+        return Record(image=image, labels=labels, landmarks=lm, subject=subjects[i],
                       name=Path(im["file_name"]).stem)
 
     info = {} if have_subjects else {"warning": "no subject_id per image: each image is its own subject"}
+    file_px = as_pixel_size((doc.get("info") or {}).get("pixel_size_mm"), f"{path}: info.pixel_size_mm")
+    per_image = [as_pixel_size(im.get("pixel_size_mm"), f"{path}: image {im.get('id')} pixel_size_mm")
+                 for im in images]
+    pixel_sizes = [p or file_px for p in per_image]
+    distinct = set(pixel_sizes)
+    if None in distinct and len(distinct) > 1:
+        note = (f"per image (images[i].pixel_size_mm); unknown for {sum(p is None for p in pixel_sizes)} of "
+                f"{len(images)} images")
+    elif None in distinct:
+        note = "unknown: the COCO file has no images[i].pixel_size_mm nor info.pixel_size_mm"
+    elif any(per_image):
+        note = "COCO images[i].pixel_size_mm"
+    else:
+        note = "COCO info.pixel_size_mm"
+
+    def load_with_pixel_size(i: int) -> Record:
+        rec = load(i)
+        rec.pixel_size_mm = pixel_sizes[i]
+        return rec
+
     return Source(path=str(path), format="coco", classes=classes, landmarks=landmarks, subjects=subjects,
-                  names=[Path(im["file_name"]).stem for im in images], load=load,
-                  pixel_size_mm=doc.get("info", {}).get("pixel_size_mm"), info=info)
+                  names=[Path(im["file_name"]).stem for im in images], load=load_with_pixel_size,
+                  pixel_size_mm=distinct.pop() if len(distinct) == 1 else None, info=info,
+                  pixel_size_note=note)

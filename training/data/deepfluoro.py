@@ -7,11 +7,15 @@
                                   2 right hemipelvis, 3 vertebrae, 4 upper sacrum, 5 left femur, 6 right femur
     <specimen>/lands              (N, 2, L) landmark (column, row) pixels; non-finite = not labelled
 
+    attribute pixel_size_mm        optional, on the file's root: [du, dv] mm per pixel of the stored
+                                   images (synthex's export writes it)
+
 The specimen group name is the subject. Landmarks outside the image are kept
-as NaN (not labelled in this image). The detector of the DeepFluoro C-arm has
-0.194 mm pixels at 1536 columns, so the pixel size defaults to
-``0.194 * 1536 / cols`` (the stored images are often downsampled); pass
-``pixel_size_mm`` when yours differ.
+as NaN (not labelled in this image). Pixel size: the ``pixel_size_mm`` argument,
+else the root attribute, else SyntheX's convention for its DeepFluoro files
+(0.194 mm detector pixels at 1536 columns: ``0.194 * 1536 / cols``, since the
+stored images are often downsampled), stated as an assumption in
+``Source.pixel_size_note`` and in every report.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataFormatError, Record, Source, to_unit_range
+from .base import DataFormatError, Record, Source, as_pixel_size, to_unit_range
 
 DEEPFLUORO_CLASSES = ["background", "hemipelvis_left", "hemipelvis_right", "vertebrae", "upper_sacrum",
                       "femur_left", "femur_right"]
@@ -69,10 +73,18 @@ def read_deepfluoro(path, pixel_size_mm: float | None = None) -> Source:
                                       f"with {n_lands} landmarks")
             shape = (rows, cols)
             index += [(g, r) for r in range(n)]
+        stored = h.attrs.get("pixel_size_mm")
     if not index:
         raise DataFormatError(f"{path}: no specimen groups with projs/segs/lands")
-    if pixel_size_mm is None:
+    if pixel_size_mm is not None:
+        note = "given by the caller (--pixel-size)"
+    elif stored is not None:
+        pixel_size_mm, note = as_pixel_size(stored, f"{path}: attribute pixel_size_mm"), \
+            "HDF5 root attribute pixel_size_mm"
+    else:
         pixel_size_mm = DETECTOR_PITCH_MM * DETECTOR_COLUMNS / shape[1]
+        note = (f"ASSUMED {pixel_size_mm:g} mm = {DETECTOR_PITCH_MM} mm x {DETECTOR_COLUMNS} / {shape[1]} "
+                "columns (SyntheX's DeepFluoro detector); the file has no pixel_size_mm attribute")
     handle = {}
 
     def load(i: int) -> Record:
@@ -91,4 +103,4 @@ def read_deepfluoro(path, pixel_size_mm: float | None = None) -> Source:
 
     return Source(path=str(path), format="deepfluoro", classes=list(DEEPFLUORO_CLASSES), landmarks=landmarks,
                   subjects=[g for g, _ in index], names=[f"{g}/{r:03d}" for g, r in index], load=load,
-                  pixel_size_mm=float(pixel_size_mm))
+                  pixel_size_mm=pixel_size_mm, pixel_size_note=note)

@@ -2,7 +2,7 @@
 
     FOLDER/dataset.json            {"classes": ["background", ...],        class index = mask value
                                     "landmarks": ["FH_l", ...],            optional
-                                    "pixel_size_mm": 0.194,                optional, detector pixel pitch
+                                    "pixel_size_mm": 0.194,                optional, mm per pixel (or [du, dv])
                                     "subjects": {"<stem>": "<subject>"}}   optional; else each image is its own subject
     FOLDER/images/<stem>.png       image (PNG/TIFF/JPEG 8/16-bit, or .npy float in [0, 1])
     FOLDER/masks/<stem>.png        optional: class index per pixel (same stem)
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataFormatError, Record, Source, to_unit_range
-from .images import IMAGE_SUFFIXES, find_with_stem, read_image_file, read_mask
+from .base import DataFormatError, Record, Source, _pixel_note, as_pixel_size
+from .images import XRAY_SUFFIXES, find_with_stem, read_mask, read_xray
 
 
 def is_folder_dataset(path: Path) -> bool:
@@ -38,9 +38,9 @@ def read_folder(path) -> Source:
         raise DataFormatError(f"{meta_path} is not valid JSON: {e}") from None
     if "classes" not in meta:
         raise DataFormatError(f"{meta_path}: needs a 'classes' list (class index = mask value)")
-    stems = sorted(p.stem for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    stems = sorted(p.stem for p in (root / "images").iterdir() if p.suffix.lower() in XRAY_SUFFIXES)
     if not stems:
-        raise DataFormatError(f"{root / 'images'} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise DataFormatError(f"{root / 'images'} holds no images ({', '.join(XRAY_SUFFIXES)})")
     landmarks = list(meta.get("landmarks", []))
     subj = meta.get("subjects") or {}
     unknown = sorted(set(subj) - set(stems))
@@ -51,7 +51,7 @@ def read_folder(path) -> Source:
 
     def load(i: int) -> Record:
         stem = stems[i]
-        image = to_unit_range(read_image_file(find_with_stem(root / "images", stem)))
+        image = read_xray(find_with_stem(root / "images", stem)).image
         labels = read_mask(root / "masks", stem) if has_masks else None
         lm = np.full((len(landmarks), 2), np.nan)
         lpath = root / "landmarks" / f"{stem}.json"
@@ -70,5 +70,7 @@ def read_folder(path) -> Source:
 
     info = {} if subj else {"warning": "no 'subjects' in dataset.json: each image is its own subject"}
     return Source(path=str(root), format="folder", classes=list(meta["classes"]), landmarks=landmarks,
-                  subjects=subjects, names=stems, load=load, pixel_size_mm=meta.get("pixel_size_mm"),
+                  subjects=subjects, names=stems, load=load,
+                  pixel_size_mm=as_pixel_size(meta.get("pixel_size_mm"), f"{meta_path}: pixel_size_mm"),
+                  pixel_size_note=_pixel_note(meta),
                   has_labels=has_masks, info=info)

@@ -1,12 +1,23 @@
 """From a :class:`~training.data.base.Source` to model inputs for one task.
 
+How an image becomes a model input, the same for training, validation, testing
+and ``synthex predict``:
+
+1. read: :func:`training.data.images.read_xray` (every reader uses it) gives a
+   grayscale float32 image in ``[0, 1]`` (DICOM: rescale, VOI window,
+   MONOCHROME1 inverted);
+2. resize: :func:`resize_image` to the model's square input size (bilinear,
+   antialiased when shrinking; the aspect ratio is not kept, as in training);
+3. only for training images: on-the-fly image randomization
+   (:class:`domain_randomization.image.RandomizedDataset`); validation, test and
+   predicted images are never randomized;
+4. :func:`zscore` per image (after randomization, as SyntheX).
+
 :class:`TaskImages` maps the dataset's classes and landmarks onto the task's
-(clear error if the dataset lacks any), resizes every image to the model's
-square input size and keeps the result in memory. Its items are the dicts
-:class:`domain_randomization.image.RandomizedDataset` expects (``image``,
-``masks``, ``keypoints``, ``visible``); :func:`collate` turns a list of them into
-tensors with per-image z-score normalization (after randomization, as SyntheX)
-and Gaussian heatmap targets.
+(clear error if the dataset lacks any), does step 2 and keeps the result in
+memory. Its items are the dicts :class:`domain_randomization.image.RandomizedDataset`
+expects (``image``, ``masks``, ``keypoints``, ``visible``); :func:`collate` turns a
+list of them into tensors (step 4) with Gaussian heatmap targets.
 """
 
 from __future__ import annotations
@@ -25,6 +36,18 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     antialias = size < max(image.shape)
     out = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
     return out[0, 0].clamp(0, 1).numpy()
+
+
+def zscore(images: torch.Tensor) -> torch.Tensor:
+    """Per-image z-score over the last two axes (the standard deviation floored at 1e-6)."""
+    mean = images.mean(dim=(-2, -1), keepdim=True)
+    std = images.std(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
+    return (images - mean) / std
+
+
+def model_inputs(images: list[np.ndarray]) -> torch.Tensor:
+    """``(B, 1, S, S)`` model input from resized ``[0, 1]`` images (step 4 of the module docstring)."""
+    return zscore(torch.from_numpy(np.stack([np.asarray(im, dtype=np.float32) for im in images])))[:, None]
 
 
 def resize_labels(labels: np.ndarray, size: int) -> np.ndarray:
@@ -79,6 +102,9 @@ class TaskImages(torch.utils.data.Dataset):
             "index": k,
             # stored-image pixels per model pixel, per axis (u, v): the "downsample" factor
             "downsample": np.array([1.0 / scale[0], 1.0 / scale[1]]),
+            # mm per stored-image pixel (u, v); NaN where unknown
+            "pixel_size_mm": np.asarray(rec.pixel_size_mm if rec.pixel_size_mm is not None else (np.nan, np.nan),
+                                        dtype=np.float64),
         }
         self._cache[k] = item
         return item
@@ -88,10 +114,7 @@ def collate(items: list[dict], heatmap_sigma: float) -> dict:
     """Stack items into tensors; z-score each image; Gaussian heatmap targets."""
     from training.losses import gaussian_heatmaps
 
-    images = torch.from_numpy(np.stack([np.asarray(it["image"], dtype=np.float32) for it in items]))
-    mean = images.mean(dim=(1, 2), keepdim=True)
-    std = images.std(dim=(1, 2), keepdim=True).clamp_min(1e-6)
-    images = ((images - mean) / std)[:, None]
+    images = model_inputs([it["image"] for it in items])
     labels = torch.from_numpy(np.stack([np.asarray(it["masks"], dtype=np.int64) for it in items]))
     kp = torch.from_numpy(np.stack([np.asarray(it["keypoints"], dtype=np.float32).reshape(-1, 2)
                                     for it in items]))

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataFormatError, Record, Source, to_unit_range
-from .images import IMAGE_SUFFIXES, find_with_stem, read_image_file, read_mask
+from .base import DataFormatError, Record, Source, _pixel_note, as_pixel_size
+from .images import XRAY_SUFFIXES, find_with_stem, read_mask, read_xray
 
 
 def _groups(root: Path) -> list[tuple[str | None, Path]]:
@@ -59,16 +59,16 @@ def read_synthex_index(path) -> Source:
 
     items = []  # (group folder, stem, subject, name)
     for gname, g in groups:
-        stems = sorted(p.stem for p in (g / "proj").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        stems = sorted(p.stem for p in (g / "proj").iterdir() if p.suffix.lower() in XRAY_SUFFIXES)
         for s in stems:
             name = s if gname is None else f"{gname}/{s}"
             items.append((g, s, str(subj.get(name, gname if gname is not None else s)), name))
     if not items:
-        raise DataFormatError(f"{root}: the proj/ folders hold no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise DataFormatError(f"{root}: the proj/ folders hold no images ({', '.join(XRAY_SUFFIXES)})")
 
     def load(i: int) -> Record:
         g, stem, subject, name = items[i]
-        image = to_unit_range(read_image_file(find_with_stem(g / "proj", stem)))
+        image = read_xray(find_with_stem(g / "proj", stem)).image
         labels = read_mask(g / "seg", stem) if has_seg else None
         lm = np.full((len(landmarks), 2), np.nan)
         lpath = g / "lands" / f"{stem}.h5"
@@ -92,4 +92,6 @@ def read_synthex_index(path) -> Source:
         info["warning"] = "one folder and no 'subjects' in dataset.json: each image is its own subject"
     return Source(path=str(root), format="synthex-index", classes=classes, landmarks=landmarks,
                   subjects=[it[2] for it in items], names=[it[3] for it in items], load=load,
-                  pixel_size_mm=meta.get("pixel_size_mm"), has_labels=has_seg, info=info)
+                  pixel_size_mm=as_pixel_size(meta.get("pixel_size_mm"), f"{meta_path}: pixel_size_mm"),
+                  pixel_size_note=_pixel_note(meta),
+                  has_labels=has_seg, info=info)
