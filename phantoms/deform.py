@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from phantoms.params import strict_from_dict
+from projectors.records import from_record
 from projectors.geometry import Transform
 from projectors.volume import Volume
 
@@ -120,7 +120,7 @@ class DeformParameters:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DeformParameters":
-        return strict_from_dict(cls, d, DeformError, "deformation")
+        return from_record(cls, d, DeformError, "deformation parameter")
 
     @property
     def is_identity(self) -> bool:

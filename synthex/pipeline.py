@@ -178,6 +178,7 @@ class Pipeline:
         labels = make_labels(paths, subject.structures, self.task, camera, landmarks, cfg.labels.min_path_mm, field)
 
         # stage 6: record
+        iso = np.asarray(target, dtype=np.float64) + np.asarray(view["isocenter_offset_mm"], dtype=np.float64)
         record = {
             "index": index,
             "seed": self.seed,
@@ -190,8 +191,9 @@ class Pipeline:
                 "preset": cfg.geometry.preset,
                 "view": self.carm.view,
                 "sdd": camera.sdd,
+                "sid": float(camera.depth(iso[None])[0]),  # fitted per view where the patient is at the detector
                 "pixel_size_mm": list(self.carm.pixel_size),
-                "target": [float(c) for c in np.asarray(target) + np.asarray(view["isocenter_offset_mm"])],
+                "target": [float(c) for c in iso],
                 "field_fraction": float(field.mean()),
             },
             "physics": physics.to_dict(),

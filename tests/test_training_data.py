@@ -498,8 +498,6 @@ def _render_tiny_hip(out):
     return json.loads((out / "manifest.json").read_text())["pixel_size_mm"]
 
 
-@pytest.mark.xfail(strict=True, reason="the exporters write pixel_size_mm once NAME faults' export work lands; "
-                                       "then this passes and the marker must go")
 @pytest.mark.parametrize("fmt", ["coco", "deepfluoro"])
 def test_pixel_size_survives_export_and_reading_back(tmp_path, fmt):
     from synthex.exports import export

@@ -125,24 +125,6 @@ def test_test_and_validation_images_are_never_randomized(tmp_path, monkeypatch):
     assert meta["image_randomization"]["validation"] == "none"
 
 
-def test_stored_randomization_of_old_datasets_is_reported(tmp_path):
-    """Format-1 datasets stored the image after the config's image randomization: say so."""
-    root = _covid_lung_dataset(tmp_path / "d", n=4)
-    m = json.loads((root / "manifest.json").read_text())
-    m["config"] = {"randomization": {"image": "strong"}}
-    (root / "manifest.json").write_text(json.dumps(m))
-    src = open_source(root)
-    assert src.info["stored_image_randomization"] == "strong" and "randomized images" in src.info["warning"]
-    m["stored_image_randomization"] = "none"  # a manifest that says so explicitly wins
-    (root / "manifest.json").write_text(json.dumps(m))
-    assert "stored_image_randomization" not in open_source(root).info
-    from training.data.synthex_format import stored_image_randomization
-
-    # later format versions store the un-augmented image (whatever the config's training preset)
-    assert stored_image_randomization({"format_version": 2, "config": {"randomization": {"image": "strong"}}}) is None
-    assert stored_image_randomization({"format_version": 1, "config": {"randomization": {"image": "none"}}}) is None
-
-
 def test_summary_counts_subjects_not_images():
     recs = [{"subject": "a" if i < 9 else "b", "name": str(i), "dice_mean": 0.5 + 0.01 * i} for i in range(10)]
     s = summarize_records(recs)["dice_mean"]

@@ -203,8 +203,7 @@ def train(config: TrainConfig, source: Source, out_dir, *, val_source: Source | 
             "val_data": val_source.describe() if val_source is not None else "subject-level split of train data",
             "pixel_size_mm": source.pixel_size_mm, "pixel_size_note": source.pixel_size_note,
             "image_randomization": {"train": f"on the fly, preset {config.randomization!r}",
-                                    "validation": "none", "stored_in_training_data":
-                                        source.info.get("stored_image_randomization", "none")},
+                                    "validation": "none"},
             "data_warnings": list(source.info.get("warnings", [])),
             "splits": {k: sorted(set(v)) for k, v in subjects.items()},
             "n_images": {"train": len(train_data), "val": len(val_data)}}

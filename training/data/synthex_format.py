@@ -83,33 +83,8 @@ def read_synthex(path, verify: bool = True) -> Source:
     pitch = as_pixel_size(manifest.get("pixel_size_mm"), f"{root / 'manifest.json'}: pixel_size_mm")
     info = {"task": manifest.get("task"), "seed": manifest.get("seed"),
             "synthex_version": manifest.get("synthex_version")}
-    randomized = stored_image_randomization(manifest)
-    if randomized:
-        info["stored_image_randomization"] = randomized
-        info["warning"] = (f"the stored images carry image randomization {randomized!r} (dataset format "
-                           f"{manifest.get('format_version')}): a model tested on them is scored on randomized "
-                           "images, and training randomizes them a second time; re-render with "
-                           "randomization.image: none (or a synthex version that stores un-augmented images)")
     return Source(path=str(root), format="synthex", classes=list(manifest["classes"]),
                   landmarks=list(manifest["landmarks"]), subjects=subjects, names=names, load=load,
                   pixel_size_mm=pitch, has_labels=has_labels, info=info,
                   pixel_size_note="manifest.json pixel_size_mm" if pitch else
                   "unknown: manifest.json has no pixel_size_mm (give --pixel-size for mm metrics)")
-
-
-def stored_image_randomization(manifest: dict) -> str | None:
-    """The image-randomization preset baked into the stored ``images``, or None if they are un-augmented.
-
-    A manifest that says so explicitly (``"stored_image_randomization": "none"``) wins. Format
-    version 1 (synthex <= 0.1) stored the image *after* the config's ``randomization.image``
-    preset; later versions store the un-augmented image and leave randomization to training.
-    """
-    if "stored_image_randomization" in manifest:
-        value = manifest["stored_image_randomization"]
-        return None if value in (None, "none") else str(value)
-    if int(manifest.get("format_version", 1)) >= 2:
-        return None
-    preset = ((manifest.get("config") or {}).get("randomization") or {}).get("image", "none")
-    if isinstance(preset, dict):  # a custom preset spelled out in the config
-        return "custom"
-    return None if preset in (None, "none") else str(preset)
