@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, create_model, field_validator, model_validator
 
 from domain_randomization.simulation import MaterialRanges, PhysicsRanges, Ranges, ViewRanges
 from projectors.ct_prep import CTPrepParams
@@ -351,13 +351,17 @@ def _complete(cfg: RenderConfig) -> RenderConfig:
         raise ConfigError(f"config key {key!r}: {e}") from None
     subjects = cfg.subjects
     if subjects is None:
-        default = task.default_source if task else None
-        if default is None:
+        if not (task and task.default_subjects):
             raise ConfigError(
-                f"config key 'subjects': task {cfg.task!r} has no built-in subject source; "
+                f"config key 'subjects': task {cfg.task!r} has no built-in subjects; "
                 "list CT subjects ({source: ct, path: ..., labels: ...})"
             )
-        subjects = [subject_sources.SOURCES[default].entry(source=default)]
+        subjects = TypeAdapter(list[SubjectEntry]).validate_python(list(task.default_subjects))
+    try:  # a folder or glob of CTs is one entry per CT in the resolved config (the plan lists every CT)
+        subjects = [e for entry in subjects for e in
+                    (subject_sources.expand_ct_entry(entry) if entry.source == "ct" else [entry])]
+    except subject_sources.SubjectError as e:
+        raise ConfigError(f"config key 'subjects': {e}") from None
     n_subjects = subject_sources.count_subjects(subjects)
     per, n = cfg.views.per_subject, cfg.n
     if n is None:

@@ -115,7 +115,7 @@ class Pipeline:
         rng = np.random.default_rng([SUBJECT_STREAM, self.seed, subject_id])
         shape = source.sample(entry, rng)
         jitter = sim.sample_threshold_jitter(rng, len(DEFAULT_HU_MATERIALS.thresholds), self.cfg.materials)
-        subject = source.build(entry, shape, self.context)
+        subject = source.build(entry, shape, self.context, instance)
         scene = []
         for v in subject.volumes:
             v = v if isinstance(v, SceneVolume) else SceneVolume(v, MaterialModel())

@@ -172,17 +172,12 @@ EXECUTORS = {"serial": run_serial, "processes": run_processes, "ray": run_ray}
 
 
 def preflight(cfg) -> None:
-    """Build one subject of each CT entry now, so that a missing file or label
-    fails before anything is written."""
+    """Read every CT of the config and check it has what the task needs, so that a missing file, an
+    unreadable CT or a CT without the task's anatomy fails before anything is written."""
     from synthex import subjects as subject_sources
-    from synthex.pipeline import Pipeline
 
-    pipe = Pipeline(cfg, cache_size=1)
-    sid = 0
     for entry in cfg.subjects:
-        if entry.source == "ct":
-            pipe.subject(sid)
-        sid += subject_sources.SOURCES[entry.source].count(entry)
+        subject_sources.check_entry(entry, cfg.task_spec)
 
 
 def check_device(cfg) -> None:

@@ -4,7 +4,7 @@ A :class:`Task` says what a dataset for it is labelled with and how models on it
 are judged:
 
 * render side: ``classes`` and ``landmarks`` a dataset is labelled with, the
-  subject source used when a config lists none (``default_source``), the task's
+  subjects used when a config lists none (``default_subjects``), the task's
   config defaults (``defaults``, under the user's config), which class wins where
   classes overlap in a label image (``priority``);
 * training side: metric groups (``metrics``), other names a dataset may use for a
@@ -50,7 +50,7 @@ class Task:
     metrics: tuple[str, ...] = ("dice",)
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
     pixel_size_mm: float | None = None
-    default_source: str | None = None
+    default_subjects: tuple[dict, ...] = ()  # subject entries used when a config lists none
     defaults: dict = field(default_factory=dict)
     priority: tuple[str, ...] = ()  # classes that win overlaps in label images, strongest first
     optional: tuple[str, ...] = ()  # classes a dataset may lack (they are then background in it)
@@ -152,7 +152,8 @@ register_task(Task(
         **{f"{lm}_{s}": (f"{side}_{lm}", f"{lm}_{side}") for lm in HIP_LANDMARK_KINDS for s, side in _SIDES},
     },
     pixel_size_mm=0.194,
-    default_source="pelvis",
+    # the bundled real abdomen-pelvis CT and 7 deformed instances of it (synthex.subjects, phantoms.data)
+    default_subjects=({"source": "bundled_pelvis"},),
 ))
 
 register_task(Task(
@@ -164,7 +165,8 @@ register_task(Task(
     aliases={"tool": ("manipulator", "instrument", "continuum_manipulator", "robot"),
              "base": ("tool_base", "start"), "tip": ("tool_tip", "end")},
     pixel_size_mm=0.5804,
-    default_source="pelvis_tool",
+    # SyntheX's continuum manipulator in the bundled real pelvis CT (and its deformed instances)
+    default_subjects=({"source": "bundled_pelvis"},),
 ))
 
 register_task(Task(
@@ -178,7 +180,8 @@ register_task(Task(
     instances=("lesion",),  # each lesion is an object (one COCO annotation per lesion)
     metrics=("dice", "pixel_confusion", "presence"),
     aliases={"lesion": ("lesions", "covid_lesion", "infection", "covid"), "lung": ("lungs",)},
-    default_source="chest_lesions",
+    # the chest phantom with lesions (30% of instances lesion-free); with a chest CT: synthex render --ct
+    default_subjects=({"source": "chest_lesions"},),
     # chest radiographs: the erect PA chest at the wall stand (projectors.geometry preset chest_pa: 180 cm,
     # 43 cm detector, patient at the detector), high kV with a grid, near-PA views, 224 px
     defaults={

@@ -10,7 +10,7 @@ from synthex.cli import cli
 from synthex.config import ConfigError, load_config, rendering_config, resolve_config, schema_reference
 
 
-def test_default_config_is_a_small_hip_dataset_from_pelvis_phantoms():
+def test_default_config_is_a_small_hip_dataset_from_the_bundled_real_ct():
     cfg = load_config()
     assert cfg.task == "hip"
     assert cfg.classes == [
@@ -22,10 +22,10 @@ def test_default_config_is_a_small_hip_dataset_from_pelvis_phantoms():
         "femur_right",
     ]  # SyntheX's 6 hip classes (REFERENCE.md)
     assert len(cfg.landmarks) == 14  # 7 landmarks, left and right
-    assert cfg.subjects[0].source == "pelvis"
+    assert cfg.subjects[0].source == "bundled_pelvis" and cfg.subjects[0].deform.count == 7
     assert cfg.n == 48
-    # 48 images over 4 subjects: 12 views each
-    assert cfg.views.per_subject * cfg.subjects[0].count >= cfg.n
+    # 48 images over the CT and its 7 deformed instances: 6 views each
+    assert cfg.views.per_subject == 6
 
 
 @pytest.mark.parametrize(
@@ -81,8 +81,8 @@ def test_ct_subject_errors_name_the_file(tmp_path):
 
 def test_each_task_has_its_subject_source_and_custom_needs_classes():
     assert resolve_config({"task": "covid"}).subjects[0].source == "chest_lesions"
-    assert resolve_config({"task": "tool"}).subjects[0].source == "pelvis_tool"
-    with pytest.raises(ConfigError, match="task 'custom' has no built-in subject source"):
+    assert resolve_config({"task": "tool"}).subjects[0].source == "bundled_pelvis"  # + the task's tool
+    with pytest.raises(ConfigError, match="task 'custom' has no built-in subjects"):
         resolve_config({"task": "custom", "classes": ["a"]})
     with pytest.raises(ConfigError, match="did you mean 'kwire'"):
         resolve_config({"task": "tool", "subjects": [{"source": "pelvis_tool", "tool": "kwir"}]})

@@ -196,7 +196,7 @@ def test_missing_ct_and_ct_without_the_task_labels(tmp_path):
     ct = shared_file("ct/totalseg_abdomen_pelvis/example_ct.nii.gz")
     seg = shared_file("ct/totalseg_abdomen_pelvis/example_seg_total_fast.nii.gz")
     # a real CT without any label map cannot make hip masks
-    with pytest.raises(SubjectError, match="no structure for the task's classes"):
+    with pytest.raises(SubjectError, match="not usable for the 'hip' task: its label map has no structure"):
         render_dataset(
             resolve_config(tiny(subjects=[{"source": "ct", "path": str(ct)}])), tmp_path / "a", progress=False
         )

@@ -20,6 +20,14 @@ from synthex.tasks import TASKS  # declarations only: cheap to import
 @click.option("--n", type=int, help="Number of images (overrides n:).")
 @click.option("--size", type=int, help="Detector pixels per side (overrides image.size:).")
 @click.option("--seed", type=int, help="Run seed (overrides seed:).")
+@click.option("--ct", "ct", type=click.Path(exists=True, path_type=Path),
+              help="A CT, a folder of CTs or a DICOM series folder as the subjects (overrides subjects:).")
+@click.option("--labels", type=click.Path(exists=True, path_type=Path),
+              help="With --ct: the label map, or a folder of label maps paired with the CTs by name.")
+@click.option("--label-names", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --ct: the class map naming the labels (TotalSegmentator JSON, nnU-Net dataset.json, CSV).")
+@click.option("--deform", type=int, default=None, metavar="N",
+              help="With --ct: N deformed instances of each CT besides the CT itself (a population from few CTs).")
 @click.option("--workers", type=int, help="Local worker processes (overrides dataset.workers:).")
 @click.option(
     "--ray",
@@ -35,7 +43,8 @@ from synthex.tasks import TASKS  # declarations only: cheap to import
 @click.option("--print-schema", is_flag=True, help="Print the config's JSON schema and exit.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N or auto (overrides projector.device:).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def render(config, out, task, n, size, seed, workers, ray_address, resume, print_config, print_schema, device, quiet):
+def render(config, out, task, n, size, seed, ct, labels, label_names, deform, workers, ray_address, resume,
+           print_config, print_schema, device, quiet):
     """Render a dataset from CONFIG (YAML; without it: the built-in default,
     a small hip dataset).
 
@@ -64,6 +73,14 @@ def render(config, out, task, n, size, seed, workers, ray_address, resume, print
         "dataset.workers": workers,
         "projector.device": device,
     }
+    if ct is not None:
+        entry = {"source": "ct", "path": str(ct.resolve())}
+        entry.update({k: str(v.resolve()) for k, v in (("labels", labels), ("label_names", label_names)) if v})
+        if deform:
+            entry["deform"] = {"count": deform}
+        overrides["subjects"] = [entry]
+    elif labels or label_names or deform is not None:
+        raise click.UsageError("--labels, --label-names and --deform go with --ct")
     try:
         cfg = load_config(config, overrides)
         if print_config:
