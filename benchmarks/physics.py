@@ -85,7 +85,7 @@ def figure(out_png: Path):
     vol = Volume.from_file(PELVIS)
     cam = CArm(isocenter=tuple(vol.center_world), size=(256, 256), pitch=2.5).camera(0, 0)  # whole pelvis in view
     proj = Projector(vol, device="cpu").project(cam)
-    disp = DisplayParams(unsharp_amount=0.8, unsharp_px=12.0, percentiles=(1.0, 99.5))
+    disp = DisplayParams(unsharp_amount=0.8, unsharp_mm=9.0, percentiles=(1.0, 99.5))
     det = DetectorParams(blur_px=0.7, glare=0.05, electronic_noise=2.0)
     naive = simulate(proj.areal_density, cam, PhysicsParams(mode="naive", display=DisplayParams(percentiles=(1.0, 99.5))))
     primary = simulate(proj.areal_density, cam, PhysicsParams(spectrum=preset("carm_80kv"), noise=False, scatter=ScatterParams(model="none"), display=disp))

@@ -133,10 +133,10 @@ class DisplayRanges(Ranges):
     percentile_lo: Range(0.0, 50.0) = Field((0.5, 3.0), description="lower window percentile of the anatomy")
     percentile_hi: Range(50.0, 100.0) = Field((97.0, 99.8), description="upper window percentile of the anatomy")
     unsharp_amount: Range(0.0, 5.0) = Field((0.2, 1.5), description="edge enhancement of the fine pyramid bands")
-    unsharp_px: Range(0.5, 64.0) = Field((4.0, 16.0), description="finest scale kept from edge enhancement, pixels (log-uniform)")
+    unsharp_mm: Range(0.2, 50.0) = Field((3.0, 12.0), description="scale below which detail is enhanced, mm at the detector (log-uniform)")
     equalization: Range(0.0, 1.0) = Field((0.7, 1.0), description="contrast equalization exponent (1: none)")
     compression: Range(0.0, 1.0) = Field((0.3, 0.8), description="dynamic-range compression of the coarse bands")
-    compression_px: Range(4.0, 1024.0) = Field((32.0, 128.0), description="scale above which bands are compressed, pixels (log-uniform)")
+    compression_mm: Range(2.0, 500.0) = Field((24.0, 96.0), description="scale above which bands are compressed, mm at the detector (log-uniform)")
     contrast: Range(0.5, 20.0) = Field((3.5, 7.0), description="slope of the film-like S curve")
     level: Range(-0.5, 0.5) = Field((-0.1, 0.1), description="shift of the curve's centre from the anatomy's median")
     gamma: Range(0.2, 5.0) = Field((0.8, 1.25), description="gamma after the curve (log-uniform)")
@@ -144,8 +144,8 @@ class DisplayRanges(Ranges):
 
     @model_validator(mode="after")
     def _scales_ordered(self):
-        if self.unsharp_px[1] > self.compression_px[0]:
-            raise ValueError(f"unsharp_px {list(self.unsharp_px)} must lie below compression_px {list(self.compression_px)}")
+        if self.unsharp_mm[1] > self.compression_mm[0]:
+            raise ValueError(f"unsharp_mm {list(self.unsharp_mm)} must lie below compression_mm {list(self.compression_mm)}")
         return self
 
 
@@ -158,10 +158,10 @@ def sample_display_params(rng: np.random.Generator, ranges: DisplayRanges | dict
     return DisplayParams(
         percentiles=(round(u(r.percentile_lo), 3), round(u(r.percentile_hi), 3)),
         unsharp_amount=u(r.unsharp_amount),
-        unsharp_px=_log_uniform(rng, r.unsharp_px),
+        unsharp_mm=_log_uniform(rng, r.unsharp_mm),
         equalization=u(r.equalization),
         compression=u(r.compression),
-        compression_px=_log_uniform(rng, r.compression_px),
+        compression_mm=_log_uniform(rng, r.compression_mm),
         lut="linear" if rng.random() < r.linear_probability else "sigmoid",
         contrast=u(r.contrast),
         level=u(r.level),

@@ -82,6 +82,27 @@ def make_labels(path_length: dict, structures: dict, task, camera: Camera, landm
     return {"labels": labels.astype(np.uint8), "masks": masks, "boxes": boxes, "landmarks": uv, "landmark_visible": visible}
 
 
+def coverage_shift(camera: Camera, covered: np.ndarray, sid: float, limit: float = 0.35) -> np.ndarray:
+    """World shift (mm) of the isocentre that centres the detector on the collimated field a view would get.
+
+    A radiographer centres the beam on the anatomy that is there; when a CT ends inside the field
+    (a pelvis CT cut at the femoral heads), the field is moved towards what the CT covers, by at most
+    ``limit`` of the field of view, so the task's target stays in the image.
+    """
+    field = collimation_field(covered)
+    if field.all() or not field.any():
+        return np.zeros(3)
+    rows, cols = np.flatnonzero(field.any(axis=1)), np.flatnonzero(field.any(axis=0))
+    h, w = field.shape
+    dv = 0.5 * (rows[0] + rows[-1]) - (h - 1) / 2
+    du = 0.5 * (cols[0] + cols[-1]) - (w - 1) / 2
+    dv, du = (float(np.clip(d, -limit * n, limit * n)) for d, n in ((dv, h), (du, w)))
+    K = camera.K
+    # a pixel step at the detector is (pitch x sid / sdd) at the isocentre; camera x, y are the image's u, v
+    R = camera.world_from_camera.R
+    return sid * (du / K[0, 0] * R[:, 0] + dv / K[1, 1] * R[:, 1])
+
+
 # ---------------------------------------------------------------------------
 # the pipeline
 
@@ -150,6 +171,12 @@ class Pipeline:
         placement = subject.place(pose) if pose is not None else None
         target = placement.target if placement is not None and placement.target is not None else subject.target
         camera = sim.view_camera(self.carm, target, view, body=subject.body_points)
+        shift = np.zeros(3)
+        if subject.coverage is not None:  # where the CT ends inside the field, centre the beam on what it covers
+            shift = coverage_shift(camera, subject.coverage.mask(camera, sides=not self.arms_raised), self.carm.sid)
+            if np.any(shift):
+                target = np.asarray(target, dtype=np.float64) + shift
+                camera = sim.view_camera(self.carm, target, view, body=subject.body_points)
 
         # stage 3: projection (volumes, then meshes), collimated to what the CT covers
         proj = projector.project(camera)
@@ -179,6 +206,7 @@ class Pipeline:
 
         # stage 6: record
         iso = np.asarray(target, dtype=np.float64) + np.asarray(view["isocenter_offset_mm"], dtype=np.float64)
+        view = {**view, "coverage_shift_mm": [float(c) for c in shift]}
         record = {
             "index": index,
             "seed": self.seed,

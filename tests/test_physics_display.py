@@ -160,16 +160,16 @@ def test_compression_reduces_dynamic_range_by_stated_factor():
     yy, xx = np.mgrid[0:n, 0:n].astype(float)
     x = 0.8 * np.exp(-((xx - 128) ** 2 + (yy - 128) ** 2) / (2 * 90.0**2))  # large-scale anatomy
     c = 0.6
-    p = DisplayParams(unsharp_amount=0.0, equalization=1.0, compression=c, compression_px=4.0, unsharp_px=1.0)
+    p = DisplayParams(unsharp_amount=0.0, equalization=1.0, compression=c, compression_mm=4.0, unsharp_mm=1.0)
     out = multiscale(x, p)
     m = np.median(x)
-    # a structure far coarser than compression_px keeps its shape and loses 1 - c of its range about the
+    # a structure far coarser than compression_mm keeps its shape and loses 1 - c of its range about the
     # median (away from the borders, where the pyramid's normalized edge handling leaks a little detail)
     inner = (slice(32, -32), slice(32, -32))
     np.testing.assert_allclose(out[inner], (m + (1 - c) * (x - m))[inner], atol=5e-3 * np.ptp(x))
     assert np.ptp(out[inner]) / np.ptp(x[inner]) == pytest.approx(1 - c, rel=0.01)
-    p = DisplayParams(unsharp_amount=0.0, equalization=1.0, compression=c, compression_px=16.0, unsharp_px=1.0)
-    # exactly, on any image: the part in bands >= compression_px and the residual scales by (1 - c)
+    p = DisplayParams(unsharp_amount=0.0, equalization=1.0, compression=c, compression_mm=16.0, unsharp_mm=1.0)
+    # exactly, on any image: the part in bands >= compression_mm and the residual scales by (1 - c)
     rng = np.random.default_rng(3)
     z = x + 0.05 * rng.normal(size=x.shape)
     pyr = laplacian_pyramid(z)
@@ -183,7 +183,7 @@ def test_edge_enhancement_boosts_only_fine_bands():
     img = np.zeros((64, 96))
     img[:, 48:] = 1.0
     a = 0.8
-    p = DisplayParams(unsharp_amount=a, unsharp_px=4.0, compression=0.0, equalization=1.0)
+    p = DisplayParams(unsharp_amount=a, unsharp_mm=4.0, compression=0.0, equalization=1.0)
     out = multiscale(img, p)
     pyr = laplacian_pyramid(img)
     fine = reconstruct([b if 2**k < 4 else np.zeros_like(b) for k, b in enumerate(pyr[:-1])] + [np.zeros_like(pyr[-1])])
@@ -227,7 +227,7 @@ def test_tone_curve_is_a_logistic_about_the_anatomy_median():
 def test_default_console_keeps_output_in_range_and_enhances_edges():
     img = np.zeros((64, 64)) + 1.0
     img[:, 32:] = 2.0
-    out = display(img)
+    out = display(img, pixel_mm=0.75)
     assert out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
     assert out[0, 32] > out[0, 63] and out[0, 31] < out[0, 0]  # overshoot and undershoot at the edge
     np.testing.assert_allclose(out[:, 0], out[0, 0], atol=1e-6)  # uniform along the edge
@@ -238,6 +238,8 @@ def test_default_console_keeps_output_in_range_and_enhances_edges():
 def test_bad_inputs_raise_one_clear_error():
     with pytest.raises(DisplayError, match="2-D"):
         display(np.zeros((3, 4, 5)))
+    with pytest.raises(DisplayError, match="pixel pitch"):  # the multi-scale stages' scales are in mm
+        display(np.ones((8, 8)))
     with pytest.raises(DisplayError, match="finite"):
         display(np.array([[1.0, np.nan], [0.0, 1.0]]))
     with pytest.raises(DisplayError, match="covered mask has shape"):
@@ -246,8 +248,8 @@ def test_bad_inputs_raise_one_clear_error():
         DisplayParams(compression=1.0)
     with pytest.raises(PhysicsParamsError, match="equalization"):
         DisplayParams(equalization=0.0)
-    with pytest.raises(PhysicsParamsError, match="compression_px"):
-        DisplayParams(unsharp_px=32.0, compression_px=16.0)
+    with pytest.raises(PhysicsParamsError, match="compression_mm"):
+        DisplayParams(unsharp_mm=32.0, compression_mm=16.0)
     with pytest.raises(PhysicsParamsError, match="LUT"):
         DisplayParams(lut="log")
     with pytest.raises(PhysicsParamsError, match="window must be"):
@@ -267,7 +269,7 @@ def test_display_sampler_ranges_determinism_and_replay():
     for p in ps:
         assert r.unsharp_amount[0] <= p.unsharp_amount <= r.unsharp_amount[1]
         assert r.compression[0] <= p.compression <= r.compression[1]
-        assert r.unsharp_px[0] <= p.unsharp_px <= r.unsharp_px[1] <= p.compression_px <= r.compression_px[1]
+        assert r.unsharp_mm[0] <= p.unsharp_mm <= r.unsharp_mm[1] <= p.compression_mm <= r.compression_mm[1]
         assert r.percentile_lo[0] <= p.percentiles[0] <= r.percentile_lo[1] and r.percentile_hi[0] <= p.percentiles[1]
     assert len({p.contrast for p in ps}) == 40 and {p.lut for p in ps} == {"sigmoid", "linear"}
     assert sample_display_params(np.random.default_rng(7)) == sample_display_params(np.random.default_rng(7))
@@ -284,7 +286,7 @@ def test_display_sampler_ranges_determinism_and_replay():
     with pytest.raises(ValidationError, match="compresion"):
         sample_display_params(np.random.default_rng(0), {"compresion": [0.1, 0.2]})
     with pytest.raises(ValidationError, match="must lie below"):
-        DisplayRanges(unsharp_px=(4.0, 64.0))
+        DisplayRanges(unsharp_mm=(4.0, 40.0))
 
 
 def test_naive_mode_is_plain_line_integral():

@@ -212,14 +212,15 @@ def equalize(band: np.ndarray, power: float, scale: float) -> np.ndarray:
     return band * (mag / scale) ** (power - 1.0)
 
 
-def multiscale(x: np.ndarray, params: DisplayParams, mask: np.ndarray | None = None) -> np.ndarray:
+def multiscale(x: np.ndarray, params: DisplayParams, mask: np.ndarray | None = None, pixel_mm: float = 1.0) -> np.ndarray:
     """Edge enhancement, contrast equalization and dynamic-range compression on a Laplacian pyramid.
 
     ``x``: the windowed image (anatomy roughly in [0, 1]); ``mask``: the anatomy (sets the
-    equalization scales and the compression's fixed point, its median). Band ``k`` (detail of
-    about ``2**k`` px) gains ``1 + unsharp_amount`` when ``2**k < unsharp_px``; bands with
-    ``2**k >= compression_px`` and the residual are scaled by ``1 - compression`` about the
-    median ``m``, so the low-pass part's range shrinks by exactly that factor.
+    equalization scales and the compression's fixed point, its median); ``pixel_mm``: the
+    detector pixel pitch. Band ``k`` (detail of about ``2**k`` px, ``2**k * pixel_mm`` mm)
+    gains ``1 + unsharp_amount`` when finer than ``unsharp_mm``; bands at or above
+    ``compression_mm`` and the residual are scaled by ``1 - compression`` about the median
+    ``m``, so the low-pass part's range shrinks by exactly that factor.
     """
     pyr = laplacian_pyramid(x)
     c = params.compression
@@ -227,14 +228,14 @@ def multiscale(x: np.ndarray, params: DisplayParams, mask: np.ndarray | None = N
     m = float(np.median(sample)) if sample.size else 0.0
     out = []
     for k, b in enumerate(pyr[:-1]):
-        scale = 2.0**k
+        scale = 2.0**k * pixel_mm
         if params.equalization != 1.0:
             lm = _level_mask(mask, k)
             vals = np.abs(b[lm]) if lm is not None and np.any(lm) else np.abs(b).ravel()
             b = equalize(b, params.equalization, float(np.percentile(vals, 99.5)) if vals.size else 0.0)
-        if scale < params.unsharp_px:
+        if scale < params.unsharp_mm:
             b = (1.0 + params.unsharp_amount) * b
-        if scale >= params.compression_px:
+        if scale >= params.compression_mm:
             b = (1.0 - c) * b
         out.append(b)
     out.append(m + (1.0 - c) * (pyr[-1] - m))
@@ -264,12 +265,15 @@ def display(
     *,
     covered: np.ndarray | None = None,
     metal: np.ndarray | None = None,
+    pixel_mm: float | None = None,
 ) -> np.ndarray:
     """The processed image, float32 in [0, 1] (bone bright), from the log image and optional masks.
 
     ``covered``: pixels whose rays crossed the CT (outside is like collimation: left out of
     the window); ``metal``: pixels behind metal (left out of the window). Both from
     :func:`display_masks`. Direct exposure is recognised from the log values themselves.
+    ``pixel_mm``: the detector pixel pitch, which the multi-scale stages need (their scales
+    are in mm); not needed for a plain window.
     """
     img = np.asarray(log_image, dtype=np.float64)
     if img.ndim != 2:
@@ -283,15 +287,18 @@ def display(
         lo, hi = exposure_window(img, mask, params.percentiles)
     x = np.clip((img - lo) / (hi - lo), -HALO_MARGIN, 1.0 + HALO_MARGIN)
     if params.unsharp_amount > 0 or params.compression > 0 or params.equalization != 1.0:
+        if pixel_mm is None or not (np.isfinite(pixel_mm) and pixel_mm > 0):
+            raise DisplayError(f"multi-scale display processing needs the detector pixel pitch pixel_mm (its scales are "
+                               f"in mm), got {pixel_mm!r}")
         cov = _as_mask(covered, img.shape, "covered")
         if cov is not None and not cov.all() and cov.any():
             # Like a console's collimation masking: the pyramid sees the uncovered region filled with
             # its nearest covered value (no halo along the coverage edge); the region keeps its own value.
             idx = ndimage.distance_transform_edt(~cov, return_distances=False, return_indices=True)
-            y = multiscale(x[tuple(idx)], params, mask)
+            y = multiscale(x[tuple(idx)], params, mask, pixel_mm)
             x = np.where(cov, y, x)
         else:
-            x = multiscale(x, params, mask)
+            x = multiscale(x, params, mask, pixel_mm)
         if params.window is None:
             lo2, hi2 = exposure_window(x, mask, params.percentiles)
             x = (x - lo2) / (hi2 - lo2)

@@ -123,13 +123,14 @@ class DisplayParams:
       ``direct_exposure``, i.e. transmission above ``exp(-direct_exposure)``) are left out.
 
     Multi-scale processing on a Laplacian pyramid of the windowed image (band ``k`` holds
-    detail of about ``2**k``-``2**(k+1)`` pixels):
+    detail of about ``2**k``-``2**(k+1)`` pixels; scales are given in mm at the detector, as a
+    console sets them for its native pixels, so a lower-resolution image is processed alike):
 
-    * edge enhancement: bands finer than ``unsharp_px`` pixels gain ``1 + unsharp_amount``;
+    * edge enhancement: bands finer than ``unsharp_mm`` gain ``1 + unsharp_amount``;
     * contrast equalization (MUSICA-style): every band's coefficients ``b`` become
       ``b * (max(|b|, 0.05 M) / M) ** (equalization - 1)``, ``M`` the band's 99.5th
       percentile of ``|b|`` over the anatomy (``equalization = 1``: off; < 1 lifts faint detail);
-    * dynamic-range compression: bands of ``compression_px`` pixels and coarser, and the
+    * dynamic-range compression: bands of ``compression_mm`` and coarser, and the
       low-pass residual, scale by ``1 - compression`` about the anatomy's median.
 
     Tone: the processed anatomy is windowed again between the same ``percentiles`` (not with
@@ -146,10 +147,10 @@ class DisplayParams:
     percentiles: tuple[float, float] = (1.0, 99.0)
     direct_exposure: float = 0.05
     unsharp_amount: float = 0.7
-    unsharp_px: float = 8.0
+    unsharp_mm: float = 6.0
     equalization: float = 0.9
     compression: float = 0.5
-    compression_px: float = 64.0
+    compression_mm: float = 48.0
     lut: str = "sigmoid"
     contrast: float = 4.0
     level: float = 0.0
@@ -166,12 +167,12 @@ class DisplayParams:
         _check(0 <= lo < hi <= 100, f"percentiles must satisfy 0 <= lo < hi <= 100, got {self.percentiles}")
         _check(np.isfinite(self.direct_exposure) and self.direct_exposure >= 0,
                f"direct_exposure must be a log value >= 0, got {self.direct_exposure}")
-        _check(np.isfinite(self.unsharp_amount) and self.unsharp_amount >= 0 and self.unsharp_px > 0,
-               f"unsharp amount must be >= 0 and its scale > 0 px, got {self.unsharp_amount}, {self.unsharp_px}")
+        _check(np.isfinite(self.unsharp_amount) and self.unsharp_amount >= 0 and self.unsharp_mm > 0,
+               f"unsharp amount must be >= 0 and its scale > 0 mm, got {self.unsharp_amount}, {self.unsharp_mm}")
         _check(0 < self.equalization <= 1, f"equalization must lie in (0, 1] (1 = off), got {self.equalization}")
         _check(0 <= self.compression < 1, f"compression must lie in [0, 1), got {self.compression}")
-        _check(self.compression_px >= self.unsharp_px,
-               f"compression_px ({self.compression_px}) must be >= unsharp_px ({self.unsharp_px}): "
+        _check(self.compression_mm >= self.unsharp_mm,
+               f"compression_mm ({self.compression_mm}) must be >= unsharp_mm ({self.unsharp_mm}): "
                "edges are enhanced below the compressed scales")
         _check(self.lut in ("linear", "sigmoid"), f"display LUT must be 'linear' or 'sigmoid', got {self.lut!r}")
         _check(np.isfinite(self.contrast) and self.contrast > 0, f"tone contrast must be > 0, got {self.contrast}")

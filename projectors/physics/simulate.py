@@ -120,11 +120,20 @@ def simulate(
         signal=out.astype(np.float32),
         transmission=transmission.astype(np.float32),
         log_image=log_image.astype(np.float32),
-        image=display(log_image, params.display, **display_masks(areal_density)),
+        image=display(log_image, params.display, **display_masks(areal_density), pixel_mm=detector_pitch(camera)),
         primary=T_p.astype(np.float32),
         scatter=s_rel_det.astype(np.float32),
         params=params,
     )
+
+
+def detector_pitch(camera: Camera) -> float:
+    """The detector pixel pitch in mm (mean of du, dv): ``sdd / |f|`` for a cone beam, ``1 / |f|`` for a
+    parallel beam (whose K maps mm to pixels)."""
+    size = camera.pixel_size
+    if size is None:
+        size = (1.0 / abs(camera.K[0, 0]), 1.0 / abs(camera.K[1, 1]))
+    return float(np.mean(size))
 
 
 def _naive(areal_density, camera, params: PhysicsParams) -> PhysicsResult:
@@ -151,7 +160,7 @@ def _noiseless(log_image, areal_density, camera, params: PhysicsParams) -> Physi
         signal=transmission.astype(np.float32),
         transmission=transmission.astype(np.float32),
         log_image=log_image.astype(np.float32),
-        image=display(log_image, params.display, **display_masks(areal_density)),
+        image=display(log_image, params.display, **display_masks(areal_density), pixel_mm=detector_pitch(camera)),
         primary=transmission.astype(np.float32),
         scatter=np.zeros(camera.shape, np.float32),
         params=params,

@@ -25,7 +25,6 @@ from pathlib import Path
 import click
 
 CT_PREP_METALS = ("titanium_alloy", "cocr", "stainless_steel", "titanium", "none")
-METAL_CHANNELS = ("titanium_alloy", "cocr", "stainless_steel", "titanium", "lead")
 
 
 def parse_angles(value: str) -> list[tuple[float, float]]:
@@ -92,22 +91,6 @@ def _floats(value: str | None, n: tuple[int, ...], what: str):
     if len(xs) not in n or not all(math.isfinite(x) for x in xs):
         raise click.BadParameter(f"{what}: expected {' or '.join(map(str, n))} finite numbers, got {value!r}")
     return xs
-
-
-def anatomy_window(log_image, region, direct_transmission: float = 0.6, percentiles=(2.0, 99.5)):
-    """Display window (log units) from the anatomy: pixels of ``region`` whose transmission is below
-    ``direct_transmission`` (``region`` leaves out the unexposed border, what the CT does not cover and
-    metal; the transmission test direct exposure). An interim choice until the console-style display
-    processing lands."""
-    import numpy as np
-
-    x = np.asarray(log_image)[np.asarray(region, bool) & (np.exp(-np.asarray(log_image)) < direct_transmission)]
-    if x.size < 100:
-        x = np.asarray(log_image)[np.asarray(region, bool)]
-    if x.size == 0:
-        x = np.asarray(log_image).ravel()
-    lo, hi = np.percentile(x, percentiles)
-    return float(lo), float(max(hi, lo + 1e-3))
 
 
 @click.command()
@@ -199,8 +182,7 @@ def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, over
     from projectors.geometry import CArm, GeometryError, bin_pixels, geometry_preset
     from projectors.labels import label_image, structure_masks
     from projectors.physics import PhysicsParams, simulate
-    from projectors.physics.display import display
-    from projectors.physics.params import DisplayParams, PhysicsParamsError
+    from projectors.physics.params import PhysicsParamsError
     from projectors.projector import DeviceError, Projector
     from projectors.volume import Volume, VolumeError
     from synthex.io_images import save_png16
@@ -294,12 +276,7 @@ def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, over
             res = simulate(areal, cam, physics, np.random.default_rng(seed + i), sdd=cam.sdd)
         except PhysicsParamsError as e:
             raise click.ClickException(str(e)) from None
-        metal_ad = sum((a for m, a in areal.items() if m in METAL_CHANNELS), np.zeros(cam.shape, np.float32))
-        window = anatomy_window(res.log_image, field & covered & (metal_ad < 0.05))
-        # interim display (until the console-style processing lands): the anatomy's window, 8 mm unsharp
-        # masking, a gamma that darkens the mid-tones (lungs) as film-like consoles do
-        disp = DisplayParams(window=window, unsharp_amount=2.0, unsharp_px=max(1.0, 8.0 / cam.pixel_size[0]), gamma=1.4)
-        image = display(res.log_image, disp)
+        image = res.image  # the console display: window from the anatomy (not the collimated border), multi-scale
         arrays = {f"areal_density/{m}": a.astype(np.float32) for m, a in areal.items()}
         arrays.update(line_integral=res.log_image, transmission=res.transmission, primary=res.primary,
                       covered=covered, field=field, P=cam.P, K=cam.K, world_from_camera=cam.world_from_camera.matrix)
@@ -319,7 +296,7 @@ def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, over
             "mirrored": cam.mirrored, "P": cam.P.tolist(), "K": cam.K.tolist(),
             "world_from_camera": cam.world_from_camera.matrix.tolist(), "isocenter": list(iso),
             "covered_fraction": round(float(covered.mean()), 4), "field_fraction": round(float(field.mean()), 4),
-            "display_window": list(window), "seed": seed + i, "supersample": supersample, "mode": mode,
+            "seed": seed + i, "supersample": supersample, "mode": mode,
         }
         (out / f"{stem}.json").write_text(json.dumps(meta, indent=1))
         summary["views"].append(meta)
