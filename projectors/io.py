@@ -11,8 +11,8 @@ singleton axis is dropped), real finite values, a finite non-singular affine
 and positive voxel spacing. Every failure is one :class:`VolumeError` naming
 the file.
 
-    vol = read_volume("ct.nii.gz", labels="seg.nii.gz", label_names="classmap.json")
-    vol = read_volume("dicom_folder/", series_uid="1.2.840....")
+    vol = Volume.from_file("ct.nii.gz", labels="seg.nii.gz", label_names="classmap.json")
+    vol = Volume.from_file("dicom_folder/", series_uid="1.2.840....")  # options go to the reader
 
 Pure file I/O lives here; nothing in this module computes on volumes.
 """
@@ -33,7 +33,6 @@ from typing import Callable
 import numpy as np
 
 from projectors.geometry import Transform
-from projectors.volume import Volume, VolumeError, as_path
 
 #: Maps DICOM/ITK patient coordinates (LPS: +x left, +y posterior, +z superior) to RAS.
 RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -162,8 +161,20 @@ def check_image(image: ImageData, path) -> ImageData:
 # -- the public entry point ----------------------------------------------------------------------
 
 
-def read_volume(path, labels=None, label_names=None, **options) -> Volume:
-    """Read a CT into a :class:`Volume` (HU, ``world_from_ijk`` in RAS mm).
+class VolumeError(ValueError):
+    """A volume that cannot be used (wrong shape, NaNs, bad spacing, unreadable file)."""
+
+
+def as_path(path) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise VolumeError(f"no such file or folder: {p}")
+    return p
+
+
+def read_ct(path, labels=None, label_names=None, **options) -> dict:
+    """Read a CT: the fields of a :class:`~projectors.volume.Volume` (``Volume(**read_ct(...))``, which is
+    what ``Volume.from_file`` does): HU, ``world_from_ijk`` in RAS mm, labels and their names, a name.
 
     ``path``: a NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``),
     MetaImage (``.mha``, ``.mhd``) or numpy (``.npz``; ``.npy`` with
@@ -202,13 +213,13 @@ def read_volume(path, labels=None, label_names=None, **options) -> Volume:
                 )
     elif label_names is not None:
         raise VolumeError(f"{path}: label_names were given but there is no label map (pass labels=...)")
-    return Volume(
-        np.ascontiguousarray(image.array, dtype=np.float32),  # readers may return Fortran order (nibabel)
-        Transform(image.world_from_ijk),
-        labels=lab,
-        label_names=names,
-        name=_stem(path),
-    )
+    return {
+        "hu": np.ascontiguousarray(image.array, dtype=np.float32),  # readers may return Fortran order (nibabel)
+        "world_from_ijk": Transform(image.world_from_ijk),
+        "labels": lab,
+        "label_names": names,
+        "name": _stem(path),
+    }
 
 
 def _reorder_to_grid(lab: np.ndarray, label_affine: np.ndarray, ct_affine: np.ndarray):

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 
 from projectors.geometry import GeometryError, Transform
-
-
-class VolumeError(ValueError):
-    """A volume that cannot be used (wrong shape, NaNs, bad spacing, unreadable file)."""
+from projectors.io import VolumeError, as_path, read_ct  # noqa: F401  (VolumeError and as_path re-exported)
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,9 +102,7 @@ class Volume:
         ``options`` go to the format's reader (e.g. ``series_uid=`` for DICOM,
         ``spacing=`` for ``.npy``); see ``projectors.io``.
         """
-        from projectors.io import read_volume
-
-        return read_volume(path, labels=labels, label_names=label_names, **options)
+        return cls(**read_ct(path, labels=labels, label_names=label_names, **options))
 
     # -- properties -------------------------------------------------------------
     @property
@@ -145,10 +139,3 @@ class Volume:
         sp = ", ".join(f"{s:.3g}" for s in self.spacing)
         lab = f", {len(np.unique(self.labels))} labels" if self.labels is not None else ""
         return f"Volume({self.name!r}, shape={self.shape}, spacing=({sp}) mm{lab})"
-
-
-def as_path(path) -> Path:
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise VolumeError(f"no such file or folder: {p}")
-    return p

