@@ -169,13 +169,23 @@ def pix2pix_study(args) -> None:
     def overlay(gray, labels, lms):
         im = rgb(gray, [(labels == c, colours[(c - 1) % len(colours)]) for c in range(1, labels.max() + 1)])
         for u, v in lms[np.all(np.isfinite(lms), axis=1)]:
-            uu, vv = int(round(u)), int(round(v))
+            uu, vv = round(u), round(v)
             im[max(vv - 1, 0):vv + 2, max(uu - 1, 0):uu + 2] = (255, 255, 0)
         return im
 
     pick = np.linspace(0, len(synth) - 1, 8).round().astype(int)
     recs = [synth[int(i)] for i in pick]
-    rows = [[overlay(np.zeros_like(r.image) + 0.5, r.labels, r.landmarks) for r in recs],
+    def label_rgb(labels, lms):
+        im = np.zeros((*labels.shape, 3))
+        for c in range(1, labels.max() + 1):
+            im[labels == c] = colours[(c - 1) % len(colours)]
+        im = np.rint(im * 200).astype(np.uint8)
+        for u, v in lms[np.all(np.isfinite(lms), axis=1)]:
+            uu, vv = round(u), round(v)
+            im[max(vv - 1, 0):vv + 2, max(uu - 1, 0):uu + 2] = (255, 255, 255)
+        return im
+
+    rows = [[label_rgb(r.labels, r.landmarks) for r in recs],
             [rgb(r.image) for r in recs],
             [overlay(r.image, r.labels, r.landmarks) for r in recs]]
     samples = [json.loads(x) for x in (samples_dir / "samples.jsonl").read_text().splitlines()]

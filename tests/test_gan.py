@@ -64,7 +64,8 @@ def write_blob_images(root: Path, n: int, size: int, seed: int, transform) -> Pa
 @pytest.mark.parametrize("spec", [NetSpec("resnet", 8, 2, 2), NetSpec("unet", 8, 3, dropout=0.1)])
 def test_generator_maps_to_same_size_in_tanh_range(spec):
     g = build_generator(spec, in_channels=3, out_channels=1, seed=0)
-    y = g(torch.randn(2, 3, 64, 48))
+    with torch.no_grad():
+        y = g(torch.randn(2, 3, 64, 48))
     assert y.shape == (2, 1, 64, 48)
     assert float(y.abs().max()) <= 1.0  # tanh output
 
@@ -73,7 +74,8 @@ def test_patchgan_output_shape_is_the_pix2pix_one():
     # pix2pix's 70x70 PatchGAN at 128 px: 4x4 convs with padding 1, strides 2, 2, 2, 1, 1:
     # 128 -> 64 -> 32 -> 16 -> 15 -> 14 (floor((n + 2 - 4) / s) + 1 per layer)
     d = build_discriminator(NetSpec(disc_features=8, disc_layers=3), in_channels=4, seed=0)
-    assert d(torch.zeros(2, 4, 128, 128)).shape == (2, 1, 14, 14)
+    with torch.no_grad():
+        assert d(torch.zeros(2, 4, 128, 128)).shape == (2, 1, 14, 14)
     # its receptive field: r = 1, then r = r * s + (k - s) backwards over the 5 layers = 70
     r = 1
     for s in (1, 1, 2, 2, 2):

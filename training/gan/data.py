@@ -35,10 +35,11 @@ from .common import progress_bar as _bar
 
 @dataclass
 class LabelledSet:
-    """A collection in memory at one square size (``images.shape == (N, size, size)``)."""
+    """A collection in memory at one square size (``images.shape == (N, size, size)``): about
+    5 bytes per pixel, e.g. 330 MB for 1,000 images at 256 px."""
 
     images: np.ndarray                 # (N, S, S) float32 in [0, 1]
-    labels: np.ndarray | None          # (N, S, S) int64 class indices, or None (no label maps)
+    labels: np.ndarray | None          # (N, S, S) class indices (uint8, int32 above 256 classes), or None
     landmarks: np.ndarray              # (N, L, 2) float64 (u, v), NaN = not labelled
     subjects: list[str]
     names: list[str]
@@ -104,7 +105,7 @@ def load_labelled(source, size: int, indices=None, *, need_labels: bool = True,
     pitch = pitches.pop() if len(pitches) == 1 else None
     return LabelledSet(
         images=np.stack(images).astype(np.float32),
-        labels=np.stack(labels).astype(np.int64) if labels else None,
+        labels=np.stack(labels).astype(np.uint8 if len(src.classes) <= 256 else np.int32) if labels else None,
         landmarks=np.stack(landmarks) if landmarks else np.zeros((0, 0, 2)),
         subjects=[src.subjects[int(i)] for i in idx], names=[src.names[int(i)] for i in idx],
         classes=list(src.classes), landmark_names=list(src.landmarks), pixel_size_mm=pitch,

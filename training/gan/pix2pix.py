@@ -12,9 +12,11 @@ Model: generator = MONAI U-Net (instance norm, LeakyReLU, dropout as pix2pix's
 noise source, kept on at sampling), input = one-hot label map (+ one Gaussian
 heatmap per landmark, sigma 2 px, when the data has landmarks), output = image
 through ``tanh``; discriminator = 70 x 70 PatchGAN on the concatenated (condition,
-image). Loss ``G: adv(D(c, G(c))) + lambda_l1 |G(c) - y|_1``; ``D: 0.5 (adv_real +
-adv_fake)``; defaults LSGAN, ``lambda_l1 = 100`` (the paper's value), Adam lr 2e-4,
-betas (0.5, 0.999), constant then linear decay to 0 over the last half of the epochs.
+image). Loss ``G: adv(D(c, G(c))) + lambda_l1 |G(c) - y|_1`` (images in [-1, 1] as in
+the paper; ``history.json`` logs the L1 in [0, 1] units, half of it); ``D: 0.5
+(adv_real + adv_fake)``; defaults LSGAN, ``lambda_l1 = 100`` (the paper's value), Adam
+lr 2e-4, betas (0.5, 0.999), constant then linear decay to 0 over the last half of
+the epochs.
 
     from training.gan import pix2pix
     run = pix2pix.fit("data/target-train", pix2pix.preset("cpu"), "runs/p2p")
@@ -240,16 +242,17 @@ def fit(train, config: Pix2PixConfig, out_dir, *, indices=None, resume: bool = F
                     opt_d.zero_grad(set_to_none=True)
                     d_loss.backward()
                     opt_d.step()
-                    # generator: fool D, stay close to the real image (L1 on [0, 1] images)
+                    # generator: fool D, stay close to the real image (L1 in the networks' [-1, 1], as
+                    # the paper, so lambda_l1 = 100 means what it meant there; logged in [0, 1] units)
                     disc.requires_grad_(False)
                     g_adv = adv.generator(disc(torch.cat([cond, fake], 1)))
-                    g_l1 = l1(from_net(fake), images[idx][:, None].to(device))
+                    g_l1 = l1(fake, real)
                     opt_g.zero_grad(set_to_none=True)
                     (g_adv + config.lambda_l1 * g_l1).backward()
                     opt_g.step()
                     disc.requires_grad_(True)
                     k = len(idx)
-                    d_loss, g_adv, g_l1 = float(d_loss.detach()), float(g_adv.detach()), float(g_l1.detach())
+                    d_loss, g_adv, g_l1 = float(d_loss.detach()), float(g_adv.detach()), float(g_l1.detach()) / 2
                     sums["d"] += d_loss * k
                     sums["g_adv"] += g_adv * k
                     sums["l1"] += g_l1 * k
