@@ -304,6 +304,19 @@ def test_cyclegan_is_deterministic_and_resumes_exactly(tmp_path, monkeypatch):
     assert not all(torch.equal(x, y) for x, y in zip(_weights(whole[0].g_ab), _weights(other.g_ab)))
 
 
+def test_cyclegan_steps_per_epoch_of_one_pass_is_the_plain_epoch(tmp_path):
+    """steps_per_epoch = N (batch 1) draws the same order as 'one pass over the N source images'."""
+    src = write_grey_set(tmp_path / "g", n=3)
+    tgt = write_blob_images(tmp_path / "t", 2, 32, 7, lambda x: 1.0 - x)
+    plain = cyclegan.fit(src, tgt, cyclegan.preset("test", batch_size=1), tmp_path / "a", progress=False, threads=1)
+    steps = cyclegan.fit(src, tgt, cyclegan.preset("test", batch_size=1, steps_per_epoch=3), tmp_path / "b",
+                         progress=False, threads=1)
+    more = cyclegan.fit(src, tgt, cyclegan.preset("test", batch_size=1, steps_per_epoch=4), tmp_path / "c",
+                        progress=False, threads=1)
+    assert all(torch.equal(x, y) for x, y in zip(_weights(plain.g_ab), _weights(steps.g_ab)))
+    assert not all(torch.equal(x, y) for x, y in zip(_weights(plain.g_ab), _weights(more.g_ab)))
+
+
 def test_pix2pix_learns_a_label_to_grey_mapping(tmp_path):
     """Image = a constant grey per class (0.2, 0.5, 0.8). An untrained generator outputs about
     0.5 everywhere (tanh of small values), an L1 error of about (0.3 + 0 + 0.3) weighted by the

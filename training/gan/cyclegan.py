@@ -14,8 +14,9 @@ instance norm, ``tanh``), two 70 x 70 PatchGAN discriminators (D_A, D_B), LSGAN,
 cycle consistency ``lambda_cycle = 10`` and identity ``lambda_identity = 0.5``
 (x lambda_cycle), image pools of 50 past fakes, Adam lr 2e-4 betas (0.5, 0.999),
 constant then linear decay over the last half of the epochs, batch 1 -- the
-paper's settings. An epoch is one pass over the source images; target images are
-drawn in a shuffled cycle.
+paper's settings. An epoch is one pass over the source images, or
+``steps_per_epoch`` steps through shuffled passes (the CPU preset: 300, so its run
+time does not grow with the source); target images are drawn in a shuffled cycle.
 
     from training.gan import cyclegan
     model = cyclegan.fit("data/renders", "../shared/data/xray/covid19_cxr_open", cyclegan.preset("cpu"), "runs/cg")
@@ -73,6 +74,7 @@ class CycleGANConfig:
     lambda_cycle: float = 10.0
     lambda_identity: float = 0.5
     pool_size: int = 50
+    steps_per_epoch: int | None = None
     target_fit: str = "crop"
     nets: NetSpec = field(default_factory=lambda: NetSpec("resnet", 16, 2, 6, upsample="resize", disc_features=32))
     seed: int = 0
@@ -85,13 +87,17 @@ class CycleGANConfig:
         check_common(self)
         if self.lambda_cycle < 0 or self.lambda_identity < 0 or self.pool_size < 0:
             raise GANError("lambda_cycle, lambda_identity and pool_size must be >= 0")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise GANError(f"steps_per_epoch must be at least 1 (or None: one pass over the source), "
+                           f"got {self.steps_per_epoch}")
         if self.target_fit not in FITS:
             raise GANError(f"target_fit must be one of {FITS}, got {self.target_fit!r}")
 
 
-# cpu: ~10-20 min on 2 cores for ~300-500 source images at 128 px; full: the paper's settings on a GPU
+# cpu: 4 x 300 steps whatever the number of source images (about 0.8 s of one core per step at
+# 128 px: ~16 min); full: the paper's settings on a GPU (an epoch = one pass over the source)
 PRESETS = {
-    "cpu": {"size": 128, "epochs": 4, "batch_size": 1,
+    "cpu": {"size": 128, "epochs": 4, "batch_size": 1, "steps_per_epoch": 300,
             "nets": {"generator": "resnet", "features": 16, "depth": 2, "n_blocks": 6, "upsample": "resize",
                      "disc_features": 32}},
     "full": {"size": 256, "epochs": 200, "batch_size": 1,
@@ -198,16 +204,17 @@ def fit(source, target, config: CycleGANConfig, out_dir, *, source_indices=None,
         images_a = torch.from_numpy(src.images)
         images_b = torch.from_numpy(tgt)
         bs = config.batch_size
-        steps = math.ceil(len(src) / bs)
+        steps = config.steps_per_epoch or math.ceil(len(src) / bs)
         w_idt = config.lambda_cycle * config.lambda_identity
         with progress_bar(progress, (config.epochs - start) * steps, "cyclegan") as step:
             for epoch in range(start, config.epochs):
                 t0 = time.perf_counter()
                 for net in (g_ab, g_ba, d_a, d_b):
                     net.train()
-                order_a = stream(config.seed, STREAM_ORDER, epoch).permutation(len(src))
-                order_b = _target_order(config.seed, epoch, steps * bs, len(tgt))
-                sums = dict.fromkeys(("d_a", "d_b", "g_adv", "cycle", "identity"), 0.0)
+                order_a = cycled_order(stream(config.seed, STREAM_ORDER, epoch), steps * bs, len(src)) \
+                    if config.steps_per_epoch else stream(config.seed, STREAM_ORDER, epoch).permutation(len(src))
+                order_b = cycled_order(stream(config.seed, STREAM_TARGET, epoch), steps * bs, len(tgt))
+                sums, seen = dict.fromkeys(("d_a", "d_b", "g_adv", "cycle", "identity"), 0.0), 0
                 for b in range(steps):
                     ia = torch.from_numpy(order_a[b * bs:(b + 1) * bs])
                     ib = torch.from_numpy(order_b[b * bs:b * bs + len(ia)])
@@ -233,6 +240,7 @@ def fit(source, target, config: CycleGANConfig, out_dir, *, source_indices=None,
                     (loss_da + loss_db).backward()
                     opt_d.step()
                     k = len(ia)
+                    seen += k
                     for key, v in (("d_a", loss_da), ("d_b", loss_db), ("g_adv", g_adv), ("cycle", cycle),
                                    ("identity", identity)):
                         sums[key] += float(v.detach()) * k
@@ -240,7 +248,7 @@ def fit(source, target, config: CycleGANConfig, out_dir, *, source_indices=None,
                          cyc=float(cycle.detach()))
                 sched_g.step()
                 sched_d.step()
-                history.append({"epoch": epoch, **{k: v / len(src) for k, v in sums.items()},
+                history.append({"epoch": epoch, **{k: v / seen for k, v in sums.items()},
                                 "lr": sched_g.get_last_lr()[0], "seconds": time.perf_counter() - t0})
                 if progress:
                     print(epoch_line(KIND, history[-1], config.epochs), flush=True)
@@ -255,11 +263,9 @@ def fit(source, target, config: CycleGANConfig, out_dir, *, source_indices=None,
     return CycleGAN(g_ab.eval(), g_ba.eval(), config, meta, device)
 
 
-def _target_order(seed: int, epoch: int, n: int, n_target: int) -> np.ndarray:
-    """``n`` target indices for one epoch: shuffled passes over the target images, one after another."""
-    rng = stream(seed, STREAM_TARGET, epoch)
-    reps = math.ceil(n / n_target)
-    return np.concatenate([rng.permutation(n_target) for _ in range(reps)])[:n]
+def cycled_order(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """``n`` indices into ``size`` items: shuffled passes over all of them, one after another."""
+    return np.concatenate([rng.permutation(size) for _ in range(math.ceil(n / size))])[:n]
 
 
 def translate_dataset(run, source, out, *, indices=None, device: str = "cpu", overwrite: bool = False,
