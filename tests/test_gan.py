@@ -253,6 +253,12 @@ def test_bad_sizes_are_clear_errors(tmp_path):
         model.generate(np.full((1, 32, 32), 5))
     with pytest.raises(GANError, match="exists: pass resume"):
         pix2pix.fit(src, pix2pix.preset("test", epochs=1), tmp_path / "run", progress=False, threads=1)
+    tgt = write_blob_images(tmp_path / "t", 2, 48, 1, lambda x: x)  # other sizes are fine: resized to 32
+    cg = cyclegan.fit(src, tgt, cyclegan.preset("test"), tmp_path / "cg", progress=False, threads=1)
+    with pytest.raises(GANError, match=r"must be \(N, 32, 32\)"):
+        cg.translate(np.zeros((1, 48, 48), np.float32))
+    with pytest.raises(GANError, match=r"in \[0, 1\]"):
+        cg.translate(np.full((1, 32, 32), 2.0, np.float32))
 
 
 # ---- training: determinism, resume, learning --------------------------------------------------
