@@ -168,3 +168,13 @@ def test_the_docs_config_page_documents_every_key():
     assert not undocumented, f"config keys without a doc string: {undocumented}"
     # defaults are shown as the YAML/JSON a user would write (the default task is SyntheX's hip task)
     assert '| `task` | `"hip"` |' in rendered
+
+
+def test_the_benchmark_configs_are_valid():
+    """Configs committed under benchmarks/configs stay in step with the schema."""
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        load_config(path)
