@@ -143,6 +143,7 @@ class Pipeline:
             # the jitter moves the thresholds between tissues; a CT's metal threshold (ct_prep) stays
             hu_map = sim.jittered_hu_map(v.materials.hu_map, jitter)
             scene.append(SceneVolume(v.volume, replace(v.materials, hu_map=hu_map), v.priority))
+        subject.scene = scene
         projector = Projector(scene, device=self.cfg.projector.device, mode=self.cfg.projector.mode)
         wanted = [s for c in self.task.foreground for s in subject.structures.get(c, [c])]
         if subject.place is None and not any(s in projector.structures for s in wanted):
@@ -182,9 +183,13 @@ class Pipeline:
         proj = projector.project(camera)
         areal, paths, landmarks = dict(proj.areal_density), dict(proj.path_length), dict(subject.landmarks)
         if placement is not None and placement.meshes:
-            from projectors.mesh import mesh_path_lengths
+            from projectors.mesh import displaced_areal_density, mesh_path_lengths
 
             mp = mesh_path_lengths(placement.meshes, camera, device=projector.device)
+            anatomy = subject.scene[0]  # the tool takes the place of the anatomy it occupies
+            for m, a in displaced_areal_density(anatomy.volume, anatomy.materials, camera, mp).items():
+                if m in areal:
+                    areal[m] = np.maximum(areal[m] - a, 0.0)
             for m, a in mp.areal_density.items():
                 areal[m] = areal[m] + a if m in areal else a
             paths.update(mp.path_length)

@@ -57,6 +57,7 @@ class Subject:
     # (presets with the patient at the detector fit the source distance to it)
     coverage: object | None = None
     body_points: np.ndarray | None = None
+    scene: list | None = None  # the SceneVolumes as projected (set by the pipeline)
 
 
 @dataclass(frozen=True)
@@ -575,7 +576,7 @@ PELVIS_TOOL = SubjectSource(
     build=_pelvis_tool_build,
     doc="procedural pelvis phantom with a surgical tool mesh (phantoms.tools; default the continuum "
     "manipulator of SyntheX's tool task) placed by a surgical approach, re-posed in every view; the "
-    "tool's material is added on top of the bone it overlaps (no voxels are carved out)",
+    "tool takes the place of the anatomy it occupies (projectors.mesh.displaced_areal_density)",
 )
 
 

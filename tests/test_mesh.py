@@ -191,3 +191,31 @@ def test_tools_in_the_pelvis_start_in_bone():
         assert (near > 0).any(), kind
     with pytest.raises(ToolError, match="no pelvis approach"):
         sample_tool_pose_in_pelvis(rng, tool, "scalpel", ph.landmarks)
+
+
+def test_a_tool_displaces_the_anatomy_it_occupies():
+    """A 10 mm rod through a 60 mm water-like block: the central ray sees 60 - 10 = 50 mm of tissue plus the
+    rod, not 60 mm plus the rod (A = rho x chord; the rod's chord on the central ray is its diameter)."""
+    import trimesh
+
+    from projectors.geometry import parallel_camera
+    from projectors.materials import MaterialModel
+    from projectors.mesh import MeshObject, displaced_areal_density, mesh_path_lengths
+    from projectors.projector import project
+    from projectors.volume import Volume
+
+    vol = Volume.from_array(np.zeros((60, 60, 60), np.float32), spacing=1.0)  # 0 HU: soft tissue, 1.03 g/cm^3
+    rod = trimesh.creation.cylinder(radius=5.0, height=200.0, sections=256)  # along z, through the block
+    mesh = MeshObject(rod.vertices, rod.faces, name="rod", material="titanium")
+    cam = parallel_camera((0, 1, 0), size=(31, 31), pitch=1.0)  # rays along +y, perpendicular to the rod
+    proj = project(vol, cam, device="cpu")
+    mp = mesh_path_lengths([mesh], cam, device="cpu")
+    shifted = displaced_areal_density(vol, MaterialModel(), cam, mp, step_mm=0.25)
+    rho = float(MaterialModel().hu_map.density(0.0))
+    c = 15  # the central pixel
+    assert mp.path_length["rod"][c, c] == pytest.approx(10.0, abs=0.01)
+    assert shifted["soft_tissue"][c, c] == pytest.approx(rho * 10.0 / 10.0, rel=1e-3)  # 10 mm of tissue, g/cm^2
+    left = proj.areal_density["soft_tissue"][c, c] - shifted["soft_tissue"][c, c]
+    assert left == pytest.approx(rho * 50.0 / 10.0, rel=1e-3)
+    # a ray that misses the rod keeps all of its tissue
+    assert shifted["soft_tissue"][c, 0] == 0.0
