@@ -18,13 +18,13 @@ from .spectrum import Spectrum, spectrum as get_spectrum
 MIN_TRANSMISSION = 1e-6
 
 
-def _no_scatter(primary_transmission, camera, sdd, spec, det):
+def _no_scatter(primary_transmission, camera, sdd, spec, det, scatter):
     return np.zeros_like(primary_transmission)
 
 
-#: Scatter models by ``ScatterParams.model``: f(primary transmission, camera, sdd, spectrum, detector)
-#: -> scatter relative to the flat field. (The Monte Carlo needs a voxel scene; pass its result as
-#: ``simulate(..., scatter=...)``.)
+#: Scatter models by ``ScatterParams.model``: f(primary transmission, camera, sdd, spectrum, detector,
+#: ScatterParams) -> scatter relative to the flat field (behind the grid, if any). (The Monte Carlo needs
+#: a voxel scene; pass its result as ``simulate(..., scatter=...)``.)
 SCATTER_MODELS = {"fast": fast_scatter, "none": _no_scatter}
 
 
@@ -61,7 +61,7 @@ def simulate(
     params: PhysicsParams | None = None,
     rng: np.random.Generator | None = None,
     *,
-    sdd: float = 1020.0,
+    sdd: float | None = None,
     scatter: np.ndarray | None = None,
     spec: Spectrum | None = None,
 ) -> PhysicsResult:
@@ -69,11 +69,18 @@ def simulate(
 
     ``params``: a :class:`PhysicsParams` (default: 80 kVp, fast scatter,
     noise); ``rng``: the sample's own Generator for the noise draws (required
-    when ``params.noise``); ``sdd``: source-detector distance in mm (sets the
-    detector pixel pitch ``sdd / fx`` for the scatter kernels; the camera's K
-    only holds their ratio); ``scatter``: a precomputed scatter image relative
-    to the flat field (e.g. from :func:`.scatter_mc.simulate_scatter`),
-    replacing ``params.scatter.model``; ``spec``: a precomputed spectrum.
+    when ``params.noise``); ``sdd``: source-detector distance in mm (default
+    ``camera.sdd``; it sets the detector pixel pitch ``sdd / fx`` for the
+    scatter kernels and the air-kerma dose, as K only holds their ratio);
+    ``scatter``: a precomputed scatter image relative to the flat field (e.g.
+    :attr:`.scatter_mc.MCResult.scatter_rel`, or ``scatter_rel_grid`` with a
+    grid), replacing ``params.scatter.model``; ``spec``: a precomputed spectrum.
+
+    An anti-scatter grid (``params.scatter.grid``) acts on the quanta: the
+    detector sees the primary times the grid's T_p(E) and the scatter times its
+    direction-dependent transmission, so at a given dose the image is noisier
+    with a grid, while the flat-field calibration (taken behind the grid)
+    keeps the transmission of the primary unchanged.
     No rays are cast here: re-randomizing the parameters is cheap.
     """
     params = params or PhysicsParams()
@@ -83,25 +90,23 @@ def simulate(
         raise PhysicsParamsError("noise is on: pass the sample's numpy.random.Generator as rng (or set noise=False)")
     if params.mode == "naive":
         return _naive(areal_density, camera, params)
+    sdd = sdd if sdd is not None else camera.sdd
     spec = spec or get_spectrum(params.spectrum)
-    sig = spectral_signal(areal_density, camera, spec, params)
+    sig = spectral_signal(areal_density, camera, spec, params, sdd=sdd)
     T_p = sig.transmission
     if scatter is not None:
         s_rel = np.asarray(scatter, dtype=np.float64)
         if s_rel.shape != T_p.shape or not np.all(np.isfinite(s_rel)) or np.any(s_rel < 0):
             raise PhysicsParamsError(f"scatter image must be finite, >= 0 and of shape {T_p.shape}")
     else:
-        s_rel = SCATTER_MODELS[params.scatter.model](T_p, camera, sdd, spec, params.detector)
+        s_rel = SCATTER_MODELS[params.scatter.model](T_p, camera, sdd, spec, params.detector, params.scatter)
     s_rel = s_rel * params.scatter.scale
-    grid = params.scatter.grid
-    # The flat-field calibration is taken with the grid in place: it scales the primary and the
-    # flat alike (Tp cancels) and the scatter by Ts / Tp relative to them.
-    s_rel_det = s_rel * (grid.scatter_transmission / grid.primary_transmission if grid else 1.0)
-    mean = sig.primary + s_rel_det * sig.flat
+    # The flat field (taken behind the grid, if any) is sig.flat; scatter is relative to it.
+    mean = sig.primary + s_rel * sig.flat
     # Scattered quanta are softer than the primary; we give them the primary's variance per unit signal.
     with np.errstate(divide="ignore", invalid="ignore"):
         e2 = np.where(sig.primary > 0, sig.second / sig.primary, sig.flat_second / sig.flat)
-    second = sig.second + s_rel_det * sig.flat * e2
+    second = sig.second + s_rel * sig.flat * e2
     flat_c = float(sig.flat[camera.height // 2, camera.width // 2])
     quantum = float(sig.flat.mean() / sig.flat_quanta.mean())
     out = apply_detector(mean, second, flat_c, quantum, params.detector, rng, noise=params.noise)
@@ -113,7 +118,7 @@ def simulate(
         log_image=log_image.astype(np.float32),
         image=display(log_image, params.display),
         primary=T_p.astype(np.float32),
-        scatter=s_rel_det.astype(np.float32),
+        scatter=s_rel.astype(np.float32),
         params=params,
     )
 
