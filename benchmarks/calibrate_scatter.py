@@ -28,15 +28,18 @@ from projectors.physics.calibration import calibrate  # noqa: E402
 from projectors.physics.scatter_fast import KernelTable  # noqa: E402
 from projectors.physics.spectrum import SpectrumParams  # noqa: E402
 
-SPECTRA = [SpectrumParams(kvp=k, anode_angle=10, filtration=(("Al", 3.0), ("Cu", 0.1))) for k in (60, 80, 120)]
-THICKNESS_CM = [0.5, 2, 5, 10, 15, 20, 25, 30, 40, 50]
-GAP_MM = [20, 50, 100, 200, 350, 500]
+# C-arm beams (Al + Cu) at 60, 80, 120 kV and a general-radiography 80 kV beam without copper; the
+# fast model interpolates in mean energy (41, 43, 49, 60 keV)
+SPECTRA = [SpectrumParams(kvp=k, anode_angle=10, filtration=(("Al", 3.0), ("Cu", 0.1))) for k in (60, 80, 120)] + [
+    SpectrumParams(kvp=80, anode_angle=12, filtration=(("Al", 2.5),))]
+THICKNESS_CM = [0.5, 2, 5, 10, 15, 20, 25, 30, 40]
+GAP_MM = [20, 50, 100, 250, 500]
 OUT = ROOT / "projectors" / "physics" / "data" / "scatter_kernels.npz"
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--photons", type=int, default=4_000_000, help="photons per kernel at t = 0 (x (1 + t/10 cm))")
+    ap.add_argument("--photons", type=int, default=2_000_000, help="photons per kernel at t = 0 (x (1 + t/10 cm))")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (one Warp CPU launch uses one core)")
     ap.add_argument("--seed", type=int, default=20261130)

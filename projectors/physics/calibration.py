@@ -28,7 +28,7 @@ import numpy as np
 from ..geometry import CArm, Camera
 from ..materials import mass_attenuation
 from .params import DetectorParams
-from .scatter_mc import REVERSE_THETA_EDGES_DEG, simulate_scatter, water_box_scene
+from .scatter_mc import E_MAX, REVERSE_E_BIN_KEV, REVERSE_THETA_EDGES_DEG, simulate_scatter, water_box_scene
 from .signal import signal_weights
 from .spectrum import Spectrum, SpectrumParams, spectrum
 
@@ -99,7 +99,7 @@ def slab_kernel(spec: Spectrum, t_cm: float, gap_mm: float, n_photons: int, rng:
     mass = mass * centre_over_disk
     return {
         "mass": mass,  # (n_r, n_theta) per unit primary, contribution to the centre
-        "energy": rev.energy / max(rev.energy.sum(), 1e-30),  # scatter spectrum (signal-weighted), 1 keV bins
+        "energy": rev.energy / np.maximum(rev.energy.sum(axis=1, keepdims=True), 1e-30),  # per angle bin, 4 keV bins
         "spr": float(mass.sum()),
         "centre_over_disk": centre_over_disk,
         "primary_transmission": float(Tp[0]),
@@ -126,7 +126,7 @@ def calibrate(spectra: list[SpectrumParams], thicknesses_cm, gaps_mm, n_photons:
     n_theta = len(REVERSE_THETA_EDGES_DEG) - 1
     radial = np.zeros((S, T, G, n_r))
     angular = np.zeros((S, T, G, len(groups) - 1, n_theta))
-    energy = np.zeros((S, T, G, 160))
+    energy = np.zeros((S, T, G, n_theta, E_MAX // REVERSE_E_BIN_KEV))
     for (si, ti, gi), k in zip(jobs, map_fn(_kernel_job, args)):
         radial[si, ti, gi] = k["mass"].sum(axis=1)
         for gr in range(len(groups) - 1):

@@ -151,28 +151,31 @@ class DetectorPreset:
 #: figures; approximate, as such figures are):
 #:
 #: ``flat_panel_csi``: indirect flat panel, CsI:Tl 0.6 mm columnar (~80% packing) on a-Si, 0.194 mm
-#: pixels (the mobile C-arm of REFERENCE.md). Presampled MTF at 2.5 cycles/mm (Nyquist) 0.086 +- 0.007
-#: along the axes, measured on a commercial CsI indirect flat panel by Kuhls-Gilcrist et al., Med.
-#: Phys. 37(2):724-735 (2010): the Lorentzian length is solved from it (with the pixel aperture).
-#: Swank: the energy spread of absorbed quanta gives I ~ 0.9 (computed), times 0.85 for light-yield
-#: and K-escape fluctuations, total ~0.75 (CsI:Tl Swank factors of 0.7-0.8 are typical of published
-#: measurements at RQA5). Electronic noise ~3 quanta per pixel (a-Si read-out). DQE(0) at RQA5
-#: then comes out ~0.6-0.7, the range published for CsI flat panels (e.g. Samei & Flynn, Med. Phys.
-#: 30(4):608-622, 2003).
+#: pixels (the mobile C-arm of REFERENCE.md). Presampled MTF at 2.5 cycles/mm 0.086 +- 0.007 along
+#: the axes, measured on a commercial indirect CsI flat panel by Kuhls-Gilcrist et al., Med. Phys.
+#: 37(2):724-735 (2010): the Lorentzian length (0.167 mm) is solved from it, with a Gaussian of
+#: sigma a / sqrt(12) standing for the pixel aperture a. Swank: the energy spread of the absorbed
+#: quanta gives I_E ~ 0.97 here (K-fluorescence escape is not transported), times 0.8 for escape
+#: and light-yield fluctuations: I ~ 0.78, in the 0.7-0.8 range usually measured for CsI:Tl at
+#: RQA5. Electronic noise ~3 quanta per pixel (a-Si read-out). DQE(0) at RQA5, 2.5 uGy: ~0.7 (QE
+#: 0.90 x I 0.78), the range published for CsI flat panels (e.g. ~0.65 in Samei & Flynn, Med.
+#: Phys. 30(4):608-622, 2003).
 #:
 #: ``cr_plate``: standard-resolution computed-radiography plate, BaFBr0.85I0.15:Eu powder ~230 um at
 #: ~50% packing (typical coatings: Rowlands, Phys. Med. Biol. 47:R123-R166, 2002; Leblans et al.,
-#: Materials 4:1034-1086, 2011), read at 0.1 mm. MTF 0.3 at 2 cycles/mm for a commercial BaFBr:Eu
-#: plate ("Spatial resolution of a glass-ceramic X-ray storage phosphor imaging plate", abstract):
-#: the Lorentzian length is solved from it. Secondary quantum sink: ~0.2 photo-electrons per keV
-#: absorbed (~10 per absorbed quantum; Rowlands 2002 discusses this sink); optical Swank 0.75.
-#: Plate structure noise 2.5% per 0.1 mm pixel: equal to the quantum noise near 10 uGy at RQA5,
-#: so DQE falls with exposure above that (structure noise dominates at high exposure: Fujita et al.,
-#: Med. Phys. 16(1):52-59, 1989). DQE(0) at RQA5 and 2.5 uGy then ~0.25-0.3, the range published
-#: for powder CR plates (e.g. Nakano et al., Med. Phys. 29(4):592-597, 2002: DQE(0.5 c/mm) ~0.19-0.22).
+#: Materials 4:1034-1086, 2011), read at 0.1 mm; its mu/rho at 60 keV (6.1 cm^2/g) is the 6.07 that
+#: Nakano et al. (Med. Phys. 29(4):592-597, 2002) give for BaF(Br0.85,I0.15). MTF 0.3 at 2 cycles/mm
+#: for a commercial BaFBr:Eu plate ("Spatial resolution of a glass-ceramic X-ray storage phosphor
+#: imaging plate", abstract): the Lorentzian length (0.116 mm) is solved from it. Secondary quantum
+#: sink: ~0.2 photo-electrons per keV absorbed (~10 per absorbed quantum; Rowlands 2002 discusses
+#: this sink); optical Swank 0.75. Plate structure noise 2.5% per 0.1 mm pixel: equal to the
+#: quantum noise near 20 uGy at RQA5, so DQE falls with exposure (structure noise dominating at
+#: high exposure, as Fujita et al., Med. Phys. 16(1):52-59, 1989, found for CR). DQE(0) at RQA5
+#: and 2.5 uGy then ~0.25 (QE 0.41), the range published for powder CR plates (Nakano et al. 2002:
+#: DQE(0.5 c/mm) ~0.19-0.22).
 DETECTOR_PRESETS: dict[str, DetectorPreset] = {
     "flat_panel_csi": DetectorPreset(
-        phosphor="csi", thickness_mm=0.6, packing=0.8, swank_optical=0.85, secondary_quanta_per_kev=None,
+        phosphor="csi", thickness_mm=0.6, packing=0.8, swank_optical=0.8, secondary_quanta_per_kev=None,
         native_pixel_mm=0.194, lorentz_mm=0.1672, aperture_sigma_mm=0.194 / np.sqrt(12.0), glare=0.0, glare_mm=5.0,
         structure_noise=0.0, electronic_noise=3.0, source="Kuhls-Gilcrist et al. 2010 (MTF); Samei & Flynn 2003 (DQE)",
     ),

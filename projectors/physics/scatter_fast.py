@@ -49,8 +49,8 @@ class KernelTable:
 
     ``radial[s, t, g, r]``: kernel mass (per unit primary) in the annulus ``r_edges_mm[r:r+2]``;
     ``angular[s, t, g, a, b]``: fraction of the mass of radial group ``a`` (``angle_group_edges_mm``)
-    arriving at polar angles ``theta_edges_deg[b:b+2]``; ``energy[s, t, g, k]``: signal-weighted
-    scatter spectrum, 1 keV bins from k to k+1 keV.
+    arriving at polar angles ``theta_edges_deg[b:b+2]``; ``energy[s, t, g, b, k]``: signal-weighted
+    spectrum of the scatter arriving in angle bin b, in equal bins over 0-160 keV.
     """
 
     mean_energy: np.ndarray
@@ -112,9 +112,9 @@ class KernelTable:
         if grid is None:
             return radial
         ang = self._at(self.angular, mean_energy, gap_mm)  # (T, A, B)
-        spec = self._at(self.energy, mean_energy, gap_mm)  # (T, 160)
-        t_az = _grid_angle_table(grid, tuple(self.theta_edges_deg))  # (160, B)
-        t_bins = spec @ t_az / np.maximum(spec.sum(axis=1, keepdims=True), 1e-30)  # (T, B)
+        spec = self._at(self.energy, mean_energy, gap_mm)  # (T, B, n_e): scatter spectrum per angle bin
+        t_az = _grid_angle_table(grid, tuple(self.theta_edges_deg), spec.shape[-1])  # (n_e, B)
+        t_bins = np.einsum("tbe,eb->tb", spec, t_az) / np.maximum(spec.sum(axis=2), 1e-30)  # (T, B)
         group_t = (ang * t_bins[:, None, :]).sum(axis=2)  # (T, A)
         r_mid = 0.5 * (self.r_edges_mm[:-1] + self.r_edges_mm[1:])
         grp = np.clip(np.searchsorted(self.angle_group_edges_mm, r_mid, side="right") - 1, 0, ang.shape[1] - 1)
@@ -122,9 +122,11 @@ class KernelTable:
 
 
 @lru_cache(maxsize=8)
-def _grid_angle_table(grid: GridParams, theta_edges_deg: tuple) -> np.ndarray:
-    """Grid transmission per 1 keV energy bin (centre k + 0.5 keV) and polar-angle bin, azimuth-averaged."""
-    e = np.arange(160) + 0.5
+def _grid_angle_table(grid: GridParams, theta_edges_deg: tuple, n_e: int) -> np.ndarray:
+    """Grid transmission per energy bin (``n_e`` bins over 0-160 keV, at their centres) and polar-angle
+    bin, azimuth-averaged: (n_e, B)."""
+    w = 160.0 / n_e
+    e = (np.arange(n_e) + 0.5) * w
     return azimuthal_transmission(grid, np.clip(e, 1.0, 160.0), np.deg2rad(np.asarray(theta_edges_deg)))
 
 
@@ -249,41 +251,47 @@ def fast_scatter(
     L = scatter.patient_thickness_mm
     ctx = _node_context(table, spec.mean_energy, grid, flat_grid_factor(grid, spec, det) if grid else 1.0)
     t_nodes, g_nodes, masses, mu_s = ctx["t_nodes"], ctx["g_nodes"], ctx["masses"], ctx["mu_water"]
-    # per pencil: thickness node weights, and the gaps its scatter starts from. A pencil of water-
-    # equivalent thickness t in a patient of physical thickness L > t carries its mass in two halves,
-    # one at the exit side (gap g) and one at the entrance side (gap g + L - t): the two chest walls
-    # of a lung pencil; a slab-like pencil (t = L) keeps both at g.
+    # A pencil of water-equivalent thickness t in a patient of physical thickness L > t carries its
+    # mass in two halves, one at the exit side (gap g, scattering ~5 t mm above the exit surface) and
+    # one at the entrance side (gap g + L - 10 t, scattering ~L - 5 t mm above it): the two chest walls
+    # of a lung pencil. A slab-like pencil (10 t = L) has both at g.
     tw = _node_weights(t, t_nodes)
     if L is None:
-        gw = _node_weights(np.full(t.shape, gap), g_nodes)
+        components = [(1.0, _node_weights(np.full(t.shape, gap), g_nodes), False)]
     else:
-        near = _node_weights(np.full(t.shape, gap), g_nodes)
-        far = _node_weights(gap + np.maximum(L - 10.0 * t, 0.0), g_nodes)
-        gw = {k: 0.5 * near.get(k, 0.0) + 0.5 * far.get(k, 0.0) for k in set(near) | set(far)}
+        components = [(0.5, _node_weights(np.full(t.shape, gap), g_nodes), False),
+                      (0.5, _node_weights(gap + np.maximum(L - 10.0 * t, 0.0), g_nodes), True)]
     tc = coarse(t)
     L_c = 10.0 * tc if L is None else np.full_like(tc, float(L))
     edges = table.r_edges_mm
     step = float(edges[1] - edges[0])
     A = _annulus_matrix(Hc, Wc, float(pc[0]), float(pc[1]), step)
+    kernel_f = {}
     sc = np.zeros((Hc, Wc))
     for j in range(1, len(t_nodes)):  # node 0 (t = 0) scatters nothing
         wj = tw.get(j)
         if wj is None:
             continue
-        for l in range(len(g_nodes)):
-            wl = gw.get(l)
-            if wl is None:
+        for share, gw, far in components:
+            acc = None
+            for l, wl in gw.items():
+                w = wj * wl
+                if not np.any(w > 0):
+                    continue
+                src = np.zeros((2 * Hc, 2 * Wc))
+                src[:Hc, :Wc] = coarse(T * w) * share
+                if (j, l) not in kernel_f:
+                    k = (A @ _annulus_densities(edges, masses[j - 1, l], A.shape[1] * step)[: A.shape[1]]).reshape(2 * Hc, 2 * Wc)
+                    kernel_f[(j, l)] = np.fft.rfft2(k)
+                term = np.fft.rfft2(src) * kernel_f[(j, l)]
+                acc = term if acc is None else acc + term
+            if acc is None:
                 continue
-            w = wj * wl
-            if not np.any(w > 0):
-                continue
-            src = np.zeros((2 * Hc, 2 * Wc))
-            src[:Hc, :Wc] = coarse(T * w)
-            k = (A @ _annulus_densities(edges, masses[j - 1, l], A.shape[1] * step)[: A.shape[1]]).reshape(2 * Hc, 2 * Wc)
-            part = np.fft.irfft2(np.fft.rfft2(src) * np.fft.rfft2(k), s=src.shape)[:Hc, :Wc]
-            # scatter from height h (mm above the detector) crosses x's column below h, not the pencil's own
-            h = g_nodes[l] + 5.0 * t_nodes[j]
-            below = tc * np.clip((h - gap) / np.maximum(L_c, 1e-6), 0.0, 1.0)
+            part = np.fft.irfft2(acc, s=(2 * Hc, 2 * Wc))[:Hc, :Wc]
+            # scatter from height h above the exit surface reaches x through x's column below h (a
+            # fraction h / L of its water-equivalent thickness), not through the pencil's own t / 2
+            h = (float(L) - 5.0 * t_nodes[j]) if far else 5.0 * t_nodes[j]
+            below = tc * np.clip(h / np.maximum(L_c, 1e-6), 0.0, 1.0)
             sc += part * np.exp(-mu_s * np.maximum(below - t_nodes[j] / 2.0, 0.0))
     sc = np.maximum(sc, 0.0)
     if f == 1 and (Hc, Wc) == (H, W):
@@ -310,8 +318,8 @@ def _node_context_cached(table_id: int, mean_energy: float, grid: GridParams | N
     table = _TABLES[table_id]
     masses = np.stack([table.kernels(mean_energy, g, grid, flat_factor) for g in table.gap_mm], axis=1)  # (T, G, R)
     # water's attenuation at the scatter's (signal-weighted) spectrum, averaged over the table
-    spec = table._at(table.energy, mean_energy, float(np.median(table.gap_mm))).mean(axis=0)
-    e = np.arange(160) + 0.5
+    spec = table._at(table.energy, mean_energy, float(np.median(table.gap_mm))).mean(axis=(0, 1))
+    e = (np.arange(len(spec)) + 0.5) * (160.0 / len(spec))
     from ..materials import mass_attenuation
 
     mu = float((spec * mass_attenuation("water", np.clip(e, 1.0, 160.0))).sum() / max(spec.sum(), 1e-30))

@@ -258,7 +258,7 @@ def _transport(
     primary_grid: wp.array2d(dtype=wp.float32),
     scatter_grid: wp.array2d(dtype=wp.float32),
     rev_hist: wp.array2d(dtype=wp.float32),  # (n_r, n_theta)
-    rev_energy: wp.array(dtype=wp.float32),  # (160,) 1 keV bins
+    rev_energy: wp.array2d(dtype=wp.float32),  # (n_theta, n_e) energy bins of E_BIN_KEV per polar-angle bin
     src_label: wp.array2d(dtype=wp.int32),  # (H, W) region of each aimed-at pixel, or (1, 1) unused
     scatter_by_src: wp.array3d(dtype=wp.float32),  # (n_regions, H, W)
 ):
@@ -403,12 +403,14 @@ def _transport(
             it = wp.min(it, rev_hist.shape[1] - 1)
             if ir < rev_hist.shape[0]:
                 wp.atomic_add(rev_hist, ir, it, w * sw)
-            wp.atomic_add(rev_energy, wp.clamp(int(e), 0, 159), w * sw)
+            wp.atomic_add(rev_energy, it, wp.clamp(int(e / 4.0), 0, rev_energy.shape[1] - 1), w * sw)
     else:
         wp.atomic_add(primary_img, iv, iu, w * sw)
         wp.atomic_add(primary_grid, iv, iu, w * sw * gt)
 
 
+#: Energy bin (keV) of the reverse tally's scatter spectra (``int(E / 4)`` in the kernel).
+REVERSE_E_BIN_KEV = 4
 #: Polar-angle bins (degrees, to the focal ray) of the reverse tally: fine where grids cut off (2-10 deg).
 REVERSE_THETA_EDGES_DEG = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12.5, 15, 17.5, 20, 25, 30, 35, 40, 50, 60, 70, 80, 90)
 
@@ -417,7 +419,8 @@ REVERSE_THETA_EDGES_DEG = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12.5, 15, 17.5, 20,
 class ReverseTally:
     """Scatter landing in the central disk, per source photon: ``hist[r, theta]`` by distance (mm, bins of
     ``r_step_mm``) from landing point to the detector point the photon was aimed at and by polar angle to
-    the focal ray (``theta_edges_deg``); ``energy[k]``: its spectrum in 1 keV bins (k..k+1 keV);
+    the focal ray (``theta_edges_deg``); ``energy[b, k]``: the spectrum of the scatter in angle bin b, in
+    bins of ``REVERSE_E_BIN_KEV`` (4k..4k+4 keV), since grids pass hard, forward scatter best;
     ``disk``: the (H, W) mask of the disk's pixels."""
 
     hist: np.ndarray
@@ -546,7 +549,7 @@ def simulate_scatter(
         )
         tallies = {k: wp.zeros((H, W), dtype=wp.float32) for k in ("prim", "scat", "prim_g", "scat_g")}
         rev_hist = wp.zeros((int(reverse_n_r), len(theta_edges) - 1), dtype=wp.float32)
-        rev_energy = wp.zeros(E_MAX, dtype=wp.float32)
+        rev_energy = wp.zeros((len(theta_edges) - 1, E_MAX // REVERSE_E_BIN_KEV), dtype=wp.float32)
         if source_regions is not None:
             lab = np.asarray(source_regions)
             if lab.shape != (H, W):
