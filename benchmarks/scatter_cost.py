@@ -6,7 +6,9 @@ Loads the reference revision's ``projectors/physics/scatter_fast.py`` (and its k
 module) from git into a private module, and times both on the same input: the shared
 pelvis CT's primary transmission at ``size`` x ``size`` (C-arm AP, default geometry).
 Timings alternate between the two implementations, so machine load affects both alike;
-the ratio of medians is the result. Writes ``benchmarks/results/scatter_cost.json``.
+the ratio of medians is the result. Cases: the same spectrum every call (the new model caches
+its per-spectrum kernels), and a new kVp every call (as a randomized dataset draws; grid and
+patient geometry on). Writes ``benchmarks/results/scatter_cost.json``.
 """
 
 from __future__ import annotations
@@ -70,8 +72,17 @@ def main():
     p = PhysicsParams(spectrum=spec.params, noise=False)
     T = spectral_signal(Projector(vol, device="cpu").project(cam).areal_density, cam, spec, p).transmission
     det = p.detector
+    # a dataset draws a new kVp per image: every timed call gets a spectrum it has not seen (no cache hits)
+    from projectors.physics import SpectrumParams
+
+    fresh = iter([spectrum(SpectrumParams(kvp=70.0 + 0.37 * i, anode_angle=10, filtration=(("Al", 3.0), ("Cu", 0.1))))
+                  for i in range(2 * (a.repeats + 1))])
+    fresh_ref = iter([spectrum(SpectrumParams(kvp=70.0 + 0.37 * i, anode_angle=10, filtration=(("Al", 3.0), ("Cu", 0.1))))
+                      for i in range(2 * (a.repeats + 1))])
     cases = {
         "reference": lambda: old(T, cam, 1020.0, spec, det),
+        "reference_new_kvp": lambda: old(T, cam, 1020.0, next(fresh_ref), det),
+        "new_new_kvp": lambda: fast_scatter(T, cam, 1020.0, next(fresh), det, ScatterParams(grid=GridParams(), **pg)),
         "new_slab": lambda: fast_scatter(T, cam, 1020.0, spec, det, ScatterParams(air_gap_mm=pg["air_gap_mm"])),
         "new": lambda: fast_scatter(T, cam, 1020.0, spec, det, ScatterParams(**pg)),
         "new_grid": lambda: fast_scatter(T, cam, 1020.0, spec, det, ScatterParams(grid=GridParams(), **pg)),
@@ -87,7 +98,8 @@ def main():
     med = {k: float(np.median(v)) for k, v in times.items()}
     out = {"size": a.size, "repeats": a.repeats, "reference": a.ref, "median_s": med, "patient_geometry": pg,
            "ratio_new_over_reference": med["new"] / med["reference"], "ratio_new_grid_over_reference": med["new_grid"] / med["reference"],
-           "ratio_new_slab_over_reference": med["new_slab"] / med["reference"]}
+           "ratio_new_slab_over_reference": med["new_slab"] / med["reference"],
+           "ratio_new_kvp_each_call": med["new_new_kvp"] / med["reference_new_kvp"]}
     print(json.dumps(out, indent=1))
     (REPO / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
     (REPO / "benchmarks" / "results" / "scatter_cost.json").write_text(json.dumps(out, indent=1))

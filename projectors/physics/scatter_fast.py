@@ -53,6 +53,9 @@ from .signal import signal_weights, water_equivalent_thickness
 from .spectrum import Spectrum
 
 TABLE_RESOURCE = "scatter_kernels.npz"
+#: Kernels reach this far (mm; the calibrated 400 mm, then an exponential tail): a 43 x 43 cm field's diagonal
+#: is 608 mm, twice that covers the wrap-around grid of any detector up to ~1 m.
+MAX_RADIUS_MM = 1500.0
 #: Scale (mm, Gaussian sigma) over which a scattered photon's oblique path samples the column it
 #: crosses near the detector: scatter arrives mostly 30-60 degrees off the focal ray, so its last
 #: 5-10 cm of tissue spread over a few cm sideways; the attenuation correction uses the target's
@@ -292,12 +295,9 @@ def fast_scatter(
     # mass in two halves, one at the exit side (gap g, scattering ~5 t mm above the exit surface) and
     # one at the entrance side (gap g + L - 10 t, scattering ~L - 5 t mm above it): the two chest walls
     # of a lung pencil. A slab-like pencil (10 t = L) has both at g.
-    tw = _node_weights(t, t_nodes)
-    if L is None:
-        components = [(1.0, _node_weights(np.full(t.shape, gap), g_nodes), False)]
-    else:
-        components = [(0.5, _node_weights(np.full(t.shape, gap), g_nodes), False),
-                      (0.5, _node_weights(gap + np.maximum(L - 10.0 * t, 0.0), g_nodes), True)]
+    comp_gaps = [np.full(t.shape, gap)] if L is None else [np.full(t.shape, gap), gap + np.maximum(L - 10.0 * t, 0.0)]
+    src_all = _coarse_sources(T[crop], t[crop], comp_gaps, t_nodes, g_nodes, f)  # (C, nT, nG, Hc, Wc)
+    share = 1.0 / len(comp_gaps)
     # the target column a scattered photon crosses, seen over the ~cm its oblique path spans
     tc = ndimage.gaussian_filter(coarse(t), TARGET_SMOOTH_MM / np.asarray(pc), mode="nearest")
     L_c = 10.0 * tc if L is None else np.full_like(tc, float(L))
@@ -306,20 +306,15 @@ def fast_scatter(
     A = _annulus_matrix(Hc, Wc, float(pc[0]), float(pc[1]), step)
     kernel_f = {}
     sc = np.zeros((Hc, Wc))
-    for j in range(1, len(t_nodes)):  # node 0 (t = 0) scatters nothing
-        wj = tw.get(j)
-        if wj is None:
-            continue
-        for share, gw, far in components:
+    present = src_all.reshape(src_all.shape[:3] + (-1,)).max(axis=3) > 0  # (C, nT, nG)
+    for c in range(len(comp_gaps)):
+        for j in range(1, len(t_nodes)):  # node 0 (t = 0) scatters nothing
             acc = None
-            for l, wl in gw.items():
-                w = wj * wl
-                if not np.any(w > 0):
-                    continue
+            for l in np.nonzero(present[c, j])[0]:
                 src = np.zeros((2 * Hc, 2 * Wc))
-                src[:Hc, :Wc] = coarse(T * w) * share
+                src[:Hc, :Wc] = src_all[c, j, l] * share
                 if (j, l) not in kernel_f:
-                    k = (A @ _annulus_densities(edges, masses[j - 1, l], A.shape[1] * step)[: A.shape[1]]).reshape(2 * Hc, 2 * Wc)
+                    k = (A @ ctx["densities"][j - 1, l, : A.shape[1]]).reshape(2 * Hc, 2 * Wc)
                     kernel_f[(j, l)] = np.fft.rfft2(k)
                 term = np.fft.rfft2(src) * kernel_f[(j, l)]
                 acc = term if acc is None else acc + term
@@ -328,7 +323,7 @@ def fast_scatter(
             part = np.fft.irfft2(acc, s=(2 * Hc, 2 * Wc))[:Hc, :Wc]
             # scatter from height h above the exit surface reaches x through x's column below h (a
             # fraction h / L of its water-equivalent thickness), not through the pencil's own t / 2
-            h = (float(L) - 5.0 * t_nodes[j]) if far else 5.0 * t_nodes[j]
+            h = (float(L) - 5.0 * t_nodes[j]) if c == 1 else 5.0 * t_nodes[j]
             below = tc * np.clip(h / np.maximum(L_c, 1e-6), 0.0, 1.0)
             sc += part * np.exp(-mu_s * np.maximum(below - t_nodes[j] / 2.0, 0.0))
     sc = np.maximum(sc, 0.0)
@@ -338,17 +333,32 @@ def fast_scatter(
     return np.maximum((_upsample_matrix(H, Hc, f) @ sc @ _upsample_matrix(W, Wc, f).T)[:H, :W], 0.0)
 
 
-def _node_weights(x: np.ndarray, nodes: np.ndarray) -> dict[int, np.ndarray]:
-    """Linear interpolation weights of every pixel's value between table nodes (clamped): {node: (H, W)}."""
-    xi = np.clip(np.interp(x, nodes, np.arange(len(nodes))), 0, len(nodes) - 1)
-    lo = np.minimum(np.floor(xi).astype(int), len(nodes) - 1)
-    w_hi = xi - lo
-    out = {}
-    for j in np.unique(np.concatenate([lo.ravel(), np.minimum(lo + 1, len(nodes) - 1).ravel()])):
-        w = np.where(lo == j, 1.0 - w_hi, 0.0) + np.where((lo + 1 == j), w_hi, 0.0)
-        if np.any(w > 0):
-            out[int(j)] = w
-    return out
+def _coarse_sources(T: np.ndarray, t: np.ndarray, comp_gaps: list, t_nodes: np.ndarray, g_nodes: np.ndarray, f: int) -> np.ndarray:
+    """Primary of every pencil split over its two thickness nodes and, per component, two gap nodes
+    (linear weights), summed into f x f coarse blocks: (components, nT, nG, Hc, Wc), block means.
+
+    Done at full resolution before the block average: averaging T and t first would give a block
+    straddling the body's edge the unattenuated T of the air beside the body and the thickness of the
+    body (a spurious source)."""
+    Hc, Wc = T.shape[0] // f, T.shape[1] // f
+    nT, nG = len(t_nodes), len(g_nodes)
+    rows, cols = np.divmod(np.arange(T.size), T.shape[1])
+    cell = (rows // f) * Wc + cols // f
+    xt = np.clip(np.interp(t.ravel(), t_nodes, np.arange(nT)), 0, nT - 1)
+    jt = np.minimum(np.floor(xt).astype(np.int64), nT - 2)
+    wt = xt - jt
+    Tr = T.ravel()
+    idx, wts = [], []
+    for c, g in enumerate(comp_gaps):
+        xg = np.clip(np.interp(np.ravel(g), g_nodes, np.arange(nG)), 0, nG - 1)
+        lg = np.minimum(np.floor(xg).astype(np.int64), nG - 2)
+        wg = xg - lg
+        for dj, a in ((0, 1.0 - wt), (1, wt)):
+            for dl, b in ((0, 1.0 - wg), (1, wg)):
+                idx.append(((c * nT + jt + dj) * nG + lg + dl) * (Hc * Wc) + cell)
+                wts.append(Tr * a * b)
+    out = np.bincount(np.concatenate(idx), weights=np.concatenate(wts), minlength=len(comp_gaps) * nT * nG * Hc * Wc)
+    return out.reshape(len(comp_gaps), nT, nG, Hc, Wc) / (f * f)
 
 
 @lru_cache(maxsize=32)
@@ -362,7 +372,11 @@ def _node_context_cached(table_id: int, mean_energy: float, grid: GridParams | N
     from ..materials import mass_attenuation
 
     mu = float((spec * mass_attenuation("water", np.clip(e, 1.0, 160.0))).sum() / max(spec.sum(), 1e-30))
-    out = {"t_nodes": np.concatenate([[0.0], table.thickness_cm]), "g_nodes": g_nodes, "masses": masses, "mu_water": mu}
+    edges = table.r_edges_mm
+    dens = np.stack([np.stack([_annulus_densities(edges, masses[j, l], MAX_RADIUS_MM) for l in range(len(g_nodes))])
+                     for j in range(masses.shape[0])])  # (T, G, annuli to MAX_RADIUS_MM)
+    dens.setflags(write=False)
+    out = {"t_nodes": np.concatenate([[0.0], table.thickness_cm]), "g_nodes": g_nodes, "masses": masses, "densities": dens, "mu_water": mu}
     return out
 
 
