@@ -390,25 +390,48 @@ def _node_context(table: KernelTable, mean_energy: float, grid: GridParams | Non
 
 
 def patient_geometry(volume, camera: Camera, sdd: float | None = None, threshold_hu: float = -400.0,
-                     percentiles: tuple[float, float] = (0.5, 99.5), step: int = 2) -> dict[str, float]:
+                     percentiles: tuple[float, float] = (0.5, 99.5), max_points: int = 100_000) -> dict[str, float]:
     """``air_gap_mm`` and ``patient_thickness_mm`` for :class:`~.params.ScatterParams`, from a CT and a camera.
 
-    The body is the voxels above ``threshold_hu`` (every ``step``-th voxel per axis) that project
-    onto the detector; along the camera's axis their depths span ``percentiles`` (a robust
+    The body is the voxels above ``threshold_hu`` (subsampled evenly to about ``max_points``) that
+    project onto the detector; along the camera's axis their depths span ``percentiles`` (a robust
     minimum and maximum): the patient's thickness is that span, the air gap ``sdd`` minus the
-    maximum (>= 0). A CT couch above the threshold counts as patient (it scatters too).
+    maximum (>= 0). A CT couch above the threshold counts as patient (it scatters too). The body's
+    points are cached per volume (a dataset renders many views of one CT): a new camera costs a
+    projection of ~1e5 points (~10 ms).
     """
     sdd = sdd if sdd is not None else camera.sdd
     if camera.projection != "perspective" or sdd is None:
         raise PhysicsParamsError("patient_geometry needs a perspective camera and its sdd")
-    hu = np.asarray(volume.hu)[::step, ::step, ::step]
-    ijk = np.argwhere(hu > threshold_hu) * step
-    if len(ijk) == 0:
-        raise PhysicsParamsError(f"no voxel above {threshold_hu} HU: cannot find the patient's body")
-    world = volume.world_from_ijk.apply(ijk.astype(np.float64))
+    world = _body_points(volume, float(threshold_hu), int(max_points))
     uv = camera.project(world)
     inside = (uv[:, 0] >= -0.5) & (uv[:, 0] <= camera.width - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= camera.height - 0.5)
     if not np.any(inside):
         raise PhysicsParamsError("the body does not project onto the detector")
     lo, hi = np.percentile(camera.depth(world[inside]), percentiles)
     return {"air_gap_mm": float(max(sdd - hi, 0.0)), "patient_thickness_mm": float(max(hi - lo, 1.0))}
+
+
+_BODY_CACHE: dict = {}
+
+
+def _body_points(volume, threshold_hu: float, max_points: int) -> np.ndarray:
+    """World positions (N, 3) of an even subsample of the voxels above ``threshold_hu`` (cached per volume)."""
+    import weakref
+
+    key = (id(volume), threshold_hu, max_points)
+    hit = _BODY_CACHE.get(key)
+    if hit is not None and hit[0]() is volume:
+        return hit[1]
+    hu = np.asarray(volume.hu)
+    n_body = int(np.count_nonzero(hu[::4, ::4, ::4] > threshold_hu)) * 64
+    step = max(1, int(np.ceil((max(n_body, 1) / max_points) ** (1.0 / 3.0))))
+    ijk = np.argwhere(hu[::step, ::step, ::step] > threshold_hu) * step
+    if len(ijk) == 0:
+        raise PhysicsParamsError(f"no voxel above {threshold_hu} HU: cannot find the patient's body")
+    world = volume.world_from_ijk.apply(ijk.astype(np.float64))
+    world.setflags(write=False)
+    if len(_BODY_CACHE) > 16:
+        _BODY_CACHE.clear()
+    _BODY_CACHE[key] = (weakref.ref(volume), world)
+    return world
