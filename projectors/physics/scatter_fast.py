@@ -290,7 +290,7 @@ def fast_scatter(
     gap = float(scatter.air_gap_mm)
     L = scatter.patient_thickness_mm
     ctx = _node_context(table, spec.mean_energy, grid, flat_grid_factor(grid, spec, det) if grid else 1.0)
-    t_nodes, g_nodes, masses, mu_s = ctx["t_nodes"], ctx["g_nodes"], ctx["masses"], ctx["mu_water"]
+    t_nodes, g_nodes, mu_s = ctx["t_nodes"], ctx["g_nodes"], ctx["mu_water"]
     # A pencil of water-equivalent thickness t in a patient of physical thickness L > t carries its
     # mass in two halves, one at the exit side (gap g, scattering ~5 t mm above the exit surface) and
     # one at the entrance side (gap g + L - 10 t, scattering ~L - 5 t mm above it): the two chest walls

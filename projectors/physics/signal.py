@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..geometry import Camera
-from ..materials import MATERIALS, Material, MaterialError, attenuation_table, mass_attenuation, register_material
-from .params import DetectorParams, GridParams, PhysicsParams, PhysicsParamsError
+from ..materials import MATERIALS, Material, MaterialError, attenuation_table, mass_attenuation, register_material  # noqa: F401
+from .params import DetectorParams, PhysicsParams, PhysicsParamsError  # noqa: F401  (re-exported names kept)
 from .spectrum import Spectrum, _spekpy_spectrum, air_kerma_weights
 
 OMEGA_1M = 1e-4  # sr subtended by 1 cm^2 at 1 m
