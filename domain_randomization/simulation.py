@@ -8,7 +8,7 @@ the global RNG), and a deterministic function applies a record:
 
     view = sample_view(rng, ViewRanges())                    # alpha, beta, isocentre offset
     camera = view_camera(carm, target, view)
-    params = sample_physics_params(rng, PhysicsRanges())     # a projectors.physics.PhysicsParams
+    params = sample_physics_params(rng, PhysicsRanges(), pixel_mm=0.78)  # a projectors.physics.PhysicsParams
     jitter = sample_density_jitter(rng, materials, MaterialRanges())
     areal = scale_areal_density(proj.areal_density, jitter)  # densities scaled
     hu_map = jittered_hu_map(DEFAULT_HU_MATERIALS, sample_threshold_jitter(rng, 5, MaterialRanges()))
@@ -23,6 +23,7 @@ once per subject).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import replace
 from typing import Annotated, Literal
@@ -185,24 +186,30 @@ class PhysicsRanges(Ranges):
     )
     al_mm: Range(0.0, 20.0) = Field((2.5, 4.0), description="added aluminium filtration range, mm")
     cu_mm: Range(0.0, 2.0) = Field((0.0, 0.3), description="added copper filtration range, mm")
-    quanta_per_pixel: Range(1.0, 1e9) = Field(
-        (2.0e4, 2.0e6), description="dose: mean unattenuated quanta per pixel over the detector (log-uniform)"
+    air_kerma_ugy: Range(0.001, 1000.0) = Field(
+        (0.3, 5.0), description="dose: air kerma at the detector centre without patient or grid, uGy (log-uniform; "
+        "fluoroscopy frames about 0.03-0.3, radiographs about 1-5)"
     )
-    blur_px: Range(0.0, 10.0) = Field((0.3, 1.2), description="detector blur (Gaussian PSF sigma) range, pixels")
+    cr_probability: float = Field(0.0, ge=0.0, le=1.0, description="chance of a CR plate instead of the CsI flat panel "
+                                  "(projectors.physics.DETECTOR_PRESETS)")
+    blur_mm: Range(0.0, 5.0) = Field((0.0, 0.2), description="extra blur (focal spot, motion), Gaussian sigma at the "
+                                     "detector, mm, added in quadrature to the detector's own")
     glare: Range(0.0, 0.5) = Field((0.0, 0.1), description="fraction of the signal in a wide glare halo")
-    electronic_noise: Range(0.0, 100.0) = Field(
-        (0.5, 4.0), description="electronic noise sigma range, in units of one detected quantum's signal"
+    electronic_noise_scale: Range(0.0, 20.0) = Field(
+        (0.5, 2.0), description="multiplies the detector preset's electronic noise"
     )
     gain_variation: Range(0.0, 0.2) = Field((0.0, 0.01), description="residual detector gain non-uniformity (relative sigma)")
     scatter_scale: Range(0.0, 5.0) = Field((0.8, 1.2), description="multiplies the fast scatter model's scatter")
-    grid_probability: float = Field(0.5, ge=0.0, le=1.0, description="chance of a 10:1 anti-scatter grid")
+    grid_probability: float = Field(0.5, ge=0.0, le=1.0, description="chance of a focused 10:1 anti-scatter grid")
     heel_probability: float = Field(0.5, ge=0.0, le=1.0, description="chance of the anode heel effect")
     display: DisplayRanges = Field(default_factory=DisplayRanges, description="display processing ranges")
     bin_kev: float = Field(1.0, gt=0.0, le=10.0, description="spectrum energy bin, keV")
 
 
-def sample_physics_params(rng: np.random.Generator, ranges: PhysicsRanges | dict | None = None) -> PhysicsParams:
-    """Draw one :class:`~projectors.physics.PhysicsParams` from ``rng`` (a ``numpy.random.Generator``).
+def sample_physics_params(rng: np.random.Generator, ranges: PhysicsRanges | dict | None = None, *,
+                          pixel_mm: float) -> PhysicsParams:
+    """Draw one :class:`~projectors.physics.PhysicsParams` from ``rng`` (a ``numpy.random.Generator``) for a
+    detector of pitch ``pixel_mm`` (the detector presets' blur and noise are physical: in mm and per native pixel).
 
     kVp is drawn in whole kV (as generators step it; SpekPy's tube model is cached per kV).
     """
@@ -214,11 +221,14 @@ def sample_physics_params(rng: np.random.Generator, ranges: PhysicsRanges | dict
     cu = round(u(r.cu_mm), 2)
     filtration = (("Al", round(u(r.al_mm), 2)),) + ((("Cu", cu),) if cu > 0 else ())
     spec = SpectrumParams(kvp=kvp, anode_angle=round(u(r.anode_angle_deg), 1), filtration=filtration, bin_kev=r.bin_kev)
-    qpp = _log_uniform(rng, r.quanta_per_pixel)
-    det = DetectorParams(
-        blur_px=u(r.blur_px),
+    dose = _log_uniform(rng, r.air_kerma_ugy)
+    base = DetectorParams.preset("cr_plate" if rng.random() < r.cr_probability else "flat_panel_csi", pixel_mm)
+    extra = u(r.blur_mm) / pixel_mm
+    det = dataclasses.replace(
+        base,
+        blur_px=float(np.hypot(base.blur_px, extra)),
         glare=u(r.glare),
-        electronic_noise=u(r.electronic_noise),
+        electronic_noise=base.electronic_noise * u(r.electronic_noise_scale),
         gain_variation=u(r.gain_variation),
         pattern_seed=int(rng.integers(0, 2**31 - 1)),
     )
@@ -227,7 +237,7 @@ def sample_physics_params(rng: np.random.Generator, ranges: PhysicsRanges | dict
         mode=r.model,
         energy_kev=r.energy_kev,
         spectrum=spec,
-        quanta_per_pixel=qpp,
+        air_kerma_ugy=dose,
         detector=det,
         scatter=ScatterParams(model="fast", grid=grid, scale=u(r.scatter_scale)),
         display=sample_display_params(rng, r.display),

@@ -36,11 +36,17 @@ def _tuples(v):
     return tuple(_tuples(x) for x in v) if isinstance(v, (list, tuple)) else v
 
 
-def from_record(cls, record, error: type[Exception] = ValueError, what: str | None = None):
-    """``cls(**record)`` for a parameter dataclass; unknown keys raise ``error`` naming them."""
+def from_record(cls, record, error: type[Exception] = ValueError, what: str | None = None, prepare=None):
+    """``cls(**record)`` for a parameter dataclass; unknown keys raise ``error`` naming them.
+
+    ``prepare(cls, record) -> record``: applied to this record and every nested one first (e.g. to update
+    renamed fields of records stored by an earlier version).
+    """
     what = what or cls.__name__
     if not isinstance(record, dict):
         raise error(f"{what} must be given as a mapping, got {type(record).__name__}")
+    if prepare is not None:
+        record = prepare(cls, record)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(record) - fields)
     if unknown:
@@ -53,7 +59,7 @@ def from_record(cls, record, error: type[Exception] = ValueError, what: str | No
         nested = _dataclass_of(hints[k])
         if nested is not None and isinstance(v, dict):
             reader = getattr(nested, "from_dict", None)
-            kw[k] = reader(v) if reader is not None else from_record(nested, v, error, nested.__name__)
+            kw[k] = reader(v) if reader is not None else from_record(nested, v, error, nested.__name__, prepare)
         elif isinstance(v, list) and _is_tuple(hints[k]):
             kw[k] = _tuples(v)
         else:

@@ -11,7 +11,7 @@ The names below are imported on first use (PEP 562), so ``import synthex.dataset
 or ``synthex --help`` do not load the projector, Warp or the physics.
 """
 
-from synthex._version import __version__
+from synthex._version import __version__  # noqa: F401  (in __all__)
 
 # public name -> module that defines it
 _EXPORTS = {

@@ -36,7 +36,8 @@ from projectors.ct_prep import CTPrepParams, collimate, collimation_field
 from projectors.geometry import Camera, geometry_preset
 from projectors.labels import bounding_box, class_path_lengths, in_field, label_image, project_landmarks
 from projectors.materials import DEFAULT_HU_MATERIALS, MaterialModel
-from projectors.physics import simulate
+from projectors.physics import patient_geometry, simulate
+from projectors.physics.simulate import detector_pitch
 from projectors.projector import Projector, SceneVolume
 from synthex import subjects as subject_sources
 from synthex._version import __version__
@@ -201,7 +202,9 @@ class Pipeline:
             paths = {k: np.where(field, v, 0.0) for k, v in paths.items()}  # nothing is seen behind the collimator
 
         # stage 4: physics
-        physics = sim.sample_physics_params(rng, cfg.physics)
+        physics = sim.sample_physics_params(rng, cfg.physics, pixel_mm=detector_pitch(camera))
+        if subject.scene is not None and physics.mode == "spectral":  # scatter: the patient's thickness and air gap
+            physics = physics.replace(scatter=replace(physics.scatter, **patient_geometry(subject.scene[0].volume, camera)))
         density = sim.sample_density_jitter(rng, projector.materials, cfg.materials)
         noise_seed = int(rng.integers(0, 2**32))
         result = simulate(sim.scale_areal_density(areal, density), camera, physics, np.random.default_rng(noise_seed))

@@ -187,7 +187,8 @@ register_task(Task(
     defaults={
         "geometry": {"preset": "chest_pa"},
         "views": {"alpha_deg": [-5.0, 5.0], "beta_deg": [-5.0, 5.0], "target_jitter_mm": 10.0},
-        "physics": {"kvp": [100.0, 125.0], "grid_probability": 1.0},
+        # high kV with a grid; portable chest films (common in COVID-19 wards) are often CR plates
+        "physics": {"kvp": [100.0, 125.0], "grid_probability": 1.0, "cr_probability": 0.5},
         "image": {"size": 224},
     },
     priority=("lesion",),

@@ -56,7 +56,7 @@ def test_cylinder_transmission_matches_polychromatic_chords(projection):
 def test_rerandomizing_physics_does_not_recast(projection):
     proj, cam = projection
     rng = np.random.default_rng(0)
-    imgs = [simulate(proj.areal_density, cam, sample_physics_params(rng), np.random.default_rng(i)).image for i in range(3)]
+    imgs = [simulate(proj.areal_density, cam, sample_physics_params(rng, pixel_mm=cam.pixel_size[0]), np.random.default_rng(i)).image for i in range(3)]
     assert all(im.shape == cam.shape and np.isfinite(im).all() for im in imgs)
     assert not np.allclose(imgs[0], imgs[1])
     full = simulate(proj.areal_density, cam, PhysicsParams(), np.random.default_rng(0))

@@ -11,6 +11,7 @@ from projectors.geometry import CArm
 from projectors.physics import PhysicsParams, PhysicsParamsError, simulate
 
 CAM = CArm(size=(64, 64)).camera(0, 0)
+PIX = CAM.pixel_size[0]  # the detector pitch the presets' physical blur and noise are converted to
 
 
 def _step_density():
@@ -20,7 +21,7 @@ def _step_density():
 
 
 def test_params_json_roundtrip_and_replay():
-    p = sample_physics_params(np.random.default_rng(42))
+    p = sample_physics_params(np.random.default_rng(42), pixel_mm=PIX)
     q = PhysicsParams.from_dict(json.loads(json.dumps(p.to_dict())))
     assert q == p
     a = simulate(_step_density(), CAM, p, np.random.default_rng(3))
@@ -29,22 +30,23 @@ def test_params_json_roundtrip_and_replay():
 
 
 def test_sampler_ranges_and_determinism():
-    r = PhysicsRanges(kvp=(70.0, 90.0), quanta_per_pixel=(100.0, 1000.0), grid_probability=0.0)
-    ps = [sample_physics_params(np.random.default_rng(i), r) for i in range(60)]
+    r = PhysicsRanges(kvp=(70.0, 90.0), air_kerma_ugy=(0.1, 1.0), grid_probability=0.0)
+    ps = [sample_physics_params(np.random.default_rng(i), r, pixel_mm=PIX) for i in range(60)]
     kvps = [p.spectrum.kvp for p in ps]
     assert all(70 <= k <= 90 and k == round(k) for k in kvps)  # whole kV, as generators set it
     assert len(set(kvps)) > 12  # 21 possible values: the draws spread over them
-    assert all(100 <= p.quanta_per_pixel <= 1000 and p.scatter.grid is None for p in ps)
-    assert sample_physics_params(np.random.default_rng(5), r) == sample_physics_params(np.random.default_rng(5), r)
-    assert sample_physics_params(np.random.default_rng(0), {"kvp": [60, 61]}).spectrum.kvp <= 61
-    # log-uniform dose: the median of the draws sits near the geometric mean of the range (316), not 550
-    q = [sample_physics_params(np.random.default_rng(i), r).quanta_per_pixel for i in range(400)]
-    assert 250 < np.median(q) < 400
+    assert all(0.1 <= p.air_kerma_ugy <= 1.0 and p.scatter.grid is None for p in ps)
+    assert sample_physics_params(np.random.default_rng(5), r, pixel_mm=PIX) == sample_physics_params(
+        np.random.default_rng(5), r, pixel_mm=PIX)
+    assert sample_physics_params(np.random.default_rng(0), {"kvp": [60, 61]}, pixel_mm=PIX).spectrum.kvp <= 61
+    # log-uniform dose: the median of the draws sits near the geometric mean of the range (0.316), not 0.55
+    q = [sample_physics_params(np.random.default_rng(i), r, pixel_mm=PIX).air_kerma_ugy for i in range(400)]
+    assert 0.25 < np.median(q) < 0.4
 
 
 def test_every_drawn_parameter_changes_the_image():
     """Nothing is sampled only to be recorded: each drawn quantity reaches simulate()."""
-    base = sample_physics_params(np.random.default_rng(1), PhysicsRanges(grid_probability=1.0))
+    base = sample_physics_params(np.random.default_rng(1), PhysicsRanges(grid_probability=1.0), pixel_mm=PIX)
     img = simulate(_step_density(), CAM, base.replace(noise=False)).image
     for change in (
         dict(spectrum=base.spectrum.__class__(kvp=base.spectrum.kvp + 20, filtration=base.spectrum.filtration)),
@@ -53,6 +55,11 @@ def test_every_drawn_parameter_changes_the_image():
     ):
         other = simulate(_step_density(), CAM, base.replace(noise=False, **change)).image
         assert not np.allclose(other, img)
+    # the dose changes the noise: 4x the air kerma halves the relative noise of the transmission (Poisson)
+    noisy = [simulate(_step_density(), CAM, base.replace(air_kerma_ugy=k), np.random.default_rng(0)).transmission[:, :28]
+             for k in (base.air_kerma_ugy, 4 * base.air_kerma_ugy)]
+    ratio = (noisy[0].std() / noisy[0].mean()) / (noisy[1].std() / noisy[1].mean())
+    assert 1.6 < ratio < 2.4
 
 
 def test_monochromatic_mode_is_beer_lambert_at_one_energy():
@@ -66,10 +73,26 @@ def test_monochromatic_mode_is_beer_lambert_at_one_energy():
 
 def test_bad_ranges():
     with pytest.raises(PhysicsParamsError, match="Generator"):
-        sample_physics_params(np.random.RandomState(0))
+        sample_physics_params(np.random.RandomState(0), pixel_mm=PIX)
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError, match="min must not exceed max"):
         PhysicsRanges(kvp=(120.0, 60.0))
     with pytest.raises(ValidationError, match="kvpp"):
         PhysicsRanges(kvpp=(60, 70))
+
+
+def test_the_detector_is_a_physical_preset_at_the_simulated_pitch():
+    """The sampled detector is DetectorParams.preset at the camera's pitch: its blur in pixels halves when
+    the pixels are twice as large (a physical PSF in mm), and the CR plate is drawn as often as asked."""
+    from projectors.physics import DetectorParams
+
+    r = PhysicsRanges(blur_mm=(0.0, 0.0), cr_probability=0.5)
+    fine = [sample_physics_params(np.random.default_rng(i), r, pixel_mm=0.5) for i in range(200)]
+    coarse = [sample_physics_params(np.random.default_rng(i), r, pixel_mm=1.0) for i in range(200)]
+    for a, b in zip(fine, coarse):
+        assert a.detector.blur_px == pytest.approx(2 * b.detector.blur_px)
+        assert a.detector.phosphor == b.detector.phosphor  # same draws, same detector kind
+    cr = DetectorParams.preset("cr_plate", 1.0).phosphor
+    share = np.mean([p.detector.phosphor == cr for p in fine])
+    assert abs(share - 0.5) < 4 * np.sqrt(0.25 / 200)  # binomial, 4 sigma

@@ -14,6 +14,7 @@ Parameters are drawn by :func:`domain_randomization.simulation.sample_physics_pa
 from .detector import apply_detector, mtf, psf_blur
 from .display import display, display_masks, to_uint16
 from .params import (
+    DETECTOR_PRESETS,
     DetectorParams,
     DisplayParams,
     GridParams,
@@ -21,11 +22,21 @@ from .params import (
     PhysicsParamsError,
     ScatterParams,
 )
-from .signal import SignalError, detector_qe, pixel_solid_angle, spectral_signal, water_equivalent_thickness
+from .scatter_fast import patient_geometry
+from .signal import (
+    SignalError,
+    air_kerma_per_fluence,
+    detector_air_kerma,
+    detector_qe,
+    pixel_solid_angle,
+    spectral_signal,
+    water_equivalent_thickness,
+)
 from .simulate import PhysicsResult, simulate
 from .spectrum import PRESETS, Spectrum, SpectrumError, SpectrumParams, preset, spectrum, spekpy_reference
 
 __all__ = [
+    "DETECTOR_PRESETS", "air_kerma_per_fluence", "detector_air_kerma", "patient_geometry",
     "DetectorParams", "DisplayParams", "GridParams", "PhysicsParams", "PhysicsParamsError",
     "PhysicsResult", "ScatterParams", "SignalError", "Spectrum", "SpectrumError", "SpectrumParams", "PRESETS",
     "apply_detector", "detector_qe", "display", "display_masks", "mtf", "pixel_solid_angle", "preset", "psf_blur",

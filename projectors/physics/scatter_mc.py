@@ -42,7 +42,8 @@ import warp as wp
 
 from ..geometry import Camera, Transform
 from ..materials import MATERIALS, mass_attenuation_components
-from .params import DetectorParams
+from .grid import direction_table, primary_transmission
+from .params import DetectorParams, GridParams
 from .signal import signal_weights
 from .spectrum import Spectrum
 
@@ -243,11 +244,23 @@ def _transport(
     pencil: int,
     pencil_u: float,
     pencil_v: float,
+    grid_on: int,
+    grid_t: wp.array2d(dtype=wp.float32),  # (160, A) transmission vs energy row and across-lamellae angle
+    grid_hmu: wp.array(dtype=wp.float32),  # (160,) interspace h * mu
+    grid_axis: int,  # 0: lamellae along v (cut-off across u, camera x); 1: along u (camera y)
     rev_radius: float,
-    rev_inv_m: float,
+    pitch_u: float,
+    pitch_v: float,
+    rev_r_step: float,
+    rev_theta_edges: wp.array(dtype=wp.float32),  # (n_theta + 1,) radians
     primary_img: wp.array2d(dtype=wp.float32),
     scatter_img: wp.array2d(dtype=wp.float32),
-    rev_img: wp.array2d(dtype=wp.float32),
+    primary_grid: wp.array2d(dtype=wp.float32),
+    scatter_grid: wp.array2d(dtype=wp.float32),
+    rev_hist: wp.array2d(dtype=wp.float32),  # (n_r, n_theta)
+    rev_energy: wp.array2d(dtype=wp.float32),  # (n_theta, n_e) energy bins of E_BIN_KEV per polar-angle bin
+    src_label: wp.array2d(dtype=wp.int32),  # (H, W) region of each aimed-at pixel, or (1, 1) unused
+    scatter_by_src: wp.array3d(dtype=wp.float32),  # (n_regions, H, W)
 ):
     tid = wp.tid()
     rng = wp.rand_init(seed, tid)
@@ -352,17 +365,69 @@ def _transport(
     ie = int(ee)
     fe = ee - float(ie)
     sw = sig_w[ie] * (1.0 - fe) + sig_w[ie + 1] * fe
+    # direction relative to the focal ray through the landing point (a focused grid's lamellae follow it)
+    dn = wp.normalize(dc)
+    cos_pol = wp.dot(dn, wp.normalize(h))
+    gt = float(1.0)
+    if grid_on == 1:
+        tp = wp.atan2(dn[0], dn[2]) - wp.atan2(h[0], sdd)
+        if grid_axis == 1:
+            tp = wp.atan2(dn[1], dn[2]) - wp.atan2(h[1], sdd)
+        tp = wp.min(wp.abs(tp), 1.5707)
+        xa = tp / 1.5707963 * float(grid_t.shape[1] - 1)
+        ia = wp.min(int(xa), grid_t.shape[1] - 2)
+        fa = xa - float(ia)
+        row = wp.clamp(int(e + 0.5) - 1, 0, 159)
+        gt = grid_t[row, ia] * (1.0 - fa) + grid_t[row, ia + 1] * fa
+        extra = 1.0 / wp.max(cos_pol, 1.0e-6) - 1.0 / wp.max(wp.cos(tp), 1.0e-6)
+        gt = gt * wp.exp(-grid_hmu[row] * wp.max(extra, 0.0))
     if scattered == 1:
         wp.atomic_add(scatter_img, iv, iu, w * sw)
-        # reverse tally: scatter landing within rev_radius of the principal point, binned by the
-        # displacement from where it landed to the pixel it was aimed at (centred on the principal point)
-        if rev_radius > 0.0 and (u - cx) * (u - cx) + (v - cy) * (v - cy) <= rev_radius * rev_radius:
-            au = int(wp.floor((du - cx) - (u - cx) * rev_inv_m + cx + 0.5))
-            av = int(wp.floor((dv - cy) - (v - cy) * rev_inv_m + cy + 0.5))
-            if au >= 0 and av >= 0 and au < width and av < height:
-                wp.atomic_add(rev_img, av, au, w * sw)
+        wp.atomic_add(scatter_grid, iv, iu, w * sw * gt)
+        if src_label.shape[0] == height and pencil == 0:
+            lab = src_label[wp.clamp(int(wp.floor(dv + 0.5)), 0, height - 1), wp.clamp(int(wp.floor(du + 0.5)), 0, width - 1)]
+            if lab >= 0 and lab < scatter_by_src.shape[0]:
+                wp.atomic_add(scatter_by_src, lab, iv, iu, w * sw)
+        # reverse tally: scatter landing in a pixel within rev_radius of the principal point, binned by
+        # the distance (mm) from its landing point to the detector point its photon was aimed at, and by
+        # its polar angle to the focal ray; plus its energy spectrum
+        if rev_radius > 0.0 and (float(iu) - cx) * (float(iu) - cx) + (float(iv) - cy) * (float(iv) - cy) <= rev_radius * rev_radius:
+            ru = (du - u) * pitch_u
+            rv = (dv - v) * pitch_v
+            ir = int(wp.sqrt(ru * ru + rv * rv) / rev_r_step)
+            pol = wp.acos(wp.clamp(cos_pol, -1.0, 1.0))
+            it = int(0)
+            for b in range(rev_theta_edges.shape[0] - 1):
+                if pol >= rev_theta_edges[b + 1]:
+                    it = b + 1
+            it = wp.min(it, rev_hist.shape[1] - 1)
+            if ir < rev_hist.shape[0]:
+                wp.atomic_add(rev_hist, ir, it, w * sw)
+            wp.atomic_add(rev_energy, it, wp.clamp(int(e / 4.0), 0, rev_energy.shape[1] - 1), w * sw)
     else:
         wp.atomic_add(primary_img, iv, iu, w * sw)
+        wp.atomic_add(primary_grid, iv, iu, w * sw * gt)
+
+
+#: Energy bin (keV) of the reverse tally's scatter spectra (``int(E / 4)`` in the kernel).
+REVERSE_E_BIN_KEV = 4
+#: Polar-angle bins (degrees, to the focal ray) of the reverse tally: fine where grids cut off (2-10 deg).
+REVERSE_THETA_EDGES_DEG = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12.5, 15, 17.5, 20, 25, 30, 35, 40, 50, 60, 70, 80, 90)
+
+
+@dataclass(frozen=True, eq=False)
+class ReverseTally:
+    """Scatter landing in the central disk, per source photon: ``hist[r, theta]`` by distance (mm, bins of
+    ``r_step_mm``) from landing point to the detector point the photon was aimed at and by polar angle to
+    the focal ray (``theta_edges_deg``); ``energy[b, k]``: the spectrum of the scatter in angle bin b, in
+    bins of ``REVERSE_E_BIN_KEV`` (4k..4k+4 keV), since grids pass hard, forward scatter best;
+    ``disk``: the (H, W) mask of the disk's pixels."""
+
+    hist: np.ndarray
+    energy: np.ndarray
+    r_step_mm: float
+    theta_edges_deg: np.ndarray
+    disk: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -371,13 +436,21 @@ class MCResult:
 
     ``scatter_rel`` = scatter signal / expected flat-field signal (what the
     fast model predicts); ``primary_rel`` likewise (noisy check of Beer-Lambert).
+    With a ``grid``, ``primary_grid``/``scatter_grid`` weight each photon by
+    the grid's transmission for its energy and direction and ``flat_grid`` is
+    the flat field behind the grid: ``scatter_rel_grid`` is what a
+    flat-field-calibrated detector behind the grid sees.
     """
 
     primary: np.ndarray
     scatter: np.ndarray
     flat: np.ndarray
     n_photons: int
-    reverse: np.ndarray | None = None
+    reverse: ReverseTally | None = None
+    primary_grid: np.ndarray | None = None
+    scatter_grid: np.ndarray | None = None
+    flat_grid: np.ndarray | None = None
+    scatter_by_source: np.ndarray | None = None
 
     @property
     def scatter_rel(self) -> np.ndarray:
@@ -386,6 +459,18 @@ class MCResult:
     @property
     def primary_rel(self) -> np.ndarray:
         return self.primary / self.flat
+
+    @property
+    def scatter_rel_grid(self) -> np.ndarray:
+        if self.scatter_grid is None:
+            raise MonteCarloError("this run had no grid (simulate_scatter(..., grid=GridParams()))")
+        return self.scatter_grid / self.flat_grid
+
+    @property
+    def primary_rel_grid(self) -> np.ndarray:
+        if self.primary_grid is None:
+            raise MonteCarloError("this run had no grid (simulate_scatter(..., grid=GridParams()))")
+        return self.primary_grid / self.flat_grid
 
 
 def simulate_scatter(
@@ -397,12 +482,26 @@ def simulate_scatter(
     rng: np.random.Generator,
     detector: DetectorParams = DetectorParams(),
     pencil_uv: tuple[float, float] | None = None,
+    grid: GridParams | None = None,
     reverse_radius_px: float = 0.0,
-    reverse_magnification: float = 1.0,
+    reverse_r_step_mm: float = 4.0,
+    reverse_n_r: int = 100,
+    reverse_theta_edges_deg=REVERSE_THETA_EDGES_DEG,
+    source_regions: np.ndarray | None = None,
     device: str = "cpu",
     batch: int = 1 << 20,
 ) -> MCResult:
-    """Transport ``n_photons`` from the camera's source through ``scene`` to its detector."""
+    """Transport ``n_photons`` from the camera's source through ``scene`` to its detector.
+
+    ``grid``: also tally every photon weighted by the transmission of this
+    (focused, linear) anti-scatter grid for its energy and direction.
+    ``reverse_radius_px`` > 0: record the reverse tally (:class:`ReverseTally`)
+    of scatter landing in pixels within that radius of the principal point.
+    ``source_regions``: (H, W) integer image (0..n-1, -1 = none) of the pixels
+    photons are aimed at; the scatter is then also tallied per region of origin
+    (``MCResult.scatter_by_source``, (n, H, W)): which pencils a region's
+    scatter comes from.
+    """
     if camera.projection != "perspective":
         raise MonteCarloError("the Monte Carlo models a point source (perspective camera)")
     if not (sdd > 0 and np.isfinite(sdd)):
@@ -428,6 +527,12 @@ def simulate_scatter(
     sig_w = signal_weights(e, detector)
     K = camera.K
     H, W = camera.shape
+    if grid is not None:
+        gtab = direction_table(grid)
+        grid_t, grid_hmu = gtab["T"], gtab["h_mu_i"]
+    else:
+        grid_t, grid_hmu = np.ones((E_MAX, 2)), np.zeros(E_MAX)
+    theta_edges = np.deg2rad(np.asarray(reverse_theta_edges_deg, dtype=np.float64))
     with wp.ScopedDevice(device):
         arrs = dict(
             density=wp.array(scene.density, dtype=wp.float32),
@@ -438,10 +543,23 @@ def simulate_scatter(
             ray=wp.array(tabs["rayleigh"].astype(np.float32), dtype=wp.float32),
             spec_icdf=wp.array(icdf.astype(np.float32), dtype=wp.float32),
             sig_w=wp.array(sig_w.astype(np.float32), dtype=wp.float32),
+            grid_t=wp.array(np.asarray(grid_t, np.float32), dtype=wp.float32),
+            grid_hmu=wp.array(np.asarray(grid_hmu, np.float32), dtype=wp.float32),
+            theta_edges=wp.array(theta_edges.astype(np.float32), dtype=wp.float32),
         )
-        prim = wp.zeros((H, W), dtype=wp.float32)
-        scat = wp.zeros((H, W), dtype=wp.float32)
-        rev = wp.zeros((H, W), dtype=wp.float32)
+        tallies = {k: wp.zeros((H, W), dtype=wp.float32) for k in ("prim", "scat", "prim_g", "scat_g")}
+        rev_hist = wp.zeros((int(reverse_n_r), len(theta_edges) - 1), dtype=wp.float32)
+        rev_energy = wp.zeros((len(theta_edges) - 1, E_MAX // REVERSE_E_BIN_KEV), dtype=wp.float32)
+        if source_regions is not None:
+            lab = np.asarray(source_regions)
+            if lab.shape != (H, W):
+                raise MonteCarloError(f"source_regions must be an (H, W) = {(H, W)} image, got {lab.shape}")
+            n_src = int(lab.max()) + 1
+            src_label = wp.array(lab.astype(np.int32), dtype=wp.int32)
+        else:
+            n_src = 1
+            src_label = wp.zeros((1, 1), dtype=wp.int32)
+        by_src = wp.zeros((max(n_src, 1), H if source_regions is not None else 1, W if source_regions is not None else 1), dtype=wp.float32)
         pu, pv = pencil_uv if pencil_uv is not None else (0.0, 0.0)
         done = 0
         while done < n_photons:
@@ -455,22 +573,39 @@ def simulate_scatter(
                     wp.vec3(*src.astype(np.float32)), wp.mat33(*camera_from_vol.R.astype(np.float32).ravel()),
                     wp.vec3(*camera_from_vol.t.astype(np.float32)), wp.mat33(*camera_from_vol.R.T.astype(np.float32).ravel()),
                     float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]), float(sdd), W, H,
-                    int(pencil_uv is not None), float(pu), float(pv), float(reverse_radius_px), 1.0 / float(reverse_magnification), prim, scat, rev,
+                    int(pencil_uv is not None), float(pu), float(pv),
+                    int(grid is not None), arrs["grid_t"], arrs["grid_hmu"], int(grid is not None and grid.lamellae_along == "u"),
+                    float(reverse_radius_px), float(sdd / abs(K[0, 0])), float(sdd / abs(K[1, 1])), float(reverse_r_step_mm),
+                    arrs["theta_edges"], tallies["prim"], tallies["scat"], tallies["prim_g"], tallies["scat_g"], rev_hist, rev_energy,
+                    src_label, by_src,
                 ],
             )
             done += n
-        primary, scatter = prim.numpy().astype(np.float64), scat.numpy().astype(np.float64)
-        reverse = rev.numpy().astype(np.float64) / n_photons if reverse_radius_px > 0 else None
+        out = {k: v.numpy().astype(np.float64) / n_photons for k, v in tallies.items()}
+        reverse = None
+        if reverse_radius_px > 0:
+            v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+            disk = (u - K[0, 2]) ** 2 + (v - K[1, 2]) ** 2 <= reverse_radius_px**2
+            reverse = ReverseTally(rev_hist.numpy().astype(np.float64) / n_photons, rev_energy.numpy().astype(np.float64) / n_photons,
+                                   float(reverse_r_step_mm), np.asarray(reverse_theta_edges_deg, dtype=np.float64), disk)
     # expected flat-field tally per source photon: field mode spreads photons uniformly over the
     # detector with weight cos^3, so a pixel expects cos^3 * <signal weight> / n_pixels.
-    mean_sw = float(np.interp(icdf, e, sig_w).mean())
+    e_samples = np.interp(icdf, spec.energies, spec.energies)
+    mean_sw = float(np.interp(e_samples, e, sig_w).mean())
     if pencil_uv is None:
         v, u = np.mgrid[0:H, 0:W].astype(np.float64)
         cos = 1.0 / np.sqrt(1 + ((u - K[0, 2]) / K[0, 0]) ** 2 + ((v - K[1, 2]) / K[1, 1]) ** 2)
-        flat = cos**3 * mean_sw / (H * W) * n_photons
+        flat = cos**3 * mean_sw / (H * W)
     else:
-        flat = np.full((H, W), mean_sw * n_photons)  # the whole pencil lands in one pixel
-    return MCResult(primary / n_photons, scatter / n_photons, flat / n_photons, int(n_photons), reverse)
+        flat = np.full((H, W), mean_sw)  # the whole pencil lands in one pixel
+    g = {}
+    if grid is not None:
+        # primary photons travel along the focal ray: the grid passes T_p(E) of them
+        tp_sw = float((np.interp(e_samples, e, sig_w) * primary_transmission(grid, np.clip(np.round(e_samples), 1, E_MAX))).mean())
+        g = dict(primary_grid=out["prim_g"], scatter_grid=out["scat_g"], flat_grid=flat * tp_sw / mean_sw)
+    if source_regions is not None:
+        g["scatter_by_source"] = by_src.numpy().astype(np.float64) / n_photons
+    return MCResult(out["prim"], out["scat"], flat, int(n_photons), reverse, **g)
 
 
 def water_box_scene(thickness_mm: float, lateral_mm: float, voxel_mm: float = 5.0, center_world=(0.0, 0.0, 0.0), material: str = "water") -> VoxelScene:

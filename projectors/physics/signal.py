@@ -25,11 +25,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..geometry import Camera
-from ..materials import MATERIALS, MaterialError, attenuation_table, mass_attenuation
-from .params import DetectorParams, PhysicsParams, PhysicsParamsError
-from .spectrum import Spectrum, _spekpy_spectrum
+from ..materials import MATERIALS, Material, MaterialError, attenuation_table, mass_attenuation, register_material  # noqa: F401
+from .params import DetectorParams, PhysicsParams, PhysicsParamsError  # noqa: F401  (re-exported names kept)
+from .spectrum import Spectrum, _spekpy_spectrum, air_kerma_weights
 
 OMEGA_1M = 1e-4  # sr subtended by 1 cm^2 at 1 m
+KEV_CM2_PER_G_TO_UGY = 1.602176634e-16 * 1e3 * 1e6  # (keV/g) -> J/kg -> uGy
+
+# Storage phosphor of CR plates: BaFBr0.85I0.15:Eu (Eu ~0.1 mol%, neglected). Crystal density of BaFBr.
+if "bafbri" not in MATERIALS:
+    register_material(Material("bafbri", {"Ba": 0.564484, "F": 0.078091, "Br": 0.279179, "I": 0.078246}, 4.96,
+                               "BaFBr0.85I0.15 storage phosphor (crystal density of BaFBr)"))
+
+#: Material of each ``DetectorParams.phosphor``.
+PHOSPHOR_MATERIAL = {"csi": "csi", "bafbri": "bafbri"}
 
 
 class SignalError(ValueError):
@@ -37,9 +46,33 @@ class SignalError(ValueError):
 
 
 def detector_qe(energies_kev, det: DetectorParams = DetectorParams()) -> np.ndarray:
-    """Fraction of normally incident photons absorbed in the CsI layer."""
-    mu = mass_attenuation("csi", np.asarray(energies_kev, dtype=np.float64)) * MATERIALS["csi"].density
-    return 1.0 - np.exp(-mu * det.csi_fill * det.csi_mm / 10.0)
+    """Fraction of normally incident photons absorbed in the detector's phosphor layer."""
+    name = PHOSPHOR_MATERIAL[det.phosphor]
+    mu = mass_attenuation(name, np.asarray(energies_kev, dtype=np.float64)) * MATERIALS[name].density
+    return 1.0 - np.exp(-mu * det.packing * det.thickness_mm / 10.0)
+
+
+def air_kerma_per_fluence(spec: Spectrum) -> float:
+    """Air kerma per photon fluence of the spectrum, uGy per (photon / mm^2)."""
+    w = spec.fluence / spec.fluence.sum()
+    return float((w * air_kerma_weights(spec.energies)).sum()) * KEV_CM2_PER_G_TO_UGY * 100.0  # 1/mm^2 = 100/cm^2
+
+
+def detector_air_kerma(entrance_ugy: float, source_to_entrance_mm: float, sdd: float, backscatter: float = 1.0) -> float:
+    """Air kerma at the detector (no patient, no grid) for an entrance dose at the patient's skin.
+
+    Inverse square from the entrance surface (``source_to_entrance_mm`` from the focus) to the
+    detector (``sdd``). ``backscatter``: the backscatter factor included in ``entrance_ugy``
+    (an entrance *surface* dose: ~1.3-1.4 for a chest or abdomen at 70-120 kV; 1 for an incident
+    air kerma). Example: a low-dose chest PA, 20 uGy entrance surface dose (B = 1.35), entrance
+    surface 1560 mm from the focus (22 cm chest, 2 cm gap, SDD 1800): 11 uGy at the detector.
+    """
+    for name, v in (("entrance dose", entrance_ugy), ("source-entrance distance", source_to_entrance_mm), ("sdd", sdd), ("backscatter", backscatter)):
+        if not (np.isfinite(v) and v > 0):
+            raise SignalError(f"{name} must be > 0, got {v}")
+    if source_to_entrance_mm >= sdd:
+        raise SignalError(f"the entrance surface ({source_to_entrance_mm} mm) must lie before the detector (sdd {sdd} mm)")
+    return float(entrance_ugy / backscatter * (source_to_entrance_mm / sdd) ** 2)
 
 
 def signal_weights(energies_kev, det: DetectorParams = DetectorParams(), power: int = 1) -> np.ndarray:
@@ -163,8 +196,25 @@ def transmitted_moments(areal_density: dict, energies: np.ndarray, weights: np.n
     return out
 
 
-def spectral_signal(areal_density: dict, camera: Camera, spec: Spectrum, params: PhysicsParams) -> SpectralSignal:
-    """Mean primary signal, its second moment and detected quanta (no scatter, no noise)."""
+def pixel_area_mm2(camera: Camera, sdd: float | None = None) -> float:
+    """Area of a detector pixel (mm^2): ``sdd^2 / (fx fy)`` (perspective; ``sdd`` or ``camera.sdd``) or ``1 / (kx ky)``."""
+    K = camera.K
+    if camera.projection == "parallel":
+        return float(1.0 / abs(K[0, 0] * K[1, 1]))
+    sdd = sdd if sdd is not None else camera.sdd
+    if sdd is None:
+        raise SignalError("the pixel size needs the source-detector distance: pass sdd= or use a camera that knows it (CArm.camera)")
+    return float(sdd * sdd / abs(K[0, 0] * K[1, 1]))
+
+
+def spectral_signal(areal_density: dict, camera: Camera, spec: Spectrum, params: PhysicsParams, sdd: float | None = None) -> SpectralSignal:
+    """Mean primary signal, its second moment and detected quanta (no scatter, no noise).
+
+    With an anti-scatter grid (``params.scatter.grid``) the primary and the flat field are both
+    multiplied by the grid's primary transmission T_p(E): the quanta that reach the detector (and
+    so the noise) drop, the transmission (their ratio) does not. ``sdd`` (mm; default
+    ``camera.sdd``) is needed only for a dose given as ``air_kerma_ugy``.
+    """
     areal_density = validate_areal_density(areal_density, camera.shape)
     det = params.detector
     e = spec.energies
@@ -172,15 +222,32 @@ def spectral_signal(areal_density: dict, camera: Camera, spec: Spectrum, params:
     qe = detector_qe(e, det)
     w1 = signal_weights(e, det, 1)
     w2 = signal_weights(e, det, 2)
+    grid = params.scatter.grid  # in the beam whatever the scatter model
+    if grid is not None:
+        from .grid import primary_transmission
+
+        tp = primary_transmission(grid, e)
+        qe, w1, w2 = qe * tp, w1 * tp, w2 * tp
     if params.heel:
         lines = heel_spectra(spec, camera, params.heel_axis, params.heel_sign)  # (n_lines, E)
         phi = lines[:, None, :] if params.heel_axis == "v" else lines[None, :, :]
         phi = np.broadcast_to(phi, camera.shape + (len(e),)).reshape(-1, len(e)).T  # (E, P)
     else:
         phi = spec.fluence[:, None]
-    # Dose: mAs, or chosen so the mean unattenuated incident quanta per pixel equal quanta_per_pixel.
+    # Dose: mAs; or chosen so the mean unattenuated incident quanta per pixel equal quanta_per_pixel;
+    # or so the air kerma at the detector centre is air_kerma_ugy (incident quanta before any grid).
     incident_per_mas = (omega.ravel() / OMEGA_1M) * (phi.sum(axis=0) if phi.ndim == 2 and phi.shape[1] > 1 else phi.sum())
-    mas = params.mas if params.mas is not None else params.quanta_per_pixel / float(np.mean(incident_per_mas))
+    if params.mas is not None:
+        mas = params.mas
+    elif params.air_kerma_ugy is not None:
+        quanta_centre = params.air_kerma_ugy / air_kerma_per_fluence(spec) * pixel_area_mm2(camera, sdd)
+        K = camera.K
+        c = (int(np.clip(round(K[1, 2]), 0, camera.height - 1)), int(np.clip(round(K[0, 2]), 0, camera.width - 1)))
+        omega_c = 1.0 / abs(K[0, 0] * K[1, 1]) if camera.projection == "perspective" else omega[c]
+        phi_c = phi[:, c[0] * camera.width + c[1]].sum() if phi.shape[1] > 1 else phi.sum()
+        mas = quanta_centre / (omega_c / OMEGA_1M * phi_c)
+    else:
+        mas = params.quanta_per_pixel / float(np.mean(incident_per_mas))
     scale = (mas * omega / OMEGA_1M).ravel()  # (P,)
     if phi.shape[1] == 1:
         W = np.stack([phi[:, 0] * w1, phi[:, 0] * w2, phi[:, 0] * qe])  # (3, E)

@@ -19,13 +19,13 @@ from .spectrum import Spectrum, spectrum as get_spectrum
 MIN_TRANSMISSION = 1e-6
 
 
-def _no_scatter(primary_transmission, camera, sdd, spec, det):
+def _no_scatter(primary_transmission, camera, sdd, spec, det, scatter):
     return np.zeros_like(primary_transmission)
 
 
-#: Scatter models by ``ScatterParams.model``: f(primary transmission, camera, sdd, spectrum, detector)
-#: -> scatter relative to the flat field. (The Monte Carlo needs a voxel scene; pass its result as
-#: ``simulate(..., scatter=...)``.)
+#: Scatter models by ``ScatterParams.model``: f(primary transmission, camera, sdd, spectrum, detector,
+#: ScatterParams) -> scatter relative to the flat field (behind the grid, if any). (The Monte Carlo needs
+#: a voxel scene; pass its result as ``simulate(..., scatter=...)``.)
 SCATTER_MODELS = {"fast": fast_scatter, "none": _no_scatter}
 
 
@@ -71,11 +71,18 @@ def simulate(
 
     ``params``: a :class:`PhysicsParams` (default: 80 kVp, fast scatter,
     noise); ``rng``: the sample's own Generator for the noise draws (required
-    when ``params.noise``); ``sdd``: source-detector distance in mm (default:
+    when ``params.noise``); ``sdd``: source-detector distance in mm (default
     ``camera.sdd``; it sets the detector pixel pitch ``sdd / fx`` for the
-    scatter kernels, since the camera's K only holds their ratio); ``scatter``: a precomputed scatter image relative
-    to the flat field (e.g. from :func:`.scatter_mc.simulate_scatter`),
-    replacing ``params.scatter.model``; ``spec``: a precomputed spectrum.
+    scatter kernels and the air-kerma dose, as K only holds their ratio);
+    ``scatter``: a precomputed scatter image relative to the flat field (e.g.
+    :attr:`.scatter_mc.MCResult.scatter_rel`, or ``scatter_rel_grid`` with a
+    grid), replacing ``params.scatter.model``; ``spec``: a precomputed spectrum.
+
+    An anti-scatter grid (``params.scatter.grid``) acts on the quanta: the
+    detector sees the primary times the grid's T_p(E) and the scatter times its
+    direction-dependent transmission, so at a given dose the image is noisier
+    with a grid, while the flat-field calibration (taken behind the grid)
+    keeps the transmission of the primary unchanged.
     No rays are cast here: re-randomizing the parameters is cheap.
     """
     params = params or PhysicsParams()
@@ -93,24 +100,21 @@ def simulate(
             "the scatter model needs the source-detector distance: the camera has none (a parallel beam?); pass sdd="
         )
     spec = spec or get_spectrum(params.spectrum)
-    sig = spectral_signal(areal_density, camera, spec, params)
+    sig = spectral_signal(areal_density, camera, spec, params, sdd=sdd)
     T_p = sig.transmission
     if scatter is not None:
         s_rel = np.asarray(scatter, dtype=np.float64)
         if s_rel.shape != T_p.shape or not np.all(np.isfinite(s_rel)) or np.any(s_rel < 0):
             raise PhysicsParamsError(f"scatter image must be finite, >= 0 and of shape {T_p.shape}")
     else:
-        s_rel = SCATTER_MODELS[params.scatter.model](T_p, camera, sdd, spec, params.detector)
+        s_rel = SCATTER_MODELS[params.scatter.model](T_p, camera, sdd, spec, params.detector, params.scatter)
     s_rel = s_rel * params.scatter.scale
-    grid = params.scatter.grid
-    # The flat-field calibration is taken with the grid in place: it scales the primary and the
-    # flat alike (Tp cancels) and the scatter by Ts / Tp relative to them.
-    s_rel_det = s_rel * (grid.scatter_transmission / grid.primary_transmission if grid else 1.0)
-    mean = sig.primary + s_rel_det * sig.flat
+    # The flat field (taken behind the grid, if any) is sig.flat; scatter is relative to it.
+    mean = sig.primary + s_rel * sig.flat
     # Scattered quanta are softer than the primary; we give them the primary's variance per unit signal.
     with np.errstate(divide="ignore", invalid="ignore"):
         e2 = np.where(sig.primary > 0, sig.second / sig.primary, sig.flat_second / sig.flat)
-    second = sig.second + s_rel_det * sig.flat * e2
+    second = sig.second + s_rel * sig.flat * e2
     flat_c = float(sig.flat[camera.height // 2, camera.width // 2])
     quantum = float(sig.flat.mean() / sig.flat_quanta.mean())
     out = apply_detector(mean, second, flat_c, quantum, params.detector, rng, noise=params.noise)
@@ -120,11 +124,16 @@ def simulate(
         signal=out.astype(np.float32),
         transmission=transmission.astype(np.float32),
         log_image=log_image.astype(np.float32),
-        image=display(log_image, params.display, **display_masks(areal_density), pixel_mm=detector_pitch(camera)),
+        image=display(log_image, params.display, **_masks(areal_density), pixel_mm=detector_pitch(camera)),
         primary=T_p.astype(np.float32),
-        scatter=s_rel_det.astype(np.float32),
+        scatter=s_rel.astype(np.float32),
         params=params,
     )
+
+
+def _masks(areal_density) -> dict:
+    """The display's covered/metal masks; none for an empty scene (a flat field)."""
+    return display_masks(areal_density) if areal_density else {}
 
 
 def detector_pitch(camera: Camera) -> float:
@@ -160,7 +169,7 @@ def _noiseless(log_image, areal_density, camera, params: PhysicsParams) -> Physi
         signal=transmission.astype(np.float32),
         transmission=transmission.astype(np.float32),
         log_image=log_image.astype(np.float32),
-        image=display(log_image, params.display, **display_masks(areal_density), pixel_mm=detector_pitch(camera)),
+        image=display(log_image, params.display, **_masks(areal_density), pixel_mm=detector_pitch(camera)),
         primary=transmission.astype(np.float32),
         scatter=np.zeros(camera.shape, np.float32),
         params=params,
