@@ -83,6 +83,28 @@ def make_labels(path_length: dict, structures: dict, task, camera: Camera, landm
     return {"labels": labels.astype(np.uint8), "masks": masks, "boxes": boxes, "landmarks": uv, "landmark_visible": visible}
 
 
+def subject_summary(info: dict) -> dict:
+    """What a sample's record says about how its subject was made (compact: it is stored with every image)."""
+    out = {}
+    prep = info.get("ct_prep")
+    if prep:
+        c = prep.get("contrast", {})
+        out["ct_prep"] = {
+            "contrast": c.get("phase"), "blood_replaced": "replaced" in c,
+            "metal": {k: prep["metal"][k] for k in ("material", "volume_ml")} if "metal" in prep else None,
+            "slices_mm": (prep.get("slices") or {}).get("spacing_after_mm"), "warnings": prep.get("warnings", []),
+        }
+    if info.get("landmarks", {}).get("missing"):
+        out["landmarks_missing"] = sorted(info["landmarks"]["missing"])
+    if "lesions" in info:
+        out["lesion_free"] = bool(info["lesions"].get("lesion_free", False))
+    if "deformation" in info:
+        out["deformation_targets"] = info["deformation"].get("targets")
+    if "tool" in info:
+        out["tool"] = info["tool"]["kind"]
+    return out
+
+
 def coverage_shift(camera: Camera, covered: np.ndarray, sid: float, limit: float = 0.35) -> np.ndarray:
     """World shift (mm) of the isocentre that centres the detector on the collimated field a view would get.
 
@@ -151,7 +173,8 @@ class Pipeline:
             raise PipelineError(
                 f"subject {subject.name!r} has none of the structures of the classes {list(self.task.foreground)}"
             )
-        record = {"source": entry.source, "instance": instance, "name": subject.name, "shape": shape, **jitter}
+        record = {"source": entry.source, "instance": instance, "name": subject.name, "shape": shape, **jitter,
+                  **subject_summary(subject.info)}
         self._cache[subject_id] = (subject, projector, record)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

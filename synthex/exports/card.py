@@ -29,9 +29,11 @@ def card_text(ds, export_format: str | None = None) -> str:
         lines.append(f"- CT files: {', '.join(Path(p).name for p in ct)} (check their licences before sharing)")
     lines += [
         f"- physics model `{cfg['physics']['model']}`: {MODES[cfg['physics']['model']]}; ranges: kVp "
-        f"{cfg['physics']['kvp']}, Al {cfg['physics']['al_mm']} mm, Cu {cfg['physics']['cu_mm']} mm, quanta per pixel "
-        f"{cfg['physics']['quanta_per_pixel']}, grid probability {cfg['physics']['grid_probability']}",
-        f"- geometry: source-detector {cfg['geometry']['sdd']} mm, source-isocentre {cfg['geometry']['sid']} mm; "
+        f"{cfg['physics']['kvp']}, Al {cfg['physics']['al_mm']} mm, Cu {cfg['physics']['cu_mm']} mm, detector air kerma "
+        f"{cfg['physics']['air_kerma_ugy']} uGy, CR plate probability {cfg['physics']['cr_probability']}, grid "
+        f"probability {cfg['physics']['grid_probability']}",
+        f"- geometry: preset `{cfg['geometry']['preset']}` (overrides: sdd {cfg['geometry']['sdd']}, sid "
+        f"{cfg['geometry']['sid']}, detector {cfg['geometry']['detector_mm']}); "
         f"views: alpha {cfg['views']['alpha_deg']} deg, beta {cfg['views']['beta_deg']} deg, "
         f"isocentre jitter +/-{cfg['views']['target_jitter_mm']} mm",
         f"- material randomization: density jitter +/-{cfg['materials']['density_jitter']}, "
@@ -39,6 +41,7 @@ def card_text(ds, export_format: str | None = None) -> str:
         "- images are stored without image-level augmentation; apply SyntheX's strong randomization when training "
         "(`synthex train-downstream --randomization strong`, the default)",
         "- every sampled parameter of every image is stored with it (`params`, JSON) and can be replayed",
+        *_ct_notes(ds),
         "",
         "## Labels",
         f"- classes (index = label value): {', '.join(f'{k} {c}' for k, c in enumerate(m['classes']))}",
@@ -71,3 +74,28 @@ def export_card(ds, out: Path, export_format: str | None = None, **options) -> P
     path = Path(out) / "DATASET_CARD.md"
     path.write_text(card_text(ds, export_format))
     return path
+
+
+def _ct_notes(ds) -> list[str]:
+    """How each CT was prepared (contrast, metal, slices) and which landmarks it lacks, from the samples' records."""
+    seen, lines = {}, []
+    for i in range(len(ds)):
+        rec = ds[i]["params"]["subject"]
+        name = rec.get("name", "?").split("~")[0].split("+")[0]
+        if name in seen or not (rec.get("ct_prep") or rec.get("landmarks_missing")):
+            continue
+        seen[name] = True
+        prep = rec.get("ct_prep") or {}
+        parts = []
+        if prep:
+            parts.append(f"contrast phase {prep.get('contrast')}" + (
+                ", contrast-enhanced blood rendered as unenhanced blood" if prep.get("blood_replaced") else ""))
+            if prep.get("metal") and prep["metal"].get("volume_ml"):
+                parts.append(f"{prep['metal']['volume_ml']} mL of metal rendered as {prep['metal']['material']}")
+            if prep.get("slices_mm"):
+                parts.append(f"slices interpolated to {prep['slices_mm']} mm")
+            parts += list(prep.get("warnings", []))
+        if rec.get("landmarks_missing"):
+            parts.append(f"landmarks not covered by the CT (missing, never guessed): {', '.join(rec['landmarks_missing'])}")
+        lines.append(f"- CT `{name}`: " + "; ".join(parts))
+    return lines
