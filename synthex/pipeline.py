@@ -230,7 +230,8 @@ class Pipeline:
             physics = physics.replace(scatter=replace(physics.scatter, **patient_geometry(subject.scene[0].volume, camera)))
         density = sim.sample_density_jitter(rng, projector.materials, cfg.materials)
         noise_seed = int(rng.integers(0, 2**32))
-        result = simulate(sim.scale_areal_density(areal, density), camera, physics, np.random.default_rng(noise_seed))
+        result = simulate(sim.scale_areal_density(areal, density), camera, physics, np.random.default_rng(noise_seed),
+                          field=field)
 
         # stage 5: labels
         labels = make_labels(paths, subject.structures, self.task, camera, landmarks, cfg.labels.min_path_mm, field)

@@ -75,8 +75,13 @@ def _stop_on_signals():
         _RECEIVED.append(signum)
         raise _Stop(signum)
 
+    def interrupt(signum, frame):  # Ctrl-C as Python's default does, but recorded (see _RECEIVED)
+        _RECEIVED.append(signum)
+        raise KeyboardInterrupt
+
     _RECEIVED.clear()
     old = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    old[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
     try:
         yield
     finally:

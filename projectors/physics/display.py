@@ -266,6 +266,7 @@ def display(
     covered: np.ndarray | None = None,
     metal: np.ndarray | None = None,
     pixel_mm: float | None = None,
+    field: np.ndarray | None = None,
 ) -> np.ndarray:
     """The processed image, float32 in [0, 1] (bone bright), from the log image and optional masks.
 
@@ -273,13 +274,18 @@ def display(
     the window); ``metal``: pixels behind metal (left out of the window). Both from
     :func:`display_masks`. Direct exposure is recognised from the log values themselves.
     ``pixel_mm``: the detector pixel pitch, which the multi-scale stages need (their scales
-    are in mm); not needed for a plain window.
+    are in mm); not needed for a plain window. ``field``: the collimated field; outside it the
+    image shows ``params.shutter`` (a console's electronic shutter: the blade shadow carries no
+    anatomy, only noise) and it is left out of the window.
     """
     img = np.asarray(log_image, dtype=np.float64)
     if img.ndim != 2:
         raise DisplayError(f"display processing needs a 2-D image, got shape {img.shape}")
     if not np.all(np.isfinite(img)):
         raise DisplayError("display processing needs a finite log image (got NaN or inf)")
+    inside = _as_mask(field, img.shape, "field")
+    if inside is not None:
+        covered = inside if covered is None else (_as_mask(covered, img.shape, "covered") & inside)
     mask = anatomy_mask(img, params.direct_exposure, covered, metal)
     if params.window is not None:
         lo, hi = params.window
@@ -309,7 +315,10 @@ def display(
         center = float(np.median(sample)) + params.level if sample.size else 0.5 + params.level
     else:
         center = 0.5 + params.level
-    return tone_curve(x, params, center).astype(np.float32)
+    out = tone_curve(x, params, center)
+    if inside is not None and params.shutter is not None:
+        out = np.where(inside, out, params.shutter)
+    return out.astype(np.float32)
 
 
 def to_uint16(image01: np.ndarray) -> np.ndarray:

@@ -297,7 +297,9 @@ class DisplayParams:
     Tone: the processed anatomy is windowed again between the same ``percentiles`` (not with
     an explicit ``window``) and mapped by ``lut``: ``"sigmoid"`` (film-like S curve
     ``1 / (1 + exp(-contrast * (x - c)))``: toe and shoulder instead of hard clipping) or
-    ``"linear"`` (``x - level`` clipped to [0, 1]: the plain window); then ``gamma``. The S curve's
+    ``"linear"`` (``x - level`` clipped to [0, 1]: the plain window); then ``gamma``. Outside the
+    collimated field (when the caller gives one) the image shows ``shutter`` (0: black masking, as
+    consoles shutter the blade shadow; None: leave it as processed). The S curve's
     midpoint ``c`` is the anatomy's median plus ``level`` (windowed units; with an explicit
     ``window``: its centre plus ``level``), so the median of the anatomy is shown mid-grey. Output in [0, 1], bone bright.
     ``unsharp_amount = compression = 0``, ``equalization = 1`` and ``lut="linear"`` is a
@@ -316,6 +318,7 @@ class DisplayParams:
     contrast: float = 4.0
     level: float = 0.0
     gamma: float = 1.0
+    shutter: float | None = 0.0
 
     def __post_init__(self):
         if self.window is not None:
@@ -339,6 +342,7 @@ class DisplayParams:
         _check(np.isfinite(self.contrast) and self.contrast > 0, f"tone contrast must be > 0, got {self.contrast}")
         _check(np.isfinite(self.level), f"tone level must be finite, got {self.level}")
         _check(np.isfinite(self.gamma) and self.gamma > 0, f"gamma must be > 0, got {self.gamma}")
+        _check(self.shutter is None or 0.0 <= self.shutter <= 1.0, f"shutter must lie in [0, 1] or be None, got {self.shutter}")
 
 
 #: Image-formation models (``PhysicsParams.mode``) and what each simulates.

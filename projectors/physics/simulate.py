@@ -66,6 +66,7 @@ def simulate(
     sdd: float | None = None,
     scatter: np.ndarray | None = None,
     spec: Spectrum | None = None,
+    field: np.ndarray | None = None,
 ) -> PhysicsResult:
     """Turn per-material areal densities (g/cm^2, from the projector) into detector images.
 
@@ -91,9 +92,9 @@ def simulate(
     if params.noise and params.mode == "spectral" and not isinstance(rng, np.random.Generator):
         raise PhysicsParamsError("noise is on: pass the sample's numpy.random.Generator as rng (or set noise=False)")
     if params.mode == "naive":
-        return _naive(areal_density, camera, params)
+        return _naive(areal_density, camera, params, field)
     if params.mode == "monochromatic":
-        return _monochromatic(areal_density, camera, params)
+        return _monochromatic(areal_density, camera, params, field)
     sdd = sdd if sdd is not None else camera.sdd
     if sdd is None or not np.isfinite(sdd) or sdd <= 0:
         raise PhysicsParamsError(
@@ -124,7 +125,7 @@ def simulate(
         signal=out.astype(np.float32),
         transmission=transmission.astype(np.float32),
         log_image=log_image.astype(np.float32),
-        image=display(log_image, params.display, **_masks(areal_density), pixel_mm=detector_pitch(camera)),
+        image=display(log_image, params.display, **_masks(areal_density), pixel_mm=detector_pitch(camera), field=field),
         primary=T_p.astype(np.float32),
         scatter=s_rel.astype(np.float32),
         params=params,
@@ -145,31 +146,31 @@ def detector_pitch(camera: Camera) -> float:
     return float(np.mean(size))
 
 
-def _naive(areal_density, camera, params: PhysicsParams) -> PhysicsResult:
+def _naive(areal_density, camera, params: PhysicsParams, field=None) -> PhysicsResult:
     """Plain line integral of density (DiffDRR-style baseline): no spectrum, scatter, noise or detector."""
     ad = validate_areal_density(areal_density, camera.shape)
     total = np.zeros(camera.shape)
     for a in ad.values():
         total += a
-    return _noiseless(params.naive_mu * total, ad, camera, params)
+    return _noiseless(params.naive_mu * total, ad, camera, params, field)
 
 
-def _monochromatic(areal_density, camera, params: PhysicsParams) -> PhysicsResult:
+def _monochromatic(areal_density, camera, params: PhysicsParams, field=None) -> PhysicsResult:
     """Beer-Lambert at one energy, ``-log T = sum_m (mu/rho)_m(E) A_m``: no spectrum, scatter, noise or detector."""
     ad = validate_areal_density(areal_density, camera.shape)
     log_image = np.zeros(camera.shape)
     for m, a in ad.items():
         log_image += mass_attenuation(m, params.energy_kev) * a
-    return _noiseless(log_image, ad, camera, params)
+    return _noiseless(log_image, ad, camera, params, field)
 
 
-def _noiseless(log_image, areal_density, camera, params: PhysicsParams) -> PhysicsResult:
+def _noiseless(log_image, areal_density, camera, params: PhysicsParams, field=None) -> PhysicsResult:
     transmission = np.clip(np.exp(-log_image), MIN_TRANSMISSION, 1.0)
     return PhysicsResult(
         signal=transmission.astype(np.float32),
         transmission=transmission.astype(np.float32),
         log_image=log_image.astype(np.float32),
-        image=display(log_image, params.display, **_masks(areal_density), pixel_mm=detector_pitch(camera)),
+        image=display(log_image, params.display, **_masks(areal_density), pixel_mm=detector_pitch(camera), field=field),
         primary=transmission.astype(np.float32),
         scatter=np.zeros(camera.shape, np.float32),
         params=params,

@@ -114,7 +114,11 @@ def _floats(value: str | None, n: tuple[int, ...], what: str):
               help="Views as 'alpha,beta;alpha,beta' in degrees from the preset's view (alpha about the long "
                    "axis, beta cranial+/caudal-).")
 @click.option("--kvp", type=click.FloatRange(40, 150), help="Tube voltage.  [default: the preset's]")
-@click.option("--mas", type=click.FloatRange(min=0, min_open=True), help="Tube current-time product (else mean quanta per pixel).")
+@click.option("--mas", type=click.FloatRange(min=0, min_open=True), help="Tube current-time product.")
+@click.option("--dose", "air_kerma", type=click.FloatRange(min=0, min_open=True), default=2.5, show_default=True,
+              help="Air kerma at the detector without patient or grid, uGy (ignored with --mas).")
+@click.option("--detector", type=click.Choice(["flat_panel_csi", "cr_plate"]), default="flat_panel_csi", show_default=True,
+              help="Detector (projectors.physics.DETECTOR_PRESETS), at this image's pixel pitch.")
 @click.option("--grid/--no-grid", default=None, help="Anti-scatter grid.  [default: the preset's]")
 @click.option("--scatter/--no-scatter", default=True, show_default=True, help="Fast scatter model.")
 @click.option("--noise/--no-noise", default=True, show_default=True, help="Quantum and detector noise.")
@@ -137,7 +141,8 @@ def _floats(value: str | None, n: tuple[int, ...], what: str):
 @click.option("--raw", is_flag=True, help="No CT preparation at all (as the CT is; for comparisons).")
 def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, overwrite: bool, preset: str,
         view: str | None, sdd: float | None, sid: float | None, skin_gap: float | None, detector_mm: str | None,
-        size: str | None, center: str | None, angles: str, kvp: float | None, mas: float | None, grid: bool | None,
+        size: str | None, center: str | None, angles: str, kvp: float | None, mas: float | None, air_kerma: float,
+        detector: str, grid: bool | None,
         scatter: bool, noise: bool, seed: int, mode: str, supersample: int, device: str, slice_mm: float, no_slice_interp: bool,
         keep_contrast: bool, metal: str, metal_hu: float, keep_outside: bool, no_collimate: bool, raw: bool):
     """Render CT (NIfTI, NRRD, MHA or a DICOM folder) as radiographs of a clinical geometry.
@@ -181,7 +186,9 @@ def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, over
     )
     from projectors.geometry import CArm, GeometryError, bin_pixels, geometry_preset
     from projectors.labels import label_image, structure_masks
-    from projectors.physics import PhysicsParams, simulate
+    from dataclasses import replace as dc_replace
+
+    from projectors.physics import DetectorParams, PhysicsParams, patient_geometry, simulate
     from projectors.physics.params import PhysicsParamsError
     from projectors.projector import DeviceError, Projector
     from projectors.volume import Volume, VolumeError
@@ -230,8 +237,9 @@ def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, over
         raise click.ClickException(f"impossible geometry: {e}") from None
     iso = tuple(centre) if centre is not None else aim_point(prep.volume, p.aim)
     physics = PhysicsParams.from_options(
-        kvp=kvp if kvp is not None else p.kvp, mas=mas, scatter=scatter, noise=noise,
-        grid=p.grid if grid is None else grid,
+        kvp=kvp if kvp is not None else p.kvp, mas=mas, air_kerma_ugy=None if mas else air_kerma, scatter=scatter,
+        noise=noise, grid=p.grid if grid is None else grid,
+        detector=DetectorParams.preset(detector, float(np.mean(carm.pixel_size))),
     )
     if mode == "auto":
         # voxels larger than ~2 pixels show as blocks in exact mode; trilinear samples are smooth there
@@ -273,7 +281,10 @@ def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, over
             )
         areal = collimate(proj.areal_density, field) if not field.all() else proj.areal_density
         try:
-            res = simulate(areal, cam, physics, np.random.default_rng(seed + i), sdd=cam.sdd)
+            view_physics = physics
+            if scatter:  # the scatter model's patient thickness and air gap for this view
+                view_physics = physics.replace(scatter=dc_replace(physics.scatter, **patient_geometry(prep.volume, cam)))
+            res = simulate(areal, cam, view_physics, np.random.default_rng(seed + i), sdd=cam.sdd, field=field)
         except PhysicsParamsError as e:
             raise click.ClickException(str(e)) from None
         image = res.image  # the console display: window from the anatomy (not the collimated border), multi-scale
