@@ -20,7 +20,7 @@ $(VENV)/.dev: $(VENV)/.base
 	touch $@
 
 demo: $(VENV)/.base
-	$(PIP) install -e '.[augment]' && rm -rf $(DEMO_OUT)/dataset && $(VENV)/bin/synthex render --out $(DEMO_OUT)/dataset
+	rm -rf $(DEMO_OUT)/dataset && $(VENV)/bin/synthex render --out $(DEMO_OUT)/dataset
 
 test: $(VENV)/.dev chromium dicom3tools
 	$(PY) -m pytest -m "not slow" -q

@@ -187,8 +187,8 @@ class PhysicsRanges(Ranges):
     al_mm: Range(0.0, 20.0) = Field((2.5, 4.0), description="added aluminium filtration range, mm")
     cu_mm: Range(0.0, 2.0) = Field((0.0, 0.3), description="added copper filtration range, mm")
     air_kerma_ugy: Range(0.001, 1000.0) = Field(
-        (0.3, 5.0), description="dose: air kerma at the detector centre without patient or grid, uGy (log-uniform; "
-        "fluoroscopy frames about 0.03-0.3, radiographs about 1-5)"
+        (1.0, 5.0), description="dose: detector air kerma behind the patient as an automatic exposure control sets it, "
+        "uGy (log-uniform; digital radiographs about 1-5, fluoroscopy frames about 0.03-0.3)"
     )
     cr_probability: float = Field(0.0, ge=0.0, le=1.0, description="chance of a CR plate instead of the CsI flat panel "
                                   "(projectors.physics.DETECTOR_PRESETS)")
@@ -238,6 +238,7 @@ def sample_physics_params(rng: np.random.Generator, ranges: PhysicsRanges | dict
         energy_kev=r.energy_kev,
         spectrum=spec,
         air_kerma_ugy=dose,
+        aec=True,
         detector=det,
         scatter=ScatterParams(model="fast", grid=grid, scale=u(r.scatter_scale)),
         display=sample_display_params(rng, r.display),

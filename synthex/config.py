@@ -51,7 +51,7 @@ RUNTIME = {"runtime": True}  # json_schema_extra of keys that do not change what
 
 class ImageConfig(Ranges):
     size: Pixels | tuple[Pixels, Pixels] = Field(
-        64, description="detector pixels: N along the detector's long side (square pixels), or [width, height]")
+        128, description="detector pixels: N along the detector's long side (square pixels), or [width, height]")
     pixel_size_mm: float | None = Field(
         None, gt=0.0, le=50.0, description="detector pixel pitch in mm (default: detector size / pixels)"
     )

@@ -797,15 +797,28 @@ def overlay(image: np.ndarray, labels: np.ndarray, landmarks: np.ndarray, visibl
 
 
 def write_preview(out: Path, manifest: dict, count: int = 8) -> None:
-    from synthex.io_images import save_png
-
-    first = Path(out) / manifest["shards"][0]["file"]
+    """``preview.png``: up to ``count`` images spread over the dataset (so several subjects show), each
+    above its labels (colours) and visible landmarks (crosses)."""
     import h5py
 
-    with h5py.File(first, "r") as f:
-        k = min(count, f["images"].shape[0])
-        tiles = [overlay(f["images"][j], f["labels"][j], f["landmarks"][j], f["landmark_visible"][j]) for j in range(k)]
-    h = tiles[0].shape[0]
-    gap = np.ones((h, 4, 3), dtype=np.float32)
-    row = [t for tile in tiles for t in (tile, gap)][:-1]
+    from synthex.io_images import save_png
+
+    n = int(manifest["counts"]["images"])
+    wanted = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(count, n))})
+    columns = []
+    for s in manifest["shards"]:
+        first, size = int(s["first_index"]), int(s["count"])
+        rows = [i - first for i in wanted if first <= i < first + size]
+        if not rows:
+            continue
+        with h5py.File(member_path(out, s["file"]), "r") as f:
+            for j in rows:
+                image = f["images"][j]
+                columns.append(np.concatenate([
+                    np.repeat(image[..., None], 3, axis=-1).astype(np.float32),
+                    np.ones((4, image.shape[1], 3), np.float32),
+                    overlay(image, f["labels"][j], f["landmarks"][j], f["landmark_visible"][j]),
+                ], axis=0))
+    gap = np.ones((columns[0].shape[0], 4, 3), dtype=np.float32)
+    row = [c for col in columns for c in (col, gap)][:-1]
     save_png(Path(out) / "preview.png", np.concatenate(row, axis=1))

@@ -51,6 +51,9 @@ PYRAMID_MIN_SIZE = 8
 HALO_MARGIN = 0.5
 #: Contrast equalization is linear below this fraction of a band's scale M (no noise blow-up at 0).
 EQUALIZATION_FLOOR = 0.05
+#: Coefficients within about this many noise sigmas of zero are treated as noise by the enhancement
+#: (coring, as in noise-adaptive console processing).
+CORING = 3.0
 #: A material denser than this (g/cm^3) is metal: no tissue is (cortical bone is 1.92).
 METAL_DENSITY = 3.0
 
@@ -212,6 +215,34 @@ def equalize(band: np.ndarray, power: float, scale: float) -> np.ndarray:
     return band * (mag / scale) ** (power - 1.0)
 
 
+def band_noise_ratios(levels: int) -> np.ndarray:
+    """Standard deviation of each band of :func:`laplacian_pyramid` for unit white noise, relative to band 0
+    (a fixed property of the pyramid: measured for the first five bands; beyond, each band halves, as
+    white noise does over an octave of 2-D frequency)."""
+    r = list(_BAND_NOISE)
+    while len(r) < levels:
+        r.append(r[-1] * 0.5)
+    return np.asarray(r[:levels])
+
+
+def _band_noise(levels: int, size: int) -> np.ndarray:
+    # a fixed white-noise field (seed 0): a calibration constant of the pyramid, not a random draw of a sample
+    noise = np.random.default_rng(0).standard_normal((size, size))
+    stds = np.array([b[8:-8, 8:-8].std() if min(b.shape) > 16 else b.std() for b in laplacian_pyramid(noise, levels)[:-1]])
+    return stds / stds[0]
+
+
+_BAND_NOISE = _band_noise(5, 256)
+
+
+def noise_weight(band: np.ndarray, noise_sigma: float) -> np.ndarray:
+    """How much of a coefficient is structure rather than noise: ``1 - exp(-(|b| / (CORING * sigma))^2)``
+    (0 at the noise level, 1 for edges well above it); all 1 when there is no noise."""
+    if noise_sigma <= 0:
+        return np.ones_like(band)
+    return 1.0 - np.exp(-((band / (CORING * noise_sigma)) ** 2))
+
+
 def multiscale(x: np.ndarray, params: DisplayParams, mask: np.ndarray | None = None, pixel_mm: float = 1.0) -> np.ndarray:
     """Edge enhancement, contrast equalization and dynamic-range compression on a Laplacian pyramid.
 
@@ -221,20 +252,36 @@ def multiscale(x: np.ndarray, params: DisplayParams, mask: np.ndarray | None = N
     gains ``1 + unsharp_amount`` when finer than ``unsharp_mm``; bands at or above
     ``compression_mm`` and the residual are scaled by ``1 - compression`` about the median
     ``m``, so the low-pass part's range shrinks by exactly that factor.
+
+    Enhancement is noise-adaptive, as consoles make it: the noise of band 0 is estimated from its
+    median absolute coefficient over the anatomy (the finest band of a radiograph is mostly
+    quantum noise), scaled to each band by :func:`band_noise_ratios`, and the enhancing gains
+    (equalization, edge enhancement) act on each coefficient in proportion to
+    :func:`noise_weight`: noise passes at unit gain, structure above it is enhanced.
     """
     pyr = laplacian_pyramid(x)
     c = params.compression
     sample = x[mask] if mask is not None and np.any(mask) else x.ravel()
     m = float(np.median(sample)) if sample.size else 0.0
+
+    def anatomy(k, b):
+        lm = _level_mask(mask, k)
+        return np.abs(b[lm]) if lm is not None and np.any(lm) else np.abs(b).ravel()
+
+    ratios = band_noise_ratios(len(pyr) - 1)
+    a0 = anatomy(0, pyr[0]) if len(pyr) > 1 else np.zeros(0)
+    noise0 = 1.4826 * float(np.median(a0)) if a0.size else 0.0  # MAD -> sigma for Gaussian noise
     out = []
     for k, b in enumerate(pyr[:-1]):
         scale = 2.0**k * pixel_mm
+        enhanced = b
         if params.equalization != 1.0:
-            lm = _level_mask(mask, k)
-            vals = np.abs(b[lm]) if lm is not None and np.any(lm) else np.abs(b).ravel()
-            b = equalize(b, params.equalization, float(np.percentile(vals, 99.5)) if vals.size else 0.0)
+            vals = anatomy(k, b)
+            enhanced = equalize(enhanced, params.equalization, float(np.percentile(vals, 99.5)) if vals.size else 0.0)
         if scale < params.unsharp_mm:
-            b = (1.0 + params.unsharp_amount) * b
+            enhanced = (1.0 + params.unsharp_amount) * enhanced
+        if enhanced is not b:
+            b = b + noise_weight(b, noise0 * ratios[k]) * (enhanced - b)
         if scale >= params.compression_mm:
             b = (1.0 - c) * b
         out.append(b)

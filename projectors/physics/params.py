@@ -372,6 +372,10 @@ class PhysicsParams:
       converts an entrance dose). None of them: ``quanta_per_pixel`` =
       :data:`DEFAULT_QUANTA_PER_PIXEL`. A grid in the beam then absorbs its
       share of these quanta (the noise follows).
+    * ``aec``: automatic exposure control: the dose given is the detector dose behind the
+      anatomy (median over the patient in the field, primary + scatter, behind the grid), as an
+      AEC chamber terminates the exposure; the unattenuated dose follows from the patient. Without
+      it the dose is that of the open beam.
     * ``heel``: anode heel effect along image ``heel_axis`` (``"v"`` rows or
       ``"u"`` columns), cathode towards +axis if ``heel_sign`` > 0.
     * ``noise``: quantum + electronic noise on/off (blur and fixed pattern follow ``detector``).
@@ -386,6 +390,7 @@ class PhysicsParams:
     scatter: ScatterParams = field(default_factory=ScatterParams)
     display: DisplayParams = field(default_factory=DisplayParams)
     noise: bool = True
+    aec: bool = False
     heel: bool = False
     heel_axis: str = "v"
     heel_sign: float = 1.0

@@ -116,10 +116,14 @@ def simulate(
     with np.errstate(divide="ignore", invalid="ignore"):
         e2 = np.where(sig.primary > 0, sig.second / sig.primary, sig.flat_second / sig.flat)
     second = sig.second + s_rel * sig.flat * e2
-    flat_c = float(sig.flat[camera.height // 2, camera.width // 2])
+    flat = sig.flat
+    if params.aec:  # the dose given is the one behind the anatomy: scale the exposure as an AEC does
+        k = 1.0 / aec_transmission(mean / flat, areal_density, field)
+        mean, second, flat = mean * k, second * k, flat * k
+    flat_c = float(flat[camera.height // 2, camera.width // 2])
     quantum = float(sig.flat.mean() / sig.flat_quanta.mean())
     out = apply_detector(mean, second, flat_c, quantum, params.detector, rng, noise=params.noise)
-    transmission = np.clip(out / sig.flat, MIN_TRANSMISSION, 1.0)
+    transmission = np.clip(out / flat, MIN_TRANSMISSION, 1.0)
     log_image = -np.log(transmission)
     return PhysicsResult(
         signal=out.astype(np.float32),
@@ -130,6 +134,18 @@ def simulate(
         scatter=s_rel.astype(np.float32),
         params=params,
     )
+
+
+def aec_transmission(total_transmission: np.ndarray, areal_density: dict, field=None) -> float:
+    """What an automatic exposure control measures: the median detector signal (primary + scatter, relative to
+    the flat field) over the anatomy: pixels whose rays crossed the patient, inside the collimated ``field``,
+    not behind metal (:func:`.display.display_masks`)."""
+    m = _masks(areal_density)
+    region = m.get("covered", np.ones(total_transmission.shape, bool)) & ~m.get("metal", False)
+    if field is not None:
+        region &= np.asarray(field, bool)
+    values = total_transmission[region] if np.any(region) else total_transmission.ravel()
+    return float(max(np.median(values), MIN_TRANSMISSION))
 
 
 def _masks(areal_density) -> dict:
