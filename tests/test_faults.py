@@ -98,24 +98,32 @@ def _wait_gone(marker: str, timeout: float = 30.0) -> list[int]:
     return _marked_processes(marker)
 
 
-def _kill_at(proc: subprocess.Popen, out: Path, delay: float, sig: int) -> str:
-    """Wait until a worker has started rendering (plan.json written), then ``delay`` s, then send ``sig``."""
+def _first_shard_landed(out: Path) -> bool:
+    return (out / "shards").is_dir() and any((out / "shards").glob("*.h5"))
+
+
+def _kill_at(proc: subprocess.Popen, out: Path, delay: float, sig: int, after_first_shard: bool = False) -> str:
+    """Wait until a worker has started rendering (plan.json written) -- or, with ``after_first_shard``, until
+    the first shard has landed, so the kill falls mid-render however fast the machine is -- then ``delay`` s,
+    then send ``sig``."""
+    started = _first_shard_landed if after_first_shard else (lambda o: (o / "plan.json").exists())
     t0 = time.time()
-    while not (out / "plan.json").exists() and proc.poll() is None and time.time() - t0 < 120:
-        time.sleep(0.02)
+    while not started(out) and proc.poll() is None and time.time() - t0 < 120:
+        time.sleep(0.01)
     time.sleep(delay)
     if proc.poll() is None:
         os.kill(proc.pid, sig)
     return proc.communicate(timeout=120)[0].decode()
 
 
-def _kill_and_resume(reference: Path, tmp_path: Path, sig: int, delay: float, must_land: bool = False) -> None:
+def _kill_and_resume(reference: Path, tmp_path: Path, sig: int, delay: float, must_land: bool = False,
+                     config: dict | None = None) -> None:
     cfg_path = tmp_path / "tiny.yaml"
-    cfg_path.write_text(yaml.safe_dump(tiny()))
+    cfg_path.write_text(yaml.safe_dump(config or tiny()))
     out = tmp_path / f"ds-{sig}-{delay:.2f}"
     marker = uuid.uuid4().hex
     proc = _render_proc(cfg_path, out, marker, "--workers", "2")
-    output = _kill_at(proc, out, delay, sig)
+    output = _kill_at(proc, out, delay, sig, after_first_shard=must_land)
     if must_land:
         assert proc.returncode != 0, "the render finished before the kill: make the test dataset larger"
     if sig == signal.SIGTERM and proc.returncode != 0:
@@ -133,11 +141,21 @@ def _kill_and_resume(reference: Path, tmp_path: Path, sig: int, delay: float, mu
     assert same_samples(out, reference)
 
 
+LONG = tiny(n=40)  # 20 shards: after the first has landed, 19 are left for the kill to interrupt
+
+
+@pytest.fixture(scope="module")
+def long_reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("long") / "ds"
+    render_dataset(resolve_config(LONG), out, progress=False)
+    return out
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_killed_two_worker_render_leaves_no_process_and_resumes_identically(reference, tmp_path, sig):
-    # the moment: a random time in the first seconds of rendering (seeded, so a failure can be replayed)
-    delay = float(np.random.default_rng(int(sig)).uniform(2.0, 6.0))
-    _kill_and_resume(reference, tmp_path, sig, delay, must_land=True)
+def test_killed_two_worker_render_leaves_no_process_and_resumes_identically(long_reference, tmp_path, sig):
+    # the moment: a random time just after the first shard lands (seeded, so a failure can be replayed)
+    delay = float(np.random.default_rng(int(sig)).uniform(0.0, 0.3))
+    _kill_and_resume(long_reference, tmp_path, sig, delay, must_land=True, config=LONG)
 
 
 @pytest.mark.slow
