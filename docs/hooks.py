@@ -56,27 +56,9 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def config_reference_table() -> str:
-    """The Markdown table of every config key: ``| `key` | `default` | doc |``."""
-    # The schema of this checkout, not of another synthex installed in the environment (mkdocs
-    # restores sys.path after loading a hook, so the path is put first here, at call time).
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    import synthex.config
-    from synthex.config import schema_reference
-
-    where = Path(synthex.config.__file__).resolve()
-    if REPO not in where.parents:
-        raise RuntimeError(f"docs hook: synthex.config was imported from {where}, not from {REPO}")
-
-    lines = ["| key | default | meaning |", "|---|---|---|"]
-    for key, default, doc in schema_reference():
-        lines.append(f"| `{key}` | {_cell(_fmt_default(default))} | {_cell(doc)} |")
-    return "\n".join(lines)
-
-
 def _this_checkout(module: str):
-    """Import ``module`` from this checkout (not from another synthex installed in the environment)."""
+    """Import ``module`` from this checkout, not from another synthex installed in the environment
+    (mkdocs restores sys.path after loading a hook, so the path is put first here, at call time)."""
     import importlib
 
     if str(REPO) not in sys.path:
@@ -86,6 +68,15 @@ def _this_checkout(module: str):
     if REPO not in where.parents:
         raise RuntimeError(f"docs hook: {module} was imported from {where}, not from {REPO}")
     return mod
+
+
+def config_reference_table() -> str:
+    """The Markdown table of every config key: ``| `key` | `default` | doc |``."""
+    schema_reference = _this_checkout("synthex.config").schema_reference
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for key, default, doc in schema_reference():
+        lines.append(f"| `{key}` | {_cell(_fmt_default(default))} | {_cell(doc)} |")
+    return "\n".join(lines)
 
 
 def _entry_rows(model, prefix: str = ""):

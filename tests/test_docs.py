@@ -151,6 +151,15 @@ def test_site_builds_strictly(tmp_path):
     missing = [key for key, _, _ in schema_reference() if f"<td><code>{key}</code></td>" not in html]
     assert not missing, f"the built config page lacks keys {missing}"
     assert "synthex:config-reference" not in html
+    # ... and so was the subject-source table: every registered source and its keys
+    from synthex.subjects import SOURCES
+
+    assert "synthex:subject-reference" not in html
+    for name, src in SOURCES.items():
+        assert f"<td><code>{name}</code></td>" in html, f"the config page lacks the subject source {name!r}"
+        for key in src.entry.model_fields:
+            if key not in ("source", "path") or src.entry.model_fields[key].is_required():
+                assert f"<td><code>{key}</code></td>" in html, f"the config page lacks {name}.{key}"
     # API pages were rendered from the docstrings
     api = (site / "api" / "projector" / "index.html").read_text()
     assert 'id="projectors.projector.Projector"' in api
