@@ -2,7 +2,9 @@
 
 1. **Config reference.** The marker ``<!-- synthex:config-reference -->`` in a page is
    replaced by a table of every render-config key, built from
-   :func:`synthex.config.schema_reference`, so the table cannot drift from the schema.
+   :func:`synthex.config.schema_reference`, so the table cannot drift from the schema; the
+   marker ``<!-- synthex:subject-reference -->`` by a table of every key of every subject source,
+   built from the registry ``synthex.subjects.SOURCES`` (each entry's typed model).
 2. **Files of the repository outside docs/.** A relative link from a page to a file of the
    repository outside ``docs/`` (``![speed](../benchmarks/results/overlay_pelvis_ct.png)``)
    works on GitHub as written; for the site the file is copied to ``_repo/<path>`` and the
@@ -20,6 +22,7 @@ import logging
 import posixpath
 import re
 import sys
+import typing
 from pathlib import Path
 
 log = logging.getLogger("mkdocs.hooks.synthex")
@@ -27,6 +30,7 @@ log = logging.getLogger("mkdocs.hooks.synthex")
 REPO = Path(__file__).resolve().parents[1]
 
 CONFIG_MARKER = "<!-- synthex:config-reference -->"
+SUBJECT_MARKER = "<!-- synthex:subject-reference -->"
 REPO_PREFIX = "_repo"  # site folder of repository files outside docs/
 
 # [text](target) or ![alt](target "title"); the target has no spaces
@@ -52,28 +56,66 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def config_reference_table() -> str:
-    """The Markdown table of every config key: ``| `key` | `default` | doc |``."""
-    # The schema of this checkout, not of another synthex installed in the environment (mkdocs
-    # restores sys.path after loading a hook, so the path is put first here, at call time).
+def _this_checkout(module: str):
+    """Import ``module`` from this checkout, not from another synthex installed in the environment
+    (mkdocs restores sys.path after loading a hook, so the path is put first here, at call time)."""
+    import importlib
+
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    import synthex.config
-    from synthex.config import schema_reference
-
-    where = Path(synthex.config.__file__).resolve()
+    mod = importlib.import_module(module)
+    where = Path(mod.__file__).resolve()
     if REPO not in where.parents:
-        raise RuntimeError(f"docs hook: synthex.config was imported from {where}, not from {REPO}")
+        raise RuntimeError(f"docs hook: {module} was imported from {where}, not from {REPO}")
+    return mod
 
+
+def config_reference_table() -> str:
+    """The Markdown table of every config key: ``| `key` | `default` | doc |``."""
+    schema_reference = _this_checkout("synthex.config").schema_reference
     lines = ["| key | default | meaning |", "|---|---|---|"]
     for key, default, doc in schema_reference():
         lines.append(f"| `{key}` | {_cell(_fmt_default(default))} | {_cell(doc)} |")
     return "\n".join(lines)
 
 
+def _entry_rows(model, prefix: str = ""):
+    """(key, default, doc) of a subject entry model; nested entry models (deform, lesions) as dotted keys."""
+    from pydantic import BaseModel
+
+    for name, f in model.model_fields.items():
+        if name == "source" or (name == "path" and not f.is_required() and f.get_default() == ""):
+            continue  # the tag; a path the source fills in itself (bundled_pelvis)
+        key = f"{prefix}{name}"
+        default = "(required)" if f.is_required() else f.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            default = default.model_dump(mode="json")
+        yield key, default, f.description or ""
+        nested = [a for a in typing.get_args(f.annotation) or (f.annotation,)
+                  if isinstance(a, type) and issubclass(a, BaseModel)]
+        if nested:
+            yield from _entry_rows(nested[0], f"{key}.")
+
+
+def subject_reference_table() -> str:
+    """The Markdown table of every subject source and its keys: ``| `source` | `key` | `default` | doc |``."""
+    sources = _this_checkout("synthex.subjects").SOURCES
+    lines = ["| `source` | key | default | meaning |", "|---|---|---|---|"]
+    for name, src in sources.items():
+        lines.append(f"| `{name}` | | | {_cell(src.doc)} |")
+        for key, default, doc in _entry_rows(src.entry):
+            shown = default if default == "(required)" else _fmt_default(default)
+            lines.append(f"| | `{key}` | {_cell(shown)} | {_cell(doc)} |")
+    return "\n".join(lines)
+
+
 def expand_config_reference(markdown: str) -> str:
-    """``markdown`` with the config-reference marker replaced by the generated table."""
-    return markdown.replace(CONFIG_MARKER, config_reference_table())
+    """``markdown`` with the config- and subject-reference markers replaced by the generated tables."""
+    if CONFIG_MARKER in markdown:
+        markdown = markdown.replace(CONFIG_MARKER, config_reference_table())
+    if SUBJECT_MARKER in markdown:
+        markdown = markdown.replace(SUBJECT_MARKER, subject_reference_table())
+    return markdown
 
 
 # ---------------------------------------------------------------------------
@@ -145,7 +187,7 @@ def _rewrite_repo_links(markdown: str, page) -> str:
 
 
 def on_page_markdown(markdown, page, config, files):
-    if CONFIG_MARKER in markdown:
+    if CONFIG_MARKER in markdown or SUBJECT_MARKER in markdown:
         markdown = expand_config_reference(markdown)
     return _rewrite_repo_links(markdown, page)
 

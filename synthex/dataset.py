@@ -1,4 +1,4 @@
-"""The synthex dataset format (v1): HDF5 shards + ``plan.json`` + ``manifest.json``.
+"""The synthex dataset format (version 2): HDF5 shards + ``plan.json`` + ``manifest.json``.
 
     DATASET/plan.json          resolved config + seed + plan_id, written before the first sample
     DATASET/shards/00000.h5    written as shards/.00000.h5.tmp, then renamed
@@ -15,7 +15,8 @@ Reading:
         with shard.open() as f: images = f["images"][:]
 
 ``validate(path)`` checks checksums, counts, indices and label consistency;
-``info(path)`` summarizes. The full field list is in the README ("Rendering datasets").
+``info(path)`` summarizes. Every array and manifest field is described in the docs
+(``docs/datasets.md``, "Dataset layout").
 
 Nothing on disk is trusted: ``manifest.json`` is checked against a schema (one
 :class:`DatasetError` for anything malformed), shard paths must stay inside the

@@ -75,12 +75,52 @@ def test_python_in_docs_pages_runs(page, tmp_path, monkeypatch):
     ns: dict = {"__name__": "docs_page"}
     for k, block in enumerate(python_blocks((REPO / "docs" / page).read_text())):
         exec(compile(block, f"docs/{page} python block {k}", "exec"), ns)  # noqa: S102
-    if page == "render-your-ct.md":
-        # the tutorial's numbers: femoral heads 165 mm apart (sphere fits of the real CT's femurs)
-        import json
+    check = PAGE_CLAIMS.get(page)
+    if check is not None:
+        check(ns, tmp_path)
 
-        lm = json.loads((tmp_path / "ct" / "landmarks.json").read_text())
-        assert np.linalg.norm(np.subtract(lm["FH_l"], lm["FH_r"])) == pytest.approx(165, abs=2)
+
+def _tutorial_claims(ns, tmp_path):
+    """render-your-ct.md: femoral heads 165 mm apart (the population mean is 160 +/- 8 mm), and the CT,
+    which ends through the acetabula, lacks exactly the landmarks of the obturator foramen and symphysis."""
+    import json
+
+    lm = json.loads((tmp_path / "ct" / "landmarks.json").read_text())
+    assert np.linalg.norm(np.subtract(lm["FH_l"], lm["FH_r"])) == pytest.approx(165, abs=2)
+    assert sorted(ns["found"].missing) == sorted(f"{k}-{s}" for k in ("IOF", "MOF", "SPS", "IPS") for s in "lr")
+
+
+def _ct_prep_claims(ns, tmp_path):
+    """ct-preparation.md: 3 mm voxels refined by 2 along every axis, cropped to the body; the implant's
+    volume (11.6 mL) and the table preset's 128 x 104 detector (430 x 350 mm at 3.36 mm pixels)."""
+    prep = ns["prep"]
+    assert tuple(prep.volume.spacing) == (1.5, 1.5, 1.5) and prep.volume.shape == (243, 195, 223)
+    assert prep.record["metal"]["volume_ml"] == pytest.approx(11.6, abs=0.1)
+    assert ns["cam"].shape == (104, 128) and ns["out"].image.shape == (104, 128)
+    # the collimator closes part of the detector (the CT ends below the femoral heads), not all of it
+    assert 0.3 < ns["field"].mean() < 1.0
+
+
+def _scatter_claims(ns, tmp_path):
+    """scatter.md: the patient geometry the page shows (the pelvis CT's 27 cm depth, its back 39 mm from the
+    table detector when the isocentre is the CT's centre), and a scatter image that is there and not negative."""
+    assert ns["geo"] == pytest.approx({"air_gap_mm": 39.0, "patient_thickness_mm": 270.0}, abs=1.0)
+    res = ns["res"]
+    assert res.scatter.min() >= 0 and res.scatter.mean() > 0
+
+
+def _real_ct_claims(ns, tmp_path):
+    """real-cts.md: FH, ASIS, GSN on both sides; the deformation keeps the voxel size."""
+    assert sorted(ns["found"].points) == sorted(f"{k}-{s}" for k in ("ASIS", "FH", "GSN") for s in "lr")
+    assert tuple(ns["subject"].spacing) == tuple(ns["ct"].spacing)
+
+
+PAGE_CLAIMS = {
+    "render-your-ct.md": _tutorial_claims,
+    "ct-preparation.md": _ct_prep_claims,
+    "scatter.md": _scatter_claims,
+    "real-cts.md": _real_ct_claims,
+}
 
 
 def test_readme_relative_links_point_to_files():
@@ -111,6 +151,15 @@ def test_site_builds_strictly(tmp_path):
     missing = [key for key, _, _ in schema_reference() if f"<td><code>{key}</code></td>" not in html]
     assert not missing, f"the built config page lacks keys {missing}"
     assert "synthex:config-reference" not in html
+    # ... and so was the subject-source table: every registered source and its keys
+    from synthex.subjects import SOURCES
+
+    assert "synthex:subject-reference" not in html
+    for name, src in SOURCES.items():
+        assert f"<td><code>{name}</code></td>" in html, f"the config page lacks the subject source {name!r}"
+        for key in src.entry.model_fields:
+            if key not in ("source", "path") or src.entry.model_fields[key].is_required():
+                assert f"<td><code>{key}</code></td>" in html, f"the config page lacks {name}.{key}"
     # API pages were rendered from the docstrings
     api = (site / "api" / "projector" / "index.html").read_text()
     assert 'id="projectors.projector.Projector"' in api
@@ -124,8 +173,9 @@ def yaml_blocks(markdown: str) -> list[str]:
 
 
 def test_render_configs_in_the_docs_are_valid(tmp_path):
-    """Every YAML render config shown in docs/*.md resolves against the schema (keys, types,
-    ranges), with its CT files stood in for by the shared TotalSegmentator CT and class map."""
+    """Every YAML render config shown in README.md and docs/*.md resolves against the schema (keys,
+    types, ranges), with its CT files stood in for by the shared TotalSegmentator CT and class map
+    (a folder of CTs and a folder of label maps hold one CT and its label map, paired by name)."""
     import json
 
     import yaml
@@ -135,7 +185,8 @@ def test_render_configs_in_the_docs_are_valid(tmp_path):
     ct = shared_data(CT)
     seg = ct.with_name("example_seg_total_fast.nii.gz")
     classmap = shared_data("ct/totalseg_total_classmap.json")
-    blocks = [(page, b) for page in sorted((REPO / "docs").glob("*.md")) for b in yaml_blocks(page.read_text())]
+    pages = [README, *sorted((REPO / "docs").glob("*.md"))]
+    blocks = [(page, b) for page in pages for b in yaml_blocks(page.read_text())]
     assert blocks, "no YAML config in docs/*.md: the tutorial and the config page lost their examples"
     for k, (page, block) in enumerate(blocks):
         data = yaml.safe_load(block)
@@ -147,6 +198,9 @@ def test_render_configs_in_the_docs_are_valid(tmp_path):
             for key, target in (("path", ct), ("labels", seg), ("label_names", classmap)):
                 if isinstance(subject.get(key), str):
                     dest = base / subject[key]
+                    if subject[key].endswith("/"):  # a folder of CTs or of label maps: one, named alike
+                        dest.mkdir(parents=True, exist_ok=True)
+                        dest = dest / "ct01.nii.gz"
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     if not dest.exists():
                         dest.symlink_to(target)
@@ -155,6 +209,10 @@ def test_render_configs_in_the_docs_are_valid(tmp_path):
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_text(json.dumps({"FH_l": [-83.5, 142.5, 127.7], "FH_r": [81.9, 144.2, 124.2]}))
         try:
-            resolve_config(data, base_dir=base)
+            cfg = resolve_config(data, base_dir=base)
         except Exception as e:  # noqa: BLE001 - report which page's example broke
             pytest.fail(f"the render config in {page.relative_to(REPO)} is no longer valid: {e}")
+        if data.get("subjects"):  # a folder of CTs became one entry per CT, each with its own label map
+            for entry in cfg.subjects:
+                if entry.source == "ct" and entry.labels is not None:
+                    assert Path(entry.labels).is_file(), f"{page.name}: label map of {entry.path} not paired"
