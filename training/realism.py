@@ -1,4 +1,4 @@
-"""Image-realism metrics: FID and KID on Inception features, and radiograph texture statistics.
+"""Image-realism metrics: FID and KID on Inception features, radiograph texture and region statistics.
 
 Imports numpy and torch only, so the realism benchmark (``benchmarks/realism.py``)
 and a ``synthex bench realism`` command can both use it.
@@ -28,9 +28,15 @@ deviation over subsets (the usual "KID +- std").
 **Texture** (all on display values in [0, 1]): the noise power spectrum of
 detrended, Hann-windowed square patches (``nps``), its power in a frequency
 band (``band_power``), the slope of ``log NPS`` against ``log f`` in that band
-(``nps_slope``) and the ratio of power along the vertical to the horizontal
+(``nps_slope``), the ratio of power along the vertical to the horizontal
 frequency axis (``anisotropy``: > 1 when horizontal structures such as ribs, or
-a CT's slice staircase, dominate).
+a CT's slice staircase, dominate) and the excess power at a CT's projected slice
+frequency (``slice_peak_db``: 0 dB on a radiograph).
+
+**Regions** (display values): ``roi_mean``, ``contrast_ratio``
+(``(heart - lung) / (liver - lung)``) and ``saturated_fractions``. These are the
+only implementations of these metrics in the project (``benchmarks/realism.py``
+and ``benchmarks/drr_presets.py`` use them).
 """
 
 from __future__ import annotations
@@ -210,16 +216,19 @@ def kid(features_a, features_b, rng: np.random.Generator | None = None, subsets:
 
 def patches(image: np.ndarray, mask: np.ndarray, size: int = 64, min_fill: float = 0.95,
             stride: int | None = None) -> list[np.ndarray]:
-    """Square ``size`` patches on a grid (step ``stride``, default ``size // 4``) that lie at least
-    ``min_fill`` inside ``mask``."""
+    """Square ``size`` patches on a grid (step ``stride``, default ``size // 4``, starting at the corner of
+    the mask's bounding box) that lie at least ``min_fill`` inside ``mask``."""
     img = np.asarray(image, dtype=np.float64)
     m = np.asarray(mask, dtype=bool)
     if img.shape != m.shape:
         raise RealismError(f"image {img.shape} and mask {m.shape} differ in shape")
+    if not m.any():
+        return []
     stride = stride or max(1, size // 4)
+    r0, c0 = int(np.flatnonzero(m.any(1))[0]), int(np.flatnonzero(m.any(0))[0])
     out = []
-    for r in range(0, img.shape[0] - size + 1, stride):
-        for c in range(0, img.shape[1] - size + 1, stride):
+    for r in range(r0, img.shape[0] - size + 1, stride):
+        for c in range(c0, img.shape[1] - size + 1, stride):
             if m[r : r + size, c : c + size].mean() >= min_fill:
                 out.append(img[r : r + size, c : c + size])
     return out
@@ -271,19 +280,94 @@ def nps_slope(fx, fy, P, band=(0.03, 0.5)) -> float:
     return float(np.polyfit(x, y, 1)[0])
 
 
-def anisotropy(fx, fy, P, band=(0.03, 0.5)) -> float:
-    """Power along the vertical frequency axis over that along the horizontal one (45-degree
-    wedges, within ``band``): > 1 when horizontal structures (ribs, slice banding) dominate."""
+def anisotropy(fx, fy, P, band=(0.03, 0.5), half_angle_deg: float = 22.5) -> float:
+    """Mean NPS in the sector within ``half_angle_deg`` of the vertical frequency axis over that around the
+    horizontal one, at radial frequencies in ``band`` (cycles/px): > 1 when horizontal structures (ribs, the
+    diaphragm, a CT's slice staircase) dominate, 1 for isotropic texture."""
     fr = np.hypot(fx, fy)
+    ang = np.degrees(np.arctan2(np.abs(fy), np.abs(fx)))  # 90: the vertical frequency axis
     sel = (fr >= band[0]) & (fr <= band[1])
-    vert = sel & (np.abs(fy) > np.abs(fx))
-    horiz = sel & (np.abs(fx) > np.abs(fy))
-    return float(P[vert].sum() / max(P[horiz].sum(), 1e-300))
+    vert = sel & (ang >= 90.0 - half_angle_deg)
+    horiz = sel & (ang <= half_angle_deg)
+    if not vert.any() or not horiz.any():
+        raise RealismError(f"no frequency bins in the band {band} (patches too small)")
+    return float(P[vert].mean() / max(P[horiz].mean(), 1e-300))
 
 
-def texture_stats(image: np.ndarray, mask: np.ndarray, size: int = 64, band=(0.03, 0.5)) -> dict:
-    """NPS band power, slope and anisotropy of ``image`` inside ``mask`` (see :func:`nps`)."""
+def vertical_spectrum(fx, fy, P) -> tuple[np.ndarray, np.ndarray]:
+    """The NPS summed over horizontal frequency, folded onto ``f >= 0``: ``(f, p)`` with ``f`` in
+    cycles/px along the image's columns (what a column-wise 1-D spectrum measures)."""
+    f_rows = np.abs(np.round(fy[:, 0], 12))
+    f = np.unique(f_rows)
+    p = np.array([P[f_rows == v].sum() for v in f])
+    return f, p
+
+
+def aliased_frequency(period_px: float) -> float:
+    """The frequency (cycles/px, in [0, 0.5]) a pattern of period ``period_px`` pixels shows at after sampling."""
+    fs = 1.0 / float(period_px)
+    fs = fs - np.floor(fs)
+    return float(min(fs, 1.0 - fs))
+
+
+def slice_peak_db(fx, fy, P, period_px: float, half_width: float = 0.04) -> float:
+    """Excess power at a CT's projected slice frequency ``1 / period_px`` in the vertical spectrum, dB.
+
+    A CT of thick slices stamps a staircase of that period into a projection (power in side lobes
+    around the slice frequency ``f_s``, aliased into [0, 0.5]). Measured: the power in ``f_s +-
+    half_width`` against the power law fitted to the spectrum on both sides of it (``0.5 f_s`` ..
+    ``f_s - 2 half_width`` and ``f_s + 2 half_width`` .. ``min(1.5 f_s, 0.5)``). 0 dB: no peak.
+    """
+    f, p = vertical_spectrum(fx, fy, P)
+    fs = aliased_frequency(period_px)
+    band = np.abs(f - fs) <= half_width
+    flank = (f > 0.5 * fs) & (f < min(1.5 * fs, 0.5)) & (np.abs(f - fs) >= 2 * half_width) & (p > 0)
+    if band.sum() < 2 or flank.sum() < 4:
+        raise RealismError(f"the patches are too small to resolve {fs:.3f} cycles/px against its flanks")
+    k = np.polyfit(np.log(f[flank]), np.log(p[flank]), 1)
+    fit = np.exp(np.polyval(k, np.log(f[band])))
+    return float(10.0 * np.log10(p[band].sum() / fit.sum()))
+
+
+def texture_stats(image: np.ndarray, mask: np.ndarray, size: int = 64, band=(0.03, 0.5),
+                  slice_period_px: float | None = None) -> dict:
+    """NPS band power, slope and anisotropy of ``image`` inside ``mask`` (see :func:`nps`), and the
+    slice-frequency peak (:func:`slice_peak_db`) when ``slice_period_px`` is given."""
     pl = patches(image, mask, size)
     fx, fy, P = nps(pl)
-    return {"patches": len(pl), "band_power": band_power(fx, fy, P, band), "nps_slope": nps_slope(fx, fy, P, band),
-            "anisotropy": anisotropy(fx, fy, P, band)}
+    out = {"patches": len(pl), "band_power": band_power(fx, fy, P, band), "nps_slope": nps_slope(fx, fy, P, band),
+           "anisotropy": anisotropy(fx, fy, P, band)}
+    if slice_period_px is not None:
+        out["slice_peak_db"] = slice_peak_db(fx, fy, P, slice_period_px)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# region statistics of a display image
+
+
+def roi_mean(image: np.ndarray, roi) -> float:
+    """Mean display value in a boolean region (NaN when the region is empty)."""
+    roi = np.asarray(roi, dtype=bool)
+    img = np.asarray(image, dtype=np.float64)
+    if img.shape != roi.shape:
+        raise RealismError(f"image {img.shape} and region {roi.shape} differ in shape")
+    return float(img[roi].mean()) if roi.any() else float("nan")
+
+
+def contrast_ratio(image: np.ndarray, heart, lung, liver) -> float:
+    """``(heart - lung) / (liver - lung)`` of the region means: where the heart's shadow lies between the
+    lung (0) and the abdomen under the diaphragm (1). NaN when a region is empty or liver equals lung."""
+    h, lu, li = (roi_mean(image, m) for m in (heart, lung, liver))
+    return (h - lu) / (li - lu) if np.isfinite(h + lu + li) and li != lu else float("nan")
+
+
+def saturated_fractions(image: np.ndarray, region=None, black: float = 0.02, white: float = 0.98) -> dict:
+    """Fractions of ``region`` (default: the whole image) at or below ``black`` and at or above ``white``
+    (display values in [0, 1]), and their sum (``saturated``)."""
+    img = np.asarray(image, dtype=np.float64)
+    v = img[np.asarray(region, dtype=bool)] if region is not None else img.ravel()
+    if v.size == 0:
+        raise RealismError("the region is empty")
+    b, w = float((v <= black).mean()), float((v >= white).mean())
+    return {"white_fraction": w, "black_fraction": b, "saturated_fraction": w + b}

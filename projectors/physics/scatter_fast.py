@@ -296,7 +296,7 @@ def fast_scatter(
     # one at the entrance side (gap g + L - 10 t, scattering ~L - 5 t mm above it): the two chest walls
     # of a lung pencil. A slab-like pencil (10 t = L) has both at g.
     comp_gaps = [np.full(t.shape, gap)] if L is None else [np.full(t.shape, gap), gap + np.maximum(L - 10.0 * t, 0.0)]
-    src_all = _coarse_sources(T[crop], t[crop], comp_gaps, t_nodes, g_nodes, f)  # (C, nT, nG, Hc, Wc)
+    src_all = _coarse_sources(T[crop], t[crop], [g[crop] for g in comp_gaps], t_nodes, g_nodes, f)  # (C, nT, nG, Hc, Wc)
     share = 1.0 / len(comp_gaps)
     # the target column a scattered photon crosses, seen over the ~cm its oblique path spans
     tc = ndimage.gaussian_filter(coarse(t), TARGET_SMOOTH_MM / np.asarray(pc), mode="nearest")
