@@ -661,6 +661,7 @@ def _single_kernel(mode: int, indexed: bool, with_labels: bool):
         quad: wp.array(dtype=vecw),
         label_info: wp.array(dtype=wp.vec2i),
         label_density: wp.array(dtype=wp.float32),
+        onehot: wp.array(dtype=vecw),
         n_ch: int,
         o0: wp.vec3,
         Mo: wp.mat33,
@@ -742,8 +743,7 @@ def _single_kernel(mode: int, indexed: bool, with_labels: bool):
                             dens = label_density[lab]
                             if dens < 0.0:
                                 dens = wp.dot(w, vecw(1.0))  # density x 0.1 from HU
-                            w = vecw()
-                            w[li[0]] = dens
+                            w = onehot[li[0]] * dens
                         if li[1] >= 0:
                             if li[1] != skey:
                                 if skey >= 0:
@@ -820,8 +820,7 @@ def _single_kernel(mode: int, indexed: bool, with_labels: bool):
                             dens = label_density[lab]
                             if dens < 0.0:
                                 dens = wp.dot(w, vecw(1.0))
-                            w = vecw()
-                            w[li[0]] = dens
+                            w = onehot[li[0]] * dens
                         if li[1] >= 0:
                             if li[1] != skey:
                                 if skey >= 0:

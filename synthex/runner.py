@@ -13,10 +13,13 @@ renamed when complete, so an interrupted run keeps every finished shard and
 from __future__ import annotations
 
 import multiprocessing
+import os
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
+from projectors.projector import cpu_threads, set_cpu_threads
 from synthex import dataset as ds
 from synthex.pipeline import render_range
 
@@ -33,6 +36,15 @@ def run_serial(cfg: dict, jobs: list[Job], options: dict, advance: Callable[[int
         yield k, render_range(cfg, first, count, progress=advance)
 
 
+def _worker_threads(threads: int) -> None:
+    """Worker-process initializer: ``threads`` for the projector, torch and BLAS/OpenMP pools."""
+    for var in ("SYNTHEX_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    set_cpu_threads(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
 def run_processes(cfg: dict, jobs: list[Job], options: dict, advance) -> Iterator[tuple[int, dict]]:
     workers = max(1, int(options.get("workers", 1)))
     if workers == 1 or len(jobs) <= 1:
@@ -40,7 +52,10 @@ def run_processes(cfg: dict, jobs: list[Job], options: dict, advance) -> Iterato
         return
     # spawn: Warp and torch hold threads; forking a process that has them is unsafe
     ctx = multiprocessing.get_context("spawn")
-    ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    # each worker gets its share of the cores (one projector splitting rows over every core per
+    # worker would leave nothing for the other workers to gain)
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_threads,
+                             initargs=(max(1, cpu_threads() // workers),))
     try:
         pending = {ex.submit(render_range, cfg, first, count): (k, count) for k, first, count in jobs[: 2 * workers]}
         queue = list(jobs[2 * workers :])
