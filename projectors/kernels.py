@@ -247,17 +247,17 @@ def strip_pixel(tid: int, tile0: int, width: int, along_rows: int):
 
 
 @wp.func
-def table_weights(quad: wp.array(dtype=vecw), x: float, x_max: float):
-    """Per-channel weights at fractional table position ``x`` (HU - hu_min), clamped to the table.
+def table_weights(quad: wp.array(dtype=vecw), x: float):
+    """Per-channel weights at fractional table position ``x`` = HU - hu_min.
 
     Between whole HU both the density and the material weights are linear (their knots are whole
     HU), so each channel's weight, their product, is a quadratic: ``quad[3 i : 3 i + 3]`` holds its
     coefficients (a, b, c) on [i, i + 1], weight = a + (b + c f) f. This is exactly what
-    ``project_kernel`` computes from interpolated (density, material coordinate).
+    ``project_kernel`` computes from interpolated (density, material coordinate). No clamp: the
+    table spans the volume's HU range, and voxel values and their interpolations stay inside it.
     """
-    xc = wp.clamp(x, 0.0, x_max)
-    i0 = int(xc)
-    f = xc - float(i0)
+    i0 = int(x)
+    f = x - float(i0)
     return quad[3 * i0] + (quad[3 * i0 + 1] + quad[3 * i0 + 2] * f) * f
 
 
@@ -686,7 +686,6 @@ def _single_kernel(mode: int, indexed: bool, with_labels: bool):
         t_end = iv[1]
         if t >= t_end:
             return
-        x_max = float(P.lut_size - 1) - 1.0e-3
         hu_min = P.lut_hu_min
         n_lt = P.n_label_table
         acc = vecw()  # areal density per channel, g/cm^2
@@ -716,7 +715,7 @@ def _single_kernel(mode: int, indexed: bool, with_labels: bool):
                 if wp.static(indexed):
                     w = table[int(vox16[v])]
                 else:
-                    w = table_weights(quad, vox32[v] - hu_min, x_max)
+                    w = table_weights(quad, vox32[v] - hu_min)
                 tn = tz
                 if tx <= ty and tx <= tz:
                     tn = tx
@@ -810,7 +809,7 @@ def _single_kernel(mode: int, indexed: bool, with_labels: bool):
                 h = (c00 * (1.0 - fy) + c01 * fy) * (1.0 - fx) + (c10 * (1.0 - fy) + c11 * fy) * fx
                 if wp.static(not indexed):
                     h = h - hu_min
-                w = table_weights(quad, h, x_max)
+                w = table_weights(quad, h)
                 if wp.static(with_labels):
                     ln = (wp.clamp(int(g[0]), 0, nx - 1) * ny + wp.clamp(int(g[1]), 0, ny - 1)) * nz
                     lab = int(labels[ln + wp.clamp(int(g[2]), 0, nz - 1)])
