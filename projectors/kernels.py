@@ -43,9 +43,13 @@ wp.set_module_options({"optimization_level": 3})
 MAX_VOLUMES = 8
 MODE_EXACT = 0
 MODE_MARCH = 1
-TILE = wp.constant(8)  # detector pixels per tile side (see tile_pixel)
+STRIP = wp.constant(64)  # rays per strip along the detector axis nearest the volume's memory order
+WIDE = wp.constant(4)  # strips per tile (see strip_pixel)
+TILE_RAYS = 64 * 4
+NCH = 16  # material channels the single-volume kernels sum in registers (more: project_kernel)
 
 vec8 = wp.types.vector(length=MAX_VOLUMES, dtype=wp.float32)
+vecw = wp.types.vector(length=NCH, dtype=wp.float32)
 
 BIG = 1.0e30
 
@@ -216,15 +220,45 @@ def trilinear_hu(P: VolumeParams, hu: wp.array(dtype=wp.float32), g: wp.vec3):
 
 
 @wp.func
-def tile_pixel(tid: int, row0: int, width: int):
-    """Detector (row, col) of thread ``tid``: threads walk the detector in TILE x TILE pixel tiles, so
-    consecutive rays (same CPU core, or one GPU warp) read neighbouring voxels."""
-    tiles_x = (width + TILE - 1) // TILE
-    tile = tid // (TILE * TILE)
-    within = tid - tile * TILE * TILE
-    row = row0 + (tile // tiles_x) * TILE + within // TILE
-    col = (tile - (tile // tiles_x) * tiles_x) * TILE + within - (within // TILE) * TILE
+def strip_pixel(tid: int, tile0: int, width: int, along_rows: int):
+    """Detector (row, col) of thread ``tid``: threads walk the detector in tiles of STRIP x WIDE pixels,
+    STRIP consecutive rays along the detector axis (rows if ``along_rows``, else columns) that is closest
+    to the volume's contiguous memory axis, so that consecutive rays on one CPU core (or in one GPU
+    warp) read the same cache lines."""
+    per_tile = STRIP * WIDE
+    tile = tid // per_tile
+    within = tid - tile * per_tile
+    tile = tile + tile0
+    a = within % STRIP
+    b = within // STRIP
+    row = int(0)
+    col = int(0)
+    if along_rows != 0:
+        tiles_x = (width + WIDE - 1) // WIDE
+        ty = tile // tiles_x
+        row = ty * STRIP + a
+        col = (tile - ty * tiles_x) * WIDE + b
+    else:
+        tiles_x = (width + STRIP - 1) // STRIP
+        ty = tile // tiles_x
+        row = ty * WIDE + b
+        col = (tile - ty * tiles_x) * STRIP + a
     return row, col
+
+
+@wp.func
+def table_weights(quad: wp.array(dtype=vecw), x: float):
+    """Per-channel weights at fractional table position ``x`` = HU - hu_min.
+
+    Between whole HU both the density and the material weights are linear (their knots are whole
+    HU), so each channel's weight, their product, is a quadratic: ``quad[3 i : 3 i + 3]`` holds its
+    coefficients (a, b, c) on [i, i + 1], weight = a + (b + c f) f. This is exactly what
+    ``project_kernel`` computes from interpolated (density, material coordinate). No clamp: the
+    table spans the volume's HU range, and voxel values and their interpolations stay inside it.
+    """
+    i0 = int(x)
+    f = x - float(i0)
+    return quad[3 * i0] + (quad[3 * i0 + 1] + quad[3 * i0 + 2] * f) * f
 
 
 @wp.func
@@ -349,13 +383,14 @@ def project_kernel(
     o0: wp.vec3,
     Mo: wp.mat33,
     Md: wp.mat33,
-    row0: int,
+    tile0: int,
+    along_rows: int,
     mode: int,
     step: float,
     out_mat: wp.array3d(dtype=wp.float32),
     out_struct: wp.array3d(dtype=wp.float32),
 ):
-    row, col = tile_pixel(wp.tid(), row0, out_mat.shape[2])
+    row, col = strip_pixel(wp.tid(), tile0, out_mat.shape[2], along_rows)
     if row >= out_mat.shape[1] or col >= out_mat.shape[2]:
         return
     o, d = pixel_ray(o0, Mo, Md, row, col)
@@ -596,31 +631,48 @@ def prepare_voxels_kernel(
     voxel_dq[P.hu_offset + lin] = wp.vec2(density * 0.1, q)
 
 
+# ---------------------------------------------------------------------------------------------
+# One volume (the common case): ``SINGLE_KERNELS``
+#
+# Everything a voxel contributes is read from a table of per-channel weights, so the walk keeps
+# NCH running sums in registers (one SIMD register on the CPU) and has no per-voxel branches on
+# the data: ``table[h]`` (a vector of NCH floats) is the areal density per mm, in g/cm^2, that a
+# voxel of whole HU value ``hu_min + h`` adds to each material channel (density x 0.1 cm/mm split
+# by the HU map's material weights). Between whole HU the table is interpolated linearly: for
+# fractional HU (and trilinear samples) this is the piecewise-linear interpolation of each
+# channel's weight function at 1 HU knots.
 
-def _exact_kernel(with_labels: bool, indexed: bool):
-    """Exact mode for a scene of ONE volume (the common case): ``project_kernel``'s result without its
-    event and overlap machinery, whose extra live state and calls slow the voxel loop on the CPU.
 
-    ``with_labels``: also reads each voxel's structure channel. ``indexed``: the volume holds integer
-    HU and no label materials, so a voxel's (density, q) pair is ``dq_table[voxel_index[v]]`` with a
-    2-byte index (HU - table start) instead of an 8-byte pair per voxel: a quarter of the memory
-    traffic, which is what bounds the walk on the CPU (table: at most 65,536 pairs, cache resident).
+def _single_kernel(mode: int, indexed: bool, with_labels: bool):
+    """Kernel for a scene of ONE volume; the same images as ``project_kernel`` (tests compare them).
+
+    ``mode``: MODE_EXACT (Siddon/Jacobs) or MODE_MARCH (trilinear samples at step midpoints).
+    ``indexed``: the volume's voxels are a 2-byte index ``HU - hu_min`` (integer-HU CTs) instead of
+    float32 HU. ``with_labels``: a 2-byte label per voxel: structure path lengths, label materials.
     """
+    exact = mode == MODE_EXACT
 
-    def project_exact(
+    def project_single(
         P: VolumeParams,
-        voxel_dq: wp.array(dtype=wp.vec2),
-        voxel_struct: wp.array(dtype=wp.int32),
-        voxel_index: wp.array(dtype=wp.uint16),
-        qmap: wp.array(dtype=wp.int32),
+        vox16: wp.array(dtype=wp.uint16),
+        vox32: wp.array(dtype=wp.float32),
+        labels: wp.array(dtype=wp.uint16),
+        table: wp.array(dtype=vecw),
+        quad: wp.array(dtype=vecw),
+        label_info: wp.array(dtype=wp.vec2i),
+        label_density: wp.array(dtype=wp.float32),
+        onehot: wp.array(dtype=vecw),
+        n_ch: int,
         o0: wp.vec3,
         Mo: wp.mat33,
         Md: wp.mat33,
-        row0: int,
+        tile0: int,
+        along_rows: int,
+        step: float,
         out_mat: wp.array3d(dtype=wp.float32),
         out_struct: wp.array3d(dtype=wp.float32),
     ):
-        row, col = tile_pixel(wp.tid(), row0, out_mat.shape[2])
+        row, col = strip_pixel(wp.tid(), tile0, out_mat.shape[2], along_rows)
         if row >= out_mat.shape[1] or col >= out_mat.shape[2]:
             return
         o, d = pixel_ray(o0, Mo, Md, row, col)
@@ -634,92 +686,161 @@ def _exact_kernel(with_labels: bool, indexed: bool):
         t_end = iv[1]
         if t >= t_end:
             return
-        p = go + gd * t
-        ix, sx, tx, ivx = dda_axis(p[0], go[0], gd[0], nx)
-        iy, sy, ty, ivy = dda_axis(p[1], go[1], gd[1], ny)
-        iz, sz, tz, ivz = dda_axis(p[2], go[2], gd[2], nz)
-        # next-plane offsets and index strides per axis (an axis with s = 0 is never stepped)
-        ox = wp.where(sx > 0, 1, 0)
-        oy = wp.where(sy > 0, 1, 0)
-        oz = wp.where(sz > 0, 1, 0)
-        lx = sx * ny * nz
-        ly = sy * nz
-        lin = (ix * ny + iy) * nz + iz
-        last = nx * ny * nz - 1
-        dq_off = P.hu_offset
-        st_off = P.label_offset
-        q_off = P.qmap_offset
-        n_q = P.n_q
-        key = int(-1)  # material slot being accumulated, as in project_kernel, and its two channels
-        c_lo = int(0)
-        c_hi = int(0)
-        s_lo = float(0.0)
-        s_hi = float(0.0)
-        skey = int(-1)  # structure channel being accumulated
+        hu_min = P.lut_hu_min
+        n_lt = P.n_label_table
+        acc = vecw()  # areal density per channel, g/cm^2
+        skey = int(-1)  # structure channel being accumulated, and its path length (mm)
         s_len = float(0.0)
-        while t < t_end:
-            # voxel `v` from t to the next plane crossing (Siddon/Jacobs). Rounding can step an index
-            # past the box within float precision of t_end: the clamp keeps that last sliver in bounds.
-            v = wp.clamp(lin, 0, last)
-            tn = tz
-            if tx <= ty and tx <= tz:
-                tn = tx
-                ix = ix + sx
-                lin = lin + lx
-                tx = (float(ix + ox) - go[0]) * ivx
-            elif ty <= tz:
-                tn = ty
-                iy = iy + sy
-                lin = lin + ly
-                ty = (float(iy + oy) - go[1]) * ivy
-            else:
-                iz = iz + sz
-                lin = lin + sz
-                tz = (float(iz + oz) - go[2]) * ivz
-            tn = wp.min(tn, t_end)
-            seg = tn - t
-            t = tn
-            e = wp.vec2()
-            if wp.static(indexed):
-                e = voxel_dq[int(voxel_index[v])]
-            else:
-                e = voxel_dq[dq_off + v]
-            if wp.static(with_labels):
-                sk = voxel_struct[st_off + v]
-                if sk >= 0:
-                    if sk != skey:
-                        if skey >= 0:
-                            out_struct[skey, row, col] = out_struct[skey, row, col] + s_len
-                        skey = sk
-                        s_len = 0.0
-                    s_len = s_len + seg
-            newkey = int(e[1])
-            fr = e[1] - float(newkey)
-            if newkey != key:
-                # a new material slot: flush the last one to its channels (c_lo, c_hi)
-                if key >= 0:
-                    out_mat[c_lo, row, col] = out_mat[c_lo, row, col] + s_lo
-                    out_mat[c_hi, row, col] = out_mat[c_hi, row, col] + s_hi
-                key = newkey
-                if key >= n_q:
-                    c_lo = key - n_q
-                    c_hi = c_lo
+        if wp.static(exact):
+            p = go + gd * t
+            ix, sx, tx, ivx = dda_axis(p[0], go[0], gd[0], nx)
+            iy, sy, ty, ivy = dda_axis(p[1], go[1], gd[1], ny)
+            iz, sz, tz, ivz = dda_axis(p[2], go[2], gd[2], nz)
+            # plane coordinate of each axis' next crossing (whole numbers, exact in float32)
+            px = float(ix + wp.where(sx > 0, 1, 0))
+            py = float(iy + wp.where(sy > 0, 1, 0))
+            pz = float(iz + wp.where(sz > 0, 1, 0))
+            fsx = float(sx)
+            fsy = float(sy)
+            fsz = float(sz)
+            lx = sx * ny * nz
+            ly = sy * nz
+            lin = (ix * ny + iy) * nz + iz
+            last = nx * ny * nz - 1
+            while t < t_end:
+                # voxel `v` from t to the next plane crossing (Siddon/Jacobs). Rounding can step an
+                # index past the box within float precision of t_end: the clamp keeps it in bounds.
+                v = wp.clamp(lin, 0, last)
+                w = vecw()
+                if wp.static(indexed):
+                    w = table[int(vox16[v])]
                 else:
-                    c_lo = qmap[q_off + key]
-                    c_hi = qmap[q_off + wp.min(key + 1, n_q - 1)]
-                s_lo = 0.0
-                s_hi = 0.0
-            mass = e[0] * seg
-            s_lo = s_lo + mass * (1.0 - fr)
-            s_hi = s_hi + mass * fr
-        if key >= 0:
-            out_mat[c_lo, row, col] = out_mat[c_lo, row, col] + s_lo
-            out_mat[c_hi, row, col] = out_mat[c_hi, row, col] + s_hi
+                    w = table_weights(quad, vox32[v] - hu_min)
+                tn = tz
+                if tx <= ty and tx <= tz:
+                    tn = tx
+                    lin = lin + lx
+                    px = px + fsx
+                    tx = (px - go[0]) * ivx
+                elif ty <= tz:
+                    tn = ty
+                    lin = lin + ly
+                    py = py + fsy
+                    ty = (py - go[1]) * ivy
+                else:
+                    lin = lin + sz
+                    pz = pz + fsz
+                    tz = (pz - go[2]) * ivz
+                tn = wp.min(tn, t_end)
+                seg = tn - t
+                t = tn
+                if wp.static(with_labels):
+                    lab = int(labels[v])
+                    if lab < n_lt:
+                        li = label_info[lab]
+                        if li[0] >= 0:  # a label material: all of the voxel's mass goes to channel li[0]
+                            dens = label_density[lab]
+                            if dens < 0.0:
+                                dens = wp.dot(w, vecw(1.0))  # density x 0.1 from HU
+                            w = onehot[li[0]] * dens
+                        if li[1] >= 0:
+                            if li[1] != skey:
+                                if skey >= 0:
+                                    out_struct[skey, row, col] = out_struct[skey, row, col] + s_len
+                                skey = li[1]
+                                s_len = 0.0
+                            s_len = s_len + seg
+                acc = acc + w * seg
+        else:
+            n_steps = int(wp.ceil((t_end - t) / step))
+            hstep = (t_end - t) / float(wp.max(n_steps, 1))
+            cell = int(-1)  # the cell whose 8 corner values are held (about half the samples reuse it)
+            v000 = float(0.0)
+            v001 = float(0.0)
+            v010 = float(0.0)
+            v011 = float(0.0)
+            v100 = float(0.0)
+            v101 = float(0.0)
+            v110 = float(0.0)
+            v111 = float(0.0)
+            for k in range(1, n_steps + 1):
+                # trilinear value at the step midpoint (edges replicated), nearest label: as project_kernel
+                g = go + gd * (t + float(k) * hstep - 0.5 * hstep)
+                xf = g[0] - 0.5
+                yf = g[1] - 0.5
+                zf = g[2] - 0.5
+                i0 = int(xf + 1.0) - 1  # floor for xf > -1 (samples lie inside the box)
+                j0 = int(yf + 1.0) - 1
+                k0 = int(zf + 1.0) - 1
+                fx = xf - float(i0)
+                fy = yf - float(j0)
+                fz = zf - float(k0)
+                key = ((i0 + 1) * (ny + 1) + (j0 + 1)) * (nz + 1) + (k0 + 1)
+                if key != cell:
+                    cell = key
+                    ia = wp.clamp(i0, 0, nx - 1) * ny * nz
+                    ib = wp.clamp(i0 + 1, 0, nx - 1) * ny * nz
+                    ja = wp.clamp(j0, 0, ny - 1) * nz
+                    jb = wp.clamp(j0 + 1, 0, ny - 1) * nz
+                    ka = wp.clamp(k0, 0, nz - 1)
+                    kb = wp.clamp(k0 + 1, 0, nz - 1)
+                    if wp.static(indexed):  # in index units: HU - hu_min
+                        v000 = float(vox16[ia + ja + ka])
+                        v001 = float(vox16[ia + ja + kb])
+                        v010 = float(vox16[ia + jb + ka])
+                        v011 = float(vox16[ia + jb + kb])
+                        v100 = float(vox16[ib + ja + ka])
+                        v101 = float(vox16[ib + ja + kb])
+                        v110 = float(vox16[ib + jb + ka])
+                        v111 = float(vox16[ib + jb + kb])
+                    else:
+                        v000 = vox32[ia + ja + ka]
+                        v001 = vox32[ia + ja + kb]
+                        v010 = vox32[ia + jb + ka]
+                        v011 = vox32[ia + jb + kb]
+                        v100 = vox32[ib + ja + ka]
+                        v101 = vox32[ib + ja + kb]
+                        v110 = vox32[ib + jb + ka]
+                        v111 = vox32[ib + jb + kb]
+                c00 = v000 * (1.0 - fz) + v001 * fz
+                c01 = v010 * (1.0 - fz) + v011 * fz
+                c10 = v100 * (1.0 - fz) + v101 * fz
+                c11 = v110 * (1.0 - fz) + v111 * fz
+                h = (c00 * (1.0 - fy) + c01 * fy) * (1.0 - fx) + (c10 * (1.0 - fy) + c11 * fy) * fx
+                if wp.static(not indexed):
+                    h = h - hu_min
+                w = table_weights(quad, h)
+                if wp.static(with_labels):
+                    ln = (wp.clamp(int(g[0]), 0, nx - 1) * ny + wp.clamp(int(g[1]), 0, ny - 1)) * nz
+                    lab = int(labels[ln + wp.clamp(int(g[2]), 0, nz - 1)])
+                    if lab < n_lt:
+                        li = label_info[lab]
+                        if li[0] >= 0:
+                            dens = label_density[lab]
+                            if dens < 0.0:
+                                dens = wp.dot(w, vecw(1.0))
+                            w = onehot[li[0]] * dens
+                        if li[1] >= 0:
+                            if li[1] != skey:
+                                if skey >= 0:
+                                    out_struct[skey, row, col] = out_struct[skey, row, col] + s_len
+                                skey = li[1]
+                                s_len = 0.0
+                            s_len = s_len + hstep
+                acc = acc + w * hstep
+        for c in range(n_ch):
+            out_mat[c, row, col] = acc[c]
         if skey >= 0:
             out_struct[skey, row, col] = out_struct[skey, row, col] + s_len
 
-    return wp.Kernel(project_exact, key=f"project_exact_{int(with_labels)}{int(indexed)}")
+    name = f"project_single_{'exact' if exact else 'march'}_{'u16' if indexed else 'f32'}{'_labels' if with_labels else ''}"
+    return wp.Kernel(project_single, key=name)
 
 
-#: (with_labels, indexed) -> kernel
-EXACT_KERNELS = {(lab, idx): _exact_kernel(lab, idx) for lab in (False, True) for idx in (False, True)}
+#: (mode, indexed, with_labels) -> kernel for a scene of one volume
+SINGLE_KERNELS = {
+    (mode, idx, lab): _single_kernel(mode, idx, lab)
+    for mode in (MODE_EXACT, MODE_MARCH)
+    for idx in (False, True)
+    for lab in (False, True)
+}

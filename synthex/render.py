@@ -91,8 +91,11 @@ def render(
     ``quanta_per_pixel``, ``scatter`` True/False/"fast"/"none", ``grid``,
     ``noise``, ``detector``, ``display``) override ``physics`` (default
     ``PhysicsParams()``: 80 kVp, fast scatter, quantum noise on). Noise is drawn
-    from ``rng``, or from ``numpy.random.default_rng(seed)``. Pass a prepared
-    ``projector`` to render many views without re-uploading the volumes.
+    from ``rng``, or from ``numpy.random.default_rng(seed)``. Calls in a loop over
+    views of the same volume object reuse its prepared device data (the
+    projector's cache, keyed on the volume object, material model and device;
+    see ``projectors.projector``), so such a loop costs what
+    ``Projector.project`` and the physics cost; an explicit ``projector`` works too.
     """
     params = physics_params(
         physics, kvp=kvp, filtration=filtration, mas=mas, quanta_per_pixel=quanta_per_pixel, scatter=scatter,

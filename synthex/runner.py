@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
+from projectors.projector import cpu_threads, set_cpu_threads
 from synthex import dataset as ds
 from synthex.pipeline import render_range
 
@@ -137,6 +138,20 @@ def run_serial(cfg, jobs: list[Job], options: dict, advance: Callable[[int], Non
         yield k, render_range(cfg, first, count, progress=advance)
 
 
+def _worker_threads(threads: int) -> None:
+    """Worker-process initializer: ``threads`` for the projector, torch and BLAS/OpenMP pools."""
+    for var in ("SYNTHEX_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    set_cpu_threads(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def _worker_init(parent: int, threads: int) -> None:
+    _die_with_parent(parent)
+    _worker_threads(threads)
+
+
 def run_processes(cfg, jobs: list[Job], options: dict, advance) -> Iterator[tuple[int, dict]]:
     workers = max(1, int(options.get("workers", 1)))
     if workers == 1 or len(jobs) <= 1:
@@ -144,7 +159,10 @@ def run_processes(cfg, jobs: list[Job], options: dict, advance) -> Iterator[tupl
         return
     # spawn: Warp and torch hold threads; forking a process that has them is unsafe
     ctx = multiprocessing.get_context("spawn")
-    ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(),))
+    # each worker dies with this process and gets its share of the cores (one projector splitting rows
+    # over every core per worker would leave nothing for the other workers to gain)
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                             initargs=(os.getpid(), max(1, cpu_threads() // workers)))
     finished = False
     try:
         pending = {ex.submit(render_range, cfg, first, count): (k, count) for k, first, count in jobs[: 2 * workers]}
