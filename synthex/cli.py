@@ -11,6 +11,7 @@ from synthex._version import __version__
 # command name -> "module:attribute"; each module is imported only when its command runs
 # (or when `synthex --help` lists it), so `synthex --help` stays fast.
 COMMANDS = {
+    "bench": "synthex.commands.bench:bench",
     "demo": "synthex.commands.demo:demo",
     "drr": "synthex.commands.drr:drr",
     "train-downstream": "synthex.commands.train:train_downstream",
