@@ -24,9 +24,10 @@ real, and held out from every training source in three ways:
   another render seed); a reference subject whose anatomy any training source
   also has (the undeformed CT, instance 0, is in every population) is dropped, and
   the run checks that what remains is disjoint (:func:`anatomy_key`);
-* detector: blur, glare, electronic noise and gain non-uniformity all outside the
-  training sources' ranges, at a higher dose (a stand-in for another detector:
-  ``projectors.physics`` has no detector presets such as a CR plate);
+* detector: extra blur, glare, electronic noise and gain non-uniformity all outside
+  the training sources' ranges, at a higher dose (a stand-in for another detector:
+  the training sources already draw both detector presets, CsI flat panel and CR
+  plate, where the task's ranges say so);
 * display: a console whose edge enhancement, latitude compression and tone curve
   lie outside the training ranges.
 
@@ -191,11 +192,11 @@ NAIVE = {
 #: defaults of domain_randomization.simulation.PhysicsRanges / DisplayRanges; a test checks it)
 REFERENCE_PHYSICS = {
     "physics": {
-        "blur_px": [1.3, 1.8],  # training 0.3-1.2: a blurrier detector
+        "blur_mm": [0.3, 0.45],  # training 0-0.2 mm on top of the detector preset's: a blurrier detector
         "glare": [0.12, 0.16],  # training 0-0.1
-        "electronic_noise": [5.0, 8.0],  # training 0.5-4 (in quanta)
+        "electronic_noise_scale": [2.5, 4.0],  # training 0.5-2 x the preset's electronic noise
         "gain_variation": [0.012, 0.02],  # training 0-0.01
-        "quanta_per_pixel": [2.5e6, 5.0e6],  # training 2e4-2e6: a higher dose, less quantum noise
+        "air_kerma_ugy": [6.0, 10.0],  # training 1-5 uGy at the detector: a higher dose, less quantum noise
         "display": {
             "unsharp_amount": [1.6, 2.0],  # training 0.2-1.5: strong edge enhancement
             "compression": [0.82, 0.88],  # training 0.3-0.8: strong latitude compression
@@ -207,7 +208,7 @@ REFERENCE_PHYSICS = {
 }
 
 #: keys of REFERENCE_PHYSICS that must lie outside the training range (checked by a test)
-REFERENCE_HELD_OUT = ("blur_px", "glare", "electronic_noise", "gain_variation", "quanta_per_pixel",
+REFERENCE_HELD_OUT = ("blur_mm", "glare", "electronic_noise_scale", "gain_variation", "air_kerma_ugy",
                       "display.unsharp_amount", "display.compression", "display.contrast")
 
 
