@@ -180,3 +180,26 @@ def test_a_view_that_misses_the_ct_stops_before_anything_is_written(small_ct, tm
                "--size", 32, "--out", tmp_path / "o"], ok=False)
     assert res.exit_code == 1 and "impossible geometry" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_dose_is_behind_the_patient_with_aec(small_ct, tmp_path):
+    """--aec (the default) sets the dose behind the anatomy, as an AEC chamber does; --no-aec sets the open beam's,
+    so behind the body (transmission T) only a share T of those quanta arrive. Poisson: the relative noise
+    behind the body grows by sqrt(1 / T) without AEC (detector blur correlates the noise equally in both).
+    The noise is the noisy image minus the same view without noise."""
+
+    def view(out, *flags):
+        run([small_ct / "ct.nii.gz", "--size", 96, "--out", out, "--no-scatter", "--dose", 2.0, *flags])
+        return json.loads((out / "view_a+0_b+0.json").read_text()), np.load(out / "view_a+0_b+0.npz")
+
+    noise = {}
+    for flag in ("--aec", "--no-aec"):
+        meta, noisy = view(tmp_path / flag, flag)
+        assert meta["physics"]["aec"] is (flag == "--aec")
+        _, clean = view(tmp_path / (flag + "-clean"), flag, "--no-noise")
+        body = noisy["field"] & (clean["primary"] < 0.5 * clean["primary"][noisy["field"]].max())
+        assert body.sum() > 500
+        rel = (noisy["transmission"] - clean["transmission"])[body] / clean["transmission"][body]
+        noise[flag] = float(rel.std())
+    t_body = float(np.median(clean["primary"][body]))
+    assert noise["--no-aec"] / noise["--aec"] == pytest.approx(np.sqrt(1.0 / t_body), rel=0.25)

@@ -116,7 +116,12 @@ def _floats(value: str | None, n: tuple[int, ...], what: str):
 @click.option("--kvp", type=click.FloatRange(40, 150), help="Tube voltage.  [default: the preset's]")
 @click.option("--mas", type=click.FloatRange(min=0, min_open=True), help="Tube current-time product.")
 @click.option("--dose", "air_kerma", type=click.FloatRange(min=0, min_open=True), default=2.5, show_default=True,
-              help="Air kerma at the detector without patient or grid, uGy (ignored with --mas).")
+              help="Air kerma at the detector, uGy (ignored with --mas): behind the anatomy with --aec, of the "
+                   "open beam (no patient, no grid) with --no-aec.")
+@click.option("--aec/--no-aec", default=True, show_default=True,
+              help="Automatic exposure control: --dose is the detector dose behind the anatomy, as an AEC chamber "
+                   "ends the exposure (radiography's practice; a fixed open-beam dose leaves a thick pelvis "
+                   "with a few quanta per pixel).")
 @click.option("--detector", type=click.Choice(["flat_panel_csi", "cr_plate"]), default="flat_panel_csi", show_default=True,
               help="Detector (projectors.physics.DETECTOR_PRESETS), at this image's pixel pitch.")
 @click.option("--grid/--no-grid", default=None, help="Anti-scatter grid.  [default: the preset's]")
@@ -141,7 +146,7 @@ def _floats(value: str | None, n: tuple[int, ...], what: str):
 @click.option("--raw", is_flag=True, help="No CT preparation at all (as the CT is; for comparisons).")
 def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, overwrite: bool, preset: str,
         view: str | None, sdd: float | None, sid: float | None, skin_gap: float | None, detector_mm: str | None,
-        size: str | None, center: str | None, angles: str, kvp: float | None, mas: float | None, air_kerma: float,
+        size: str | None, center: str | None, angles: str, kvp: float | None, mas: float | None, air_kerma: float, aec: bool,
         detector: str, grid: bool | None,
         scatter: bool, noise: bool, seed: int, mode: str, supersample: int, device: str, slice_mm: float, no_slice_interp: bool,
         keep_contrast: bool, metal: str, metal_hu: float, keep_outside: bool, no_collimate: bool, raw: bool):
@@ -240,7 +245,7 @@ def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, over
         kvp=kvp if kvp is not None else p.kvp, mas=mas, air_kerma_ugy=None if mas else air_kerma, scatter=scatter,
         noise=noise, grid=p.grid if grid is None else grid,
         detector=DetectorParams.preset(detector, float(np.mean(carm.pixel_size))),
-    )
+    ).replace(aec=aec and not mas)
     if mode == "auto":
         # voxels larger than ~2 pixels show as blocks in exact mode; trilinear samples are smooth there
         # (and add no blur the CT's own resolution has not)
@@ -307,7 +312,7 @@ def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, over
             "mirrored": cam.mirrored, "P": cam.P.tolist(), "K": cam.K.tolist(),
             "world_from_camera": cam.world_from_camera.matrix.tolist(), "isocenter": list(iso),
             "covered_fraction": round(float(covered.mean()), 4), "field_fraction": round(float(field.mean()), 4),
-            "seed": seed + i, "supersample": supersample, "mode": mode,
+            "seed": seed + i, "supersample": supersample, "mode": mode, "physics": view_physics.to_dict(),
         }
         (out / f"{stem}.json").write_text(json.dumps(meta, indent=1))
         summary["views"].append(meta)
