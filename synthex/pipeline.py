@@ -26,12 +26,11 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
 from domain_randomization import simulation as sim
-from dataclasses import replace
-
 from projectors.ct_prep import CTPrepParams, collimate, collimation_field
 from projectors.geometry import Camera, geometry_preset
 from projectors.labels import bounding_box, class_path_lengths, in_field, label_image, project_landmarks
@@ -286,7 +285,7 @@ def pipeline_for(cfg) -> Pipeline:
     return _PIPELINES[key]
 
 
-def render_range(cfg, first: int, count: int, progress: Callable[[int], None] | None = None) -> dict:
+def sample_range(cfg, first: int, count: int, progress: Callable[[int], None] | None = None) -> dict:
     """Samples ``first .. first + count - 1`` stacked into shard arrays."""
     pipe = pipeline_for(cfg)
     samples = []

@@ -25,7 +25,7 @@ class RayError(RuntimeError):
 
 
 def _render_task(cfg: dict, first: int, count: int) -> dict:
-    from synthex.pipeline import render_range
+    from synthex.pipeline import sample_range
 
     marker = os.environ.get("SYNTHEX_RAY_KILL_ONCE")
     if marker and count > 1:
@@ -35,9 +35,9 @@ def _render_task(cfg: dict, first: int, count: int) -> dict:
             pass
         else:
             os.close(fd)
-            render_range(cfg, first, count // 2)  # some work, then die mid-shard
+            sample_range(cfg, first, count // 2)  # some work, then die mid-shard
             os.kill(os.getpid(), signal.SIGKILL)
-    return render_range(cfg, first, count)
+    return sample_range(cfg, first, count)
 
 
 def _ray():

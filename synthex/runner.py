@@ -36,7 +36,7 @@ from pathlib import Path
 
 from projectors.projector import cpu_threads, set_cpu_threads
 from synthex import dataset as ds
-from synthex.pipeline import render_range
+from synthex.pipeline import sample_range
 
 
 class RenderInterrupted(RuntimeError):
@@ -135,7 +135,7 @@ Job = tuple[int, int, int]  # (shard, first_index, count)
 
 def run_serial(cfg, jobs: list[Job], options: dict, advance: Callable[[int], None]) -> Iterator[tuple[int, dict]]:
     for k, first, count in jobs:
-        yield k, render_range(cfg, first, count, progress=advance)
+        yield k, sample_range(cfg, first, count, progress=advance)
 
 
 def _worker_threads(threads: int) -> None:
@@ -165,7 +165,7 @@ def run_processes(cfg, jobs: list[Job], options: dict, advance) -> Iterator[tupl
                              initargs=(os.getpid(), max(1, cpu_threads() // workers)))
     finished = False
     try:
-        pending = {ex.submit(render_range, cfg, first, count): (k, count) for k, first, count in jobs[: 2 * workers]}
+        pending = {ex.submit(sample_range, cfg, first, count): (k, count) for k, first, count in jobs[: 2 * workers]}
         queue = list(jobs[2 * workers :])
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -175,7 +175,7 @@ def run_processes(cfg, jobs: list[Job], options: dict, advance) -> Iterator[tupl
                 advance(count)
                 if queue:
                     nk, nfirst, ncount = queue.pop(0)
-                    pending[ex.submit(render_range, cfg, nfirst, ncount)] = (nk, ncount)
+                    pending[ex.submit(sample_range, cfg, nfirst, ncount)] = (nk, ncount)
                 yield k, arrays
         finished = True
     finally:
