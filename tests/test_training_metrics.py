@@ -111,9 +111,6 @@ def test_box_iou():
     a = np.array([0, 0, 4, 4.0])
     b = np.array([2, 2, 6, 6.0])
     assert M.box_iou(a, b) == pytest.approx(4 / 28)
-    mask = np.zeros((5, 5), bool)
-    mask[1:3, 2:5] = True
-    np.testing.assert_allclose(M.box_from_mask(mask), [1.5, 0.5, 4.5, 2.5])
 
 
 # ---------------------------------------------------------------- subject-clustered bootstrap

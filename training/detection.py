@@ -61,15 +61,16 @@ def detect_instances(prob: np.ndarray, mask: np.ndarray, min_pixels: int = 1) ->
 
 def reference_boxes(mask: np.ndarray) -> list[list[float]]:
     """The reference object of an image: one box around every pixel of ``mask`` (none if empty)."""
-    box = M.box_from_mask(mask)
-    return [] if np.any(np.isnan(box)) else [[float(x) for x in box]]
+    from projectors.labels import bounding_box
+
+    box = bounding_box(mask)
+    return [] if box is None else [[float(x) for x in box]]
 
 
 def _coco_objects(gt: list[list], dets: list[list[dict]]):
     from pycocotools.coco import COCO
 
-    def xywh(b):
-        return [float(b[0]) + 0.5, float(b[1]) + 0.5, float(b[2] - b[0]), float(b[3] - b[1])]
+    from projectors.labels import box_to_coco as xywh
 
     images = [{"id": i, "width": 0, "height": 0} for i in range(len(gt))]
     cats = [{"id": 1, "name": "object"}]

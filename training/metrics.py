@@ -108,14 +108,6 @@ def roc_auc(scores, labels) -> float:
     return float(u / (n_pos * n_neg))
 
 
-def box_from_mask(mask: np.ndarray) -> np.ndarray:
-    """``(u0, v0, u1, v1)`` enclosing the mask's pixels (pixel edges, centres at integers); NaN if empty."""
-    vs, us = np.nonzero(mask)
-    if len(us) == 0:
-        return np.full(4, np.nan)
-    return np.array([us.min() - 0.5, vs.min() - 0.5, us.max() + 0.5, vs.max() + 0.5])
-
-
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     if np.any(np.isnan(a)) or np.any(np.isnan(b)):
         return 0.0
