@@ -37,11 +37,12 @@ RESULTS = REPO / "benchmarks" / "results"
 
 
 def shared_data(rel: str) -> Path:
-    """../shared/data/REL beside the repository, else /work/shared/data/REL (worktrees)."""
-    for base in (REPO.parent / "shared" / "data", Path("/work/shared/data")):
-        if (base / rel).exists():
-            return base / rel
-    raise SystemExit(f"shared data {rel} not found beside the repository (../shared/data)")
+    """../shared/data/REL (synthex.shared_data), or exit saying it is missing."""
+    from synthex.shared_data import shared_data as base
+
+    if not base(rel).exists():
+        raise SystemExit(f"shared data {base(rel)} not found (see ../shared/data/README.md; set SYNTHEX_SHARED_DATA)")
+    return base(rel)
 
 
 def tile(img: np.ndarray, size: int) -> np.ndarray:

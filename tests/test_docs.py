@@ -14,20 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_file
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 CT = "ct/totalseg_abdomen_pelvis/example_ct.nii.gz"
-
-
-def shared_data(relpath: str) -> Path:
-    """A file of the shared third-party data: ../shared/data beside the repository (as in
-    tests/conftest.py), else /work/shared/data (a git worktree lives elsewhere); skip if absent."""
-    candidates = [REPO.parent / "shared" / "data" / relpath, Path("/work/shared/data") / relpath]
-    for p in candidates:
-        if p.exists():
-            return p
-    pytest.skip(f"shared test data not found: {candidates[0]} (see ../shared/data/README.md)")
 
 
 def python_blocks(markdown: str) -> list[str]:
@@ -37,7 +28,7 @@ def python_blocks(markdown: str) -> list[str]:
 def test_readme_python_runs_on_a_real_ct(tmp_path, monkeypatch):
     blocks = python_blocks(README.read_text())
     assert blocks, "README.md has no ```python block: its example would go untested"
-    (tmp_path / "ct.nii.gz").symlink_to(shared_data(CT))
+    (tmp_path / "ct.nii.gz").symlink_to(shared_file(CT))
     monkeypatch.chdir(tmp_path)
     ns: dict = {"__name__": "readme"}
     for k, block in enumerate(blocks):
@@ -65,12 +56,12 @@ PAGES_WITH_CODE = sorted(p.name for p in (REPO / "docs").glob("*.md") if python_
 def test_python_in_docs_pages_runs(page, tmp_path, monkeypatch):
     """```python blocks of a docs page run in order, in one namespace, beside the files the pages
     name (``ct.nii.gz`` and ``ct/`` of the TotalSegmentator CT); ```py blocks are fragments."""
-    ct = shared_data(CT)
+    ct = shared_file(CT)
     (tmp_path / "ct").mkdir()
     (tmp_path / "ct.nii.gz").symlink_to(ct)
     (tmp_path / "ct" / "example_ct.nii.gz").symlink_to(ct)
     (tmp_path / "ct" / "example_seg_total_fast.nii.gz").symlink_to(ct.with_name("example_seg_total_fast.nii.gz"))
-    (tmp_path / "ct" / "totalseg_total_classmap.json").symlink_to(shared_data("ct/totalseg_total_classmap.json"))
+    (tmp_path / "ct" / "totalseg_total_classmap.json").symlink_to(shared_file("ct/totalseg_total_classmap.json"))
     monkeypatch.chdir(tmp_path)
     ns: dict = {"__name__": "docs_page"}
     for k, block in enumerate(python_blocks((REPO / "docs" / page).read_text())):
@@ -182,9 +173,9 @@ def test_render_configs_in_the_docs_are_valid(tmp_path):
 
     from synthex.config import resolve_config
 
-    ct = shared_data(CT)
+    ct = shared_file(CT)
     seg = ct.with_name("example_seg_total_fast.nii.gz")
-    classmap = shared_data("ct/totalseg_total_classmap.json")
+    classmap = shared_file("ct/totalseg_total_classmap.json")
     pages = [README, *sorted((REPO / "docs").glob("*.md"))]
     blocks = [(page, b) for page in pages for b in yaml_blocks(page.read_text())]
     assert blocks, "no YAML config in docs/*.md: the tutorial and the config page lost their examples"

@@ -2,7 +2,6 @@
 parameter serialization and the samplers; the console display on the shared real CTs."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,16 +37,6 @@ def _step_density():
     a = np.full(CAM.shape, 10.0, np.float32)
     a[:, 32:] = 15.0
     return {"water": a}
-
-
-def _shared(rel: str) -> Path:
-    """A file of the shared real data (../shared/data beside the repository, or /work/shared/data), else skip."""
-    from tests.conftest import SHARED_DATA
-
-    for base in (SHARED_DATA, Path("/work/shared/data")):
-        if (base / rel).exists():
-            return base / rel
-    pytest.skip(f"shared test data not found: {rel} (see ../shared/data/README.md)")
 
 
 # -- contract -------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from synthex.config import ConfigError, resolve_config
 from synthex.dataset import open_dataset, validate
 from synthex.pipeline import Pipeline
 from synthex.runner import render_dataset
-from synthex.subjects import SubjectError
 
 
 def _pelvis_entry(**extra) -> dict:

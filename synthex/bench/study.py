@@ -40,24 +40,16 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from synthex.bench.steps import BenchError, Steps, fingerprint, write_json_atomic
+from synthex.shared_data import shared_data
 
 TASKS = ("hip", "tool", "covid")
 REPO = Path(__file__).resolve().parents[2]
-
-
-def shared_data() -> Path:
-    """``$SYNTHEX_SHARED_DATA``, else ``../shared/data`` beside the repository, else ``/work/shared/data``
-    (the convention of the tests and benchmarks)."""
-    env = os.environ.get("SYNTHEX_SHARED_DATA")
-    candidates = ([Path(env)] if env else []) + [REPO.parent / "shared" / "data", Path("/work/shared/data")]
-    return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
 def chest_ct_files() -> dict | None:
