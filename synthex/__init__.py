@@ -38,9 +38,9 @@ _EXPORTS = {
     "PhysicsParams": "projectors.physics",
     "PhysicsRanges": "domain_randomization.simulation",
     "sample_physics_params": "domain_randomization.simulation",
-    "RenderResult": "synthex.render",
-    "render": "synthex.render",
-    "render_from_projection": "synthex.render",
+    "RenderResult": "synthex.rendering",
+    "render": "synthex.rendering",
+    "render_from_projection": "synthex.rendering",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

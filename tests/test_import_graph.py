@@ -14,6 +14,7 @@ from Python, not from a reader. The layering:
 from __future__ import annotations
 
 import ast
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,21 @@ def test_reading_a_dataset_loads_no_warp_torch_or_projector():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_public_names_stay_objects_after_their_modules_are_imported():
+    """``sx.render`` is a function even after ``import synthex.<module>``: importing a submodule sets it as
+    an attribute of the package, so no public name may be the name of a synthex submodule (``synthex.render``
+    once shadowed ``sx.render`` in any process that had imported it)."""
+    import synthex
+
+    submodules = {m.name for m in pkgutil.iter_modules(synthex.__path__)}
+    assert not submodules & set(synthex.__all__), "rename the submodule: it shadows the public name"
+    code = (
+        "import importlib, pkgutil, types, synthex as sx\n"
+        "for m in pkgutil.iter_modules(sx.__path__):\n"
+        "    if not m.name.startswith('_'): importlib.import_module('synthex.' + m.name)\n"
+        "print([n for n in sx.__all__ if isinstance(getattr(sx, n), types.ModuleType)])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

@@ -25,7 +25,7 @@ def demo(out: Path, size: int, device: str):
     from projectors.geometry import CArm
     from projectors.projector import Projector
     from synthex.io_images import save_png, contact_sheet
-    from synthex.render import render
+    from synthex.rendering import render
 
     out.mkdir(parents=True, exist_ok=True)
     vol = torso_phantom()
