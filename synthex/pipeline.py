@@ -195,12 +195,14 @@ class Pipeline:
         placement = subject.place(pose) if pose is not None else None
         target = placement.target if placement is not None and placement.target is not None else subject.target
         camera = sim.view_camera(self.carm, target, view, body=subject.body_points)
-        shift = np.zeros(3)
+        shift, covered = np.zeros(3), None
         if subject.coverage is not None:  # where the CT ends inside the field, centre the beam on what it covers
-            shift = coverage_shift(camera, subject.coverage.mask(camera, sides=not self.arms_raised), self.carm.sid)
+            covered = subject.coverage.mask(camera, sides=not self.arms_raised)
+            shift = coverage_shift(camera, covered, self.carm.sid)
             if np.any(shift):
                 target = np.asarray(target, dtype=np.float64) + shift
                 camera = sim.view_camera(self.carm, target, view, body=subject.body_points)
+                covered = subject.coverage.mask(camera, sides=not self.arms_raised)
 
         # stage 3: projection (volumes, then meshes), collimated to what the CT covers
         proj = projector.project(camera)
@@ -219,7 +221,7 @@ class Pipeline:
             landmarks.update(placement.landmarks)
         field = np.ones(camera.shape, dtype=bool)
         if subject.coverage is not None:
-            field = collimation_field(subject.coverage.mask(camera, sides=not self.arms_raised))
+            field = collimation_field(covered)
             areal = collimate(areal, field)
             paths = {k: np.where(field, v, 0.0) for k, v in paths.items()}  # nothing is seen behind the collimator
 
