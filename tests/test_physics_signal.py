@@ -121,3 +121,25 @@ def test_bad_inputs():
         spectral_signal({"kryptonite": np.ones((8, 8))}, cam, spec, p)
     with pytest.raises(SignalError, match="negative"):
         spectral_signal({"water": -np.ones((8, 8))}, cam, spec, p)
+
+
+@pytest.mark.parametrize("axis", ["v", "u"])
+def test_heel_transmission_per_pixel_is_beer_lambert_of_its_line_spectrum(axis):
+    """With the heel effect each detector row (axis v) or column (axis u) has its own spectrum: a pixel's
+    primary transmission is the Beer-Lambert sum over that line's signal-weighted spectrum (written out per
+    pixel here). A non-square detector and a ramp of water catch a swapped axis or line."""
+    from projectors.materials import mass_attenuation
+    from projectors.physics.signal import heel_spectra, signal_weights
+
+    cam = CArm(size=(40, 24), pitch=8.0).camera(0, 0)  # 40 columns (u), 24 rows (v)
+    spec = spectrum(SpectrumParams(kvp=80, anode_angle=10), cache_dir=False)
+    p = PhysicsParams(heel=True, heel_axis=axis, heel_sign=1.0, noise=False)
+    water = np.add.outer(np.linspace(0.5, 12.0, 24), np.linspace(0.0, 8.0, 40))  # g/cm^2, (24, 40)
+    s = spectral_signal({"water": water}, cam, spec, p)
+    lines = heel_spectra(spec, cam, axis, 1.0)  # (n_lines, E)
+    w = signal_weights(spec.energies)
+    mu = mass_attenuation("water", spec.energies)
+    for v, u in [(0, 0), (23, 0), (0, 39), (11, 20), (23, 39)]:
+        phi = lines[v if axis == "v" else u]
+        expect = (phi * w * np.exp(-mu * water[v, u])).sum() / (phi * w).sum()
+        assert s.primary[v, u] / s.flat[v, u] == pytest.approx(expect, rel=1e-5)

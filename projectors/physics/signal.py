@@ -174,25 +174,33 @@ def validate_areal_density(areal_density, shape) -> dict[str, np.ndarray]:
     return out
 
 
-def transmitted_moments(areal_density: dict, energies: np.ndarray, weights: np.ndarray, n_pix: int, chunk: int = 1 << 16) -> np.ndarray:
-    """``sum_E weights[k, E, p] exp(-sum_m mu_m(E) A_m(p))`` for each weight row k: (K, P).
+def transmitted_moments(areal_density: dict, energies: np.ndarray, weights: np.ndarray, n_pix: int,
+                        chunk: int = 1 << 16, lines: tuple[str, int, int] | None = None) -> np.ndarray:
+    """``sum_E weights[k, E] exp(-sum_m mu_m(E) A_m(p))`` for each weight row k: (K, P).
 
-    ``weights``: (K, E) shared by all pixels, or (K, E, P) per pixel (heel).
+    ``weights``: (K, E) shared by all pixels, or (K, E, L) per detector line (the heel effect) with
+    ``lines = (axis, H, W)``: axis ``"v"``, one weight per row (L = H), or ``"u"``, per column (L = W).
     """
     names = list(areal_density)
-    if not names:
-        return weights.sum(axis=1) if weights.ndim == 3 else np.repeat(weights.sum(axis=1)[:, None], n_pix, axis=1)
+    if lines is not None:
+        axis, H, W = lines
+        if not names:
+            per_line = weights.sum(axis=1)  # (K, L)
+            return (np.repeat(per_line, W, axis=1) if axis == "v" else np.tile(per_line, (1, H))).astype(np.float64)
+    elif not names:
+        return np.repeat(weights.sum(axis=1)[:, None], n_pix, axis=1)
     tab = attenuation_table(names, energies)
     mu = tab.mu.T.astype(np.float32)  # (E, M)
     A = np.stack([np.asarray(areal_density[n], dtype=np.float32).ravel() for n in names])  # (M, P)
-    out = np.empty((weights.shape[0], n_pix), dtype=np.float64)
     w32 = weights.astype(np.float32)
+    if lines is not None:  # whole image at once: (E, H, W), contracted per row or per column
+        T = np.exp(-(mu @ A)).reshape(len(energies), H, W)
+        out = np.einsum("keh,ehw->khw", w32, T) if axis == "v" else np.einsum("kew,ehw->khw", w32, T)
+        return out.reshape(weights.shape[0], n_pix).astype(np.float64)
+    out = np.empty((weights.shape[0], n_pix), dtype=np.float64)
     for s in range(0, n_pix, chunk):
         T = np.exp(-(mu @ A[:, s : s + chunk]))  # (E, p)
-        if w32.ndim == 2:
-            out[:, s : s + chunk] = w32 @ T
-        else:
-            out[:, s : s + chunk] = np.einsum("kep,ep->kp", w32[:, :, s : s + chunk], T)
+        out[:, s : s + chunk] = w32 @ T
     return out
 
 
@@ -228,15 +236,18 @@ def spectral_signal(areal_density: dict, camera: Camera, spec: Spectrum, params:
 
         tp = primary_transmission(grid, e)
         qe, w1, w2 = qe * tp, w1 * tp, w2 * tp
-    if params.heel:
-        lines = heel_spectra(spec, camera, params.heel_axis, params.heel_sign)  # (n_lines, E)
-        phi = lines[:, None, :] if params.heel_axis == "v" else lines[None, :, :]
-        phi = np.broadcast_to(phi, camera.shape + (len(e),)).reshape(-1, len(e)).T  # (E, P)
+    H, Wd = camera.shape
+    if params.heel:  # one spectrum per detector row (axis v) or column (axis u)
+        phi = heel_spectra(spec, camera, params.heel_axis, params.heel_sign).T  # (E, L)
+        line_of = np.arange(H * Wd) // Wd if params.heel_axis == "v" else np.arange(H * Wd) % Wd  # pixel -> line
+        lines = (params.heel_axis, H, Wd)
     else:
-        phi = spec.fluence[:, None]
+        phi = spec.fluence[:, None]  # (E, 1)
+        line_of = np.zeros(H * Wd, dtype=np.int64)
+        lines = None
     # Dose: mAs; or chosen so the mean unattenuated incident quanta per pixel equal quanta_per_pixel;
     # or so the air kerma at the detector centre is air_kerma_ugy (incident quanta before any grid).
-    incident_per_mas = (omega.ravel() / OMEGA_1M) * (phi.sum(axis=0) if phi.ndim == 2 and phi.shape[1] > 1 else phi.sum())
+    incident_per_mas = (omega.ravel() / OMEGA_1M) * phi.sum(axis=0)[line_of]
     if params.mas is not None:
         mas = params.mas
     elif params.air_kerma_ugy is not None:
@@ -244,18 +255,18 @@ def spectral_signal(areal_density: dict, camera: Camera, spec: Spectrum, params:
         K = camera.K
         c = (int(np.clip(round(K[1, 2]), 0, camera.height - 1)), int(np.clip(round(K[0, 2]), 0, camera.width - 1)))
         omega_c = 1.0 / abs(K[0, 0] * K[1, 1]) if camera.projection == "perspective" else omega[c]
-        phi_c = phi[:, c[0] * camera.width + c[1]].sum() if phi.shape[1] > 1 else phi.sum()
+        phi_c = phi[:, line_of[c[0] * camera.width + c[1]]].sum()
         mas = quanta_centre / (omega_c / OMEGA_1M * phi_c)
     else:
         mas = params.quanta_per_pixel / float(np.mean(incident_per_mas))
     scale = (mas * omega / OMEGA_1M).ravel()  # (P,)
-    if phi.shape[1] == 1:
+    if lines is None:
         W = np.stack([phi[:, 0] * w1, phi[:, 0] * w2, phi[:, 0] * qe])  # (3, E)
         flat = W.sum(axis=1)[:, None] * scale[None]
     else:
-        W = np.stack([phi * w1[:, None], phi * w2[:, None], phi * qe[:, None]])  # (3, E, P)
-        flat = W.sum(axis=1) * scale[None]
-    m = transmitted_moments(areal_density, e, W, scale.size) * scale[None]
+        W = np.stack([phi * w1[:, None], phi * w2[:, None], phi * qe[:, None]])  # (3, E, L)
+        flat = W.sum(axis=1)[:, line_of] * scale[None]
+    m = transmitted_moments(areal_density, e, W, scale.size, lines=lines) * scale[None]
     shp = camera.shape
     return SpectralSignal(
         primary=m[0].reshape(shp), second=m[1].reshape(shp), quanta=m[2].reshape(shp),
