@@ -94,10 +94,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
+def write_json_atomic(path: Path, data, default=None) -> None:
+    """Write JSON durably: a hidden temporary file, fsynced, renamed over ``path``, the folder fsynced.
+    ``default``: json's encoder for objects it does not know (e.g. ``str``)."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
+        json.dump(data, f, indent=2, default=default)
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -52,11 +51,12 @@ def _differences(old, new, prefix: str = "") -> list[str]:
 
 
 def write_json_atomic(path: Path, data) -> None:
+    """:func:`synthex.dataset.write_json_atomic` into a folder made if missing; unknown objects as text."""
+    from synthex.dataset import write_json_atomic as write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    write(path, data, default=str)
 
 
 class Steps:

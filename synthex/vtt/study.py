@@ -35,6 +35,7 @@ from typing import Callable
 
 import numpy as np
 
+from synthex.dataset import write_json_atomic
 from synthex.vtt import VTTError
 from synthex.vtt.normalize import common_shape, effective_bits, grey_step, normalize
 from synthex.vtt.sources import DisplayImage, SourceImage, open_source
@@ -167,14 +168,6 @@ def _tell_tale_warnings(seen: dict[str, list[tuple[tuple[int, ...], str]]], shap
     return warnings
 
 
-def _write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def create_study(
     real: str | Path,
     synthetic: str | Path,
@@ -264,8 +257,8 @@ def create_study(
             "images": sorted(ids),
         }
         staged_key = staging / "key.json" if key_path == out / "key.json" else key_path
-        _write_json_atomic(staged_key, key)
-        _write_json_atomic(staging / "study.json", study_json)
+        write_json_atomic(staged_key, key)
+        write_json_atomic(staging / "study.json", study_json)
         if out.exists():
             out.rmdir()
         os.replace(staging, out)

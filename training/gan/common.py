@@ -14,7 +14,6 @@ on CUDA, where a few kernels have no deterministic version).
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -169,9 +168,9 @@ def load_checkpoint(path, kind: str) -> dict:
 
 
 def write_json(path: Path, obj) -> None:
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
-    tmp.replace(path)
+    from synthex.dataset import write_json_atomic
+
+    write_json_atomic(Path(path), obj, default=_json_default)
 
 
 def _json_default(o):
