@@ -181,7 +181,7 @@ class PhysicsRanges(Ranges):
     energy_kev: float = Field(60.0, ge=1.0, le=500.0, description="energy of the monochromatic model, keV")
     kvp: Range(20.0, 150.0) = Field((60.0, 120.0), description="tube voltage range, kV (drawn in whole kV)")
     anode_angle_deg: Range(5.0, 25.0) = Field(
-        (12.0, 16.0), description="anode angle range, degrees (radiography and C-arm tubes: 12-16; a small angle "
+        (12.0, 16.0), description="anode angle range, degrees, drawn in whole degrees (radiography and C-arm tubes: 12-16; a small angle "
         "cannot cover a wide field on its anode side when the heel effect is on)"
     )
     al_mm: Range(0.0, 20.0) = Field((2.5, 4.0), description="added aluminium filtration range, mm")
@@ -211,7 +211,9 @@ def sample_physics_params(rng: np.random.Generator, ranges: PhysicsRanges | dict
     """Draw one :class:`~projectors.physics.PhysicsParams` from ``rng`` (a ``numpy.random.Generator``) for a
     detector of pitch ``pixel_mm`` (the detector presets' blur and noise are physical: in mm and per native pixel).
 
-    kVp is drawn in whole kV (as generators step it; SpekPy's tube model is cached per kV).
+    kVp is drawn in whole kV (as generators step it) and the anode angle in whole degrees (as anodes are
+    made): SpekPy's tube model, the expensive part of a spectrum, is cached per (kV, angle) in memory and on
+    disk (:func:`projectors.physics.spectrum.tube_table`), so a dataset builds at most a few hundred.
     """
     if not isinstance(rng, np.random.Generator):
         raise PhysicsParamsError(f"sample_physics_params needs a numpy.random.Generator, got {type(rng).__name__}")
@@ -220,7 +222,10 @@ def sample_physics_params(rng: np.random.Generator, ranges: PhysicsRanges | dict
     kvp = float(round(u(r.kvp)))
     cu = round(u(r.cu_mm), 2)
     filtration = (("Al", round(u(r.al_mm), 2)),) + ((("Cu", cu),) if cu > 0 else ())
-    spec = SpectrumParams(kvp=kvp, anode_angle=round(u(r.anode_angle_deg), 1), filtration=filtration, bin_kev=r.bin_kev)
+    angle = u(r.anode_angle_deg)  # anodes are made in whole degrees: the nearest one inside the range
+    whole = float(round(angle))
+    angle = whole if r.anode_angle_deg[0] <= whole <= r.anode_angle_deg[1] else round(angle, 1)
+    spec = SpectrumParams(kvp=kvp, anode_angle=angle, filtration=filtration, bin_kev=r.bin_kev)
     dose = _log_uniform(rng, r.air_kerma_ugy)
     base = DetectorParams.preset("cr_plate" if rng.random() < r.cr_probability else "flat_panel_csi", pixel_mm)
     extra = u(r.blur_mm) / pixel_mm
@@ -245,6 +250,21 @@ def sample_physics_params(rng: np.random.Generator, ranges: PhysicsRanges | dict
         heel=bool(rng.random() < r.heel_probability),
         heel_sign=float(rng.choice([-1.0, 1.0])),
     )
+
+
+def spectrum_tubes(ranges: PhysicsRanges | dict | None = None) -> list[tuple[float, float]] | None:
+    """Every (kVp, anode angle) :func:`sample_physics_params` can draw from ``ranges``: the tubes whose SpekPy
+    tables a dataset may need (:func:`projectors.physics.spectrum.tube_table` builds and caches them); None
+    when the anode-angle range holds no whole degree (the angle is then drawn to 0.1 degree)."""
+    r = ranges if isinstance(ranges, PhysicsRanges) else PhysicsRanges.model_validate(ranges or {})
+    if r.model != "spectral":
+        return []
+    (klo, khi), (alo, ahi) = r.kvp, r.anode_angle_deg
+    angles = [float(a) for a in range(math.ceil(alo), math.floor(ahi) + 1)]
+    if not angles:
+        return None
+    kvps = [float(k) for k in range(round(klo), round(khi) + 1) if klo <= k + 0.5 and k - 0.5 <= khi]
+    return [(k, a) for k in kvps for a in angles]
 
 
 # ---------------------------------------------------------------------------

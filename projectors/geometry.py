@@ -198,6 +198,24 @@ class Camera:
         return Camera(K=K, world_from_camera=self.world_from_camera, width=self.width * f, height=self.height * f,
                       projection=self.projection, sdd=self.sdd)
 
+    def binned(self, factor: int) -> "Camera":
+        """The same detector read out in ``factor`` x ``factor`` bins (the inverse of :meth:`supersampled`);
+        its width and height must be multiples of ``factor``."""
+        if int(factor) != factor or factor < 1:
+            raise GeometryError(f"binning factor must be a whole number >= 1, got {factor}")
+        f = int(factor)
+        if self.width % f or self.height % f:
+            raise GeometryError(f"a {self.width} x {self.height} detector cannot be binned {f} x {f}")
+        if f == 1:
+            return self
+        K = self.K.copy()
+        K[0, 0] /= f
+        K[1, 1] /= f
+        K[0, 2] = (K[0, 2] + 0.5) / f - 0.5
+        K[1, 2] = (K[1, 2] + 0.5) / f - 0.5
+        return Camera(K=K, world_from_camera=self.world_from_camera, width=self.width // f, height=self.height // f,
+                      projection=self.projection, sdd=self.sdd)
+
     @property
     def pixel_size(self) -> tuple[float, float] | None:
         """Detector pixel pitch (du, dv) in mm, when ``sdd`` is known."""

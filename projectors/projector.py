@@ -110,14 +110,36 @@ def cpu_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    """One pool of ``n`` projector threads for the process (starting threads per call cost ~5 ms a view)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != n:
+            if _POOL is not None:
+                _POOL[1].shutdown(wait=False)
+            _POOL = (n, ThreadPoolExecutor(n, thread_name_prefix="synthex-projector"))
+        return _POOL[1]
+
+
+def _forget_pool() -> None:  # a forked child has the pool object but none of its threads
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _run_parallel(launch, spans, device: str) -> None:
     n = cpu_threads()
-    if device != "cpu" or n == 1 or len(spans) == 1:
+    if device != "cpu" or n == 1 or len(spans) == 1 or threading.current_thread().name.startswith("synthex-projector"):
         for span in spans:
             launch(*span)
         return
-    with ThreadPoolExecutor(min(n, len(spans))) as ex:
-        list(ex.map(lambda span: launch(*span), spans))
+    list(_pool(n).map(lambda span: launch(*span), spans))
 
 
 def launch_over_rows(launch, height: int, device: str, block: int) -> None:

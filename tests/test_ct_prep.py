@@ -326,6 +326,22 @@ def test_coverage_marks_rays_through_tissue_the_scan_cut_off():
     assert not covered[rows[0] - 2, 50] and not covered[rows[-1] + 2, 50]  # ... right next to the uncovered rows
 
 
+def test_coverage_mask_of_a_large_detector_is_read_from_bins_and_stays_inside_the_covered_pixels():
+    """At 256 px the mask comes from a 128 px binned detector: every pixel it calls covered is covered per
+    pixel (full resolution), and it loses at most two bins (4 px) at each edge of the uncovered region."""
+    from scipy.ndimage import binary_erosion
+
+    vol = _cylinder_cut_by_the_scan()
+    coverage = Coverage(coverage_volume(vol)[0])
+    cam = CArm(sdd=500.0, sid=250.0, size=(256, 256), pitch=3.0 * 100 / 256, isocenter=(0.0, 0.0, 0.0)).camera(0, 0)
+    fast = coverage.mask(cam)
+    exact = coverage.missing_path_mm(cam) <= coverage.threshold_mm
+    assert cam.binned(2).shape == (128, 128)
+    assert not (fast & ~exact).any()
+    assert (binary_erosion(exact, np.ones((9, 9), bool), border_value=1) <= fast).all()
+    assert 0.2 < exact.mean() < 0.9  # both covered and uncovered rows in view
+
+
 def test_collimator_blocks_the_primary():
     """3 mm of lead: transmission exp(-mu/rho(Pb) * 3.405 g/cm^2) < 1e-3 at 60-85 keV (xraydb via the
     materials table; lead's K edge is at 88 keV, above it the transmission is lower still)."""

@@ -247,3 +247,14 @@ def test_supersampled_camera_bins_back_to_the_detector():
         assert np.all(np.abs(uv[..., 0] - np.repeat(np.repeat(u, 3, 0), 3, 1)) <= 0.5 + 1e-9)
     with pytest.raises(GeometryError, match="whole number"):
         CArm().camera().supersampled(1.5)
+    # binning is its inverse: a bin's ray goes through the centre of its 2 x 2 pixels (mean of their projections)
+    coarse = cam.binned(2)
+    assert coarse.shape == (10, 15)
+    np.testing.assert_allclose(cam.supersampled(2).binned(2).K, cam.K, atol=1e-9)
+    o, d = coarse.rays()
+    uv = cam.project((o + 900.0 * d).reshape(-1, 3)).reshape(10, 15, 2)
+    v, u = np.mgrid[0:20, 0:30]
+    np.testing.assert_allclose(uv[..., 0], bin_pixels(u.astype(float), 2), atol=1e-6)
+    np.testing.assert_allclose(uv[..., 1], bin_pixels(v.astype(float), 2), atol=1e-6)
+    with pytest.raises(GeometryError, match="cannot be binned"):
+        cam.binned(3)

@@ -202,6 +202,25 @@ def test_grid_keeps_flat_field_calibration_and_removes_scatter():
     assert stronger.scatter.mean() < yes.scatter.mean()
 
 
+@pytest.mark.parametrize("grid", [None, GridParams()], ids=["no-grid", "grid"])
+def test_kernel_contexts_blended_over_mean_energy_equal_direct_kernels(grid, monkeypatch):
+    """The fast model builds its kernels at mean energies CONTEXT_ENERGY_STEP_KEV apart and blends them: equal to
+    kernels built at the exact mean energy (the table is linear between its energy nodes without a grid; with
+    one, within 0.5% at the thickest slab) and scaled by 1/flat_factor."""
+    from projectors.physics import scatter_fast as sf
+
+    table = sf.default_table()
+    for e in (41.13, 47.77, 55.1):
+        blended = sf._node_context(table, e, grid, 0.8)
+        monkeypatch.setattr(sf, "CONTEXT_ENERGY_STEP_KEV", 1e-7)  # nodes at the energy itself
+        direct = sf._node_context(table, e, grid, 1.0)
+        monkeypatch.undo()
+        peak = np.abs(direct["densities"]).max()
+        tol = 5e-3 if grid else 2e-4
+        np.testing.assert_allclose(blended["densities"] * 0.8, direct["densities"], atol=tol * peak, rtol=0)
+        assert blended["mu_water"] == pytest.approx(direct["mu_water"], rel=1e-4)
+
+
 def test_fast_scatter_trends():
     cam = CArm(size=(64, 64), pitch=1.164 * 4).camera(0, 0)
     spec = spectrum(preset("carm_80kv"))

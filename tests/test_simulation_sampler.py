@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xraydb
 
-from domain_randomization.simulation import PhysicsRanges, sample_physics_params
+from domain_randomization.simulation import PhysicsRanges, sample_physics_params, spectrum_tubes
 from projectors.geometry import CArm
 from projectors.physics import PhysicsParams, PhysicsParamsError, simulate
 
@@ -35,6 +35,13 @@ def test_sampler_ranges_and_determinism():
     kvps = [p.spectrum.kvp for p in ps]
     assert all(70 <= k <= 90 and k == round(k) for k in kvps)  # whole kV, as generators set it
     assert len(set(kvps)) > 12  # 21 possible values: the draws spread over them
+    angles = {p.spectrum.anode_angle for p in ps}
+    assert angles == {12.0, 13.0, 14.0, 15.0, 16.0}  # whole degrees over the default 12-16, as anodes are made
+    tubes = set(spectrum_tubes(r))
+    assert len(tubes) == 21 * 5 and {(p.spectrum.kvp, p.spectrum.anode_angle) for p in ps} <= tubes
+    narrow = sample_physics_params(np.random.default_rng(0), {"anode_angle_deg": [12.2, 12.6]}, pixel_mm=PIX)
+    assert 12.2 <= narrow.spectrum.anode_angle <= 12.6  # no whole degree inside: the draw itself (0.1 degree)
+    assert spectrum_tubes({"anode_angle_deg": [12.2, 12.6]}) is None  # so no finite list of tubes
     assert all(0.1 <= p.air_kerma_ugy <= 1.0 and p.scatter.grid is None for p in ps)
     assert sample_physics_params(np.random.default_rng(5), r, pixel_mm=PIX) == sample_physics_params(
         np.random.default_rng(5), r, pixel_mm=PIX)

@@ -361,11 +361,11 @@ def _coarse_sources(T: np.ndarray, t: np.ndarray, comp_gaps: list, t_nodes: np.n
     return out.reshape(len(comp_gaps), nT, nG, Hc, Wc) / (f * f)
 
 
-@lru_cache(maxsize=32)
-def _node_context_cached(table_id: int, mean_energy: float, grid: GridParams | None, flat_factor: float) -> dict:
+@lru_cache(maxsize=192)
+def _node_context_cached(table_id: int, mean_energy: float, grid: GridParams | None) -> dict:
     table = _TABLES[table_id]
     g_nodes = np.array(sorted(set(np.round(np.geomspace(table.gap_mm[0], table.gap_mm[-1], 12), 1)) | set(table.gap_mm.tolist())))
-    masses = np.stack([table.kernels(mean_energy, g, grid, flat_factor) for g in g_nodes], axis=1)  # (T, G, R)
+    masses = np.stack([table.kernels(mean_energy, g, grid) for g in g_nodes], axis=1)  # (T, G, R)
     # water's attenuation at the scatter's (signal-weighted) spectrum, averaged over the table
     spec = table._at(table.energy, mean_energy, float(np.median(table.gap_mm))).mean(axis=(0, 1))
     e = (np.arange(len(spec)) + 0.5) * (160.0 / len(spec))
@@ -375,18 +375,29 @@ def _node_context_cached(table_id: int, mean_energy: float, grid: GridParams | N
     edges = table.r_edges_mm
     dens = np.stack([np.stack([_annulus_densities(edges, masses[j, l], MAX_RADIUS_MM) for l in range(len(g_nodes))])
                      for j in range(masses.shape[0])])  # (T, G, annuli to MAX_RADIUS_MM)
-    dens.setflags(write=False)
-    out = {"t_nodes": np.concatenate([[0.0], table.thickness_cm]), "g_nodes": g_nodes, "masses": masses, "densities": dens, "mu_water": mu}
-    return out
+    return {"t_nodes": np.concatenate([[0.0], table.thickness_cm]), "g_nodes": g_nodes, "densities": dens, "mu_water": mu}
 
 
 _TABLES: dict[int, KernelTable] = {}
+#: Kernels are built at mean energies this far apart (keV) and blended linearly between them: the table
+#: itself is linear in mean energy between its nodes, so the blend is exact without a grid; with one (a
+#: ratio of energy-weighted sums) it is within 0.3% of the direct kernels (the 40 cm slab; 0.02% at 20 cm).
+#: A dataset then builds about a hundred contexts (~10 ms, 0.5 MB each), not one per image.
+CONTEXT_ENERGY_STEP_KEV = 0.25
 
 
 def _node_context(table: KernelTable, mean_energy: float, grid: GridParams | None, flat_factor: float) -> dict:
-    """Kernels at every (thickness, gap) node for this spectrum and grid (cached per table, energy, grid)."""
+    """Kernels at every (thickness, gap) node for this spectrum and grid, divided by the grid's flat-field
+    transmission ``flat_factor`` (the detector's calibration divides it out)."""
     _TABLES[id(table)] = table
-    return _node_context_cached(id(table), round(float(mean_energy), 4), grid, round(float(flat_factor), 6))
+    x = float(mean_energy) / CONTEXT_ENERGY_STEP_KEV
+    i = np.floor(x)
+    w = x - i
+    lo = _node_context_cached(id(table), round(i * CONTEXT_ENERGY_STEP_KEV, 6), grid)
+    hi = _node_context_cached(id(table), round((i + 1) * CONTEXT_ENERGY_STEP_KEV, 6), grid)
+    return {"t_nodes": lo["t_nodes"], "g_nodes": lo["g_nodes"],
+            "densities": ((1.0 - w) * lo["densities"] + w * hi["densities"]) / flat_factor,
+            "mu_water": (1.0 - w) * lo["mu_water"] + w * hi["mu_water"]}
 
 
 def patient_geometry(volume, camera: Camera, sdd: float | None = None, threshold_hu: float = -400.0,

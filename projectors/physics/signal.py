@@ -27,7 +27,7 @@ import numpy as np
 from ..geometry import Camera
 from ..materials import MATERIALS, Material, MaterialError, attenuation_table, mass_attenuation, register_material  # noqa: F401
 from .params import DetectorParams, PhysicsParams, PhysicsParamsError  # noqa: F401  (re-exported names kept)
-from .spectrum import Spectrum, _spekpy_spectrum, air_kerma_weights
+from .spectrum import Spectrum, air_kerma_weights, tube_table
 
 OMEGA_1M = 1e-4  # sr subtended by 1 cm^2 at 1 m
 KEV_CM2_PER_G_TO_UGY = 1.602176634e-16 * 1e3 * 1e6  # (keV/g) -> J/kg -> uGy
@@ -112,25 +112,22 @@ def heel_positions_mm(camera: Camera, axis: str, sign: float) -> np.ndarray:
     return np.sign(sign) * 1000.0 * t
 
 
-def heel_spectra(spec: Spectrum, camera: Camera, axis: str, sign: float, nodes: int = 9) -> np.ndarray:
-    """Per row/column spectra (n_lines, n_E) from SpekPy at ``nodes`` off-axis positions, interpolated linearly."""
+def heel_spectra(spec: Spectrum, camera: Camera, axis: str, sign: float) -> np.ndarray:
+    """Per row/column spectra (n_lines, n_E) on ``spec``'s energies: SpekPy's at each line's off-axis position
+    (its tube table, 5 mm apart at 1 m, linear between)."""
     x = heel_positions_mm(camera, axis, sign)
-    xs = np.linspace(x.min(), x.max(), nodes) if x.max() > x.min() else np.array([x.min()])
     p = spec.params
-    rows = []
-    for xi in xs:
-        k, f = _spekpy_spectrum(p.kvp, p.anode_angle, p.target, p.filtration, p.bin_kev, float(np.clip(xi, -400, 400)))
-        if not np.any(np.asarray(f) > 0):
-            raise SignalError(
-                f"the anode heel cuts the beam off: a {p.anode_angle} degree anode emits nothing {abs(xi):.0f} mm "
-                f"off-axis at 1 m on its anode side, inside this detector's field; use a larger anode angle, a smaller "
-                "field or heel=False"
-            )
-        rows.append(np.interp(spec.energies, k, f))
-    rows = np.array(rows)
-    if len(xs) == 1:
-        return np.repeat(rows, len(x), axis=0)
-    return np.stack([np.interp(x, xs, rows[:, e]) for e in range(rows.shape[1])], axis=1)
+    table = tube_table(p.kvp, p.anode_angle, p.target, p.bin_kev)
+    f = table.filtered(p.filtration, np.clip(x, -400.0, 400.0))
+    dark = ~np.any(f > 0, axis=1)
+    if dark.any():
+        xi = float(x[dark][np.argmax(np.abs(x[dark]))])
+        raise SignalError(
+            f"the anode heel cuts the beam off: a {p.anode_angle} degree anode emits nothing {abs(xi):.0f} mm "
+            f"off-axis at 1 m on its anode side, inside this detector's field; use a larger anode angle, a smaller "
+            "field or heel=False"
+        )
+    return np.stack([np.interp(spec.energies, table.energies, row) for row in f])
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,11 +6,13 @@ width, position along the anode-cathode axis) fully names a spectrum.
 Biol. 66 (2021) 175006, "SpekPy v2.0"): photons per cm^2 per mAs at 1 m from
 the focal spot, per energy bin.
 
-SpekPy's first call for a kVp and anode angle takes about half a second, so
-spectra are cached in memory and, when :func:`spectrum` is given a
-``cache_dir`` (the default for the public entry point), on disk as ``.npz``
-files keyed by a hash of the parameters. The cache is a plain wrapper around
-the pure computation (:func:`compute_spectrum`).
+SpekPy's tube model takes about 0.2-0.5 s per kVp and anode angle; everything
+else (filtration, off-axis position) is cheap and exact given the unfiltered
+spectra. So each tube becomes a :class:`TubeTable` (unfiltered spectra on an
+off-axis grid and SpekPy's attenuation of each filter material), kept in memory
+and, by default, on disk as ``.npz`` files keyed by a hash of the tube
+(:func:`default_cache_dir`); a spectrum is its tube's table filtered
+(:func:`compute_spectrum`).
 """
 
 from __future__ import annotations
@@ -127,37 +129,135 @@ class Spectrum:
         return Spectrum(self.energies, self.fluence * np.exp(-mu * thickness_mm / 10.0), self.params)
 
 
-def compute_spectrum(params: SpectrumParams) -> Spectrum:
-    """Run SpekPy for ``params`` (pure; no caching)."""
-    k, f = _spekpy_spectrum(params.kvp, params.anode_angle, params.target, params.filtration, params.bin_kev, params.off_axis_mm)
+def compute_spectrum(params: SpectrumParams, cache_dir: str | os.PathLike | None | bool = False) -> Spectrum:
+    """The spectrum for ``params`` from its tube's table (pure; ``cache_dir`` as in :func:`spectrum`)."""
+    table = tube_table(params.kvp, params.anode_angle, params.target, params.bin_kev, cache_dir)
+    f = table.filtered(params.filtration, np.array([params.off_axis_mm]))[0]
     # Drop bins that the filtration has emptied (SpekPy returns ~1e-100 there) and any below 1 keV.
-    keep = (f > 1e-9 * f.max()) & (k >= 1.0)
-    k, f = k[keep], f[keep]
-    return Spectrum(k, f, params)
+    keep = (f > 1e-9 * f.max()) & (table.energies >= 1.0)
+    return Spectrum(table.energies[keep], f[keep], params)
 
 
-@lru_cache(maxsize=256)
-def _spek_tube(kvp: float, th: float, targ: str, dk: float):
-    """The unfiltered SpekPy tube model: the expensive part (~0.2 s), shared by every filtration."""
+# -- tube tables -------------------------------------------------------------------
+#
+# SpekPy's expensive step is the tube model (~0.2 s per kVp and anode angle); filtering and reading a
+# spectrum at an off-axis position cost well under a millisecond. SpekPy's filtration is exactly
+# exp(-mu(E) t / cos(theta)) on the unfiltered spectrum at that position (theta: the ray's angle to the
+# central axis; verified to 1e-13 in tests/test_physics_spectrum.py), so one table per tube (the
+# unfiltered spectrum on an off-axis grid and each filter material's mu) gives every filtration and every
+# position, and is small enough to keep on disk.
+
+#: Off-axis positions of a tube table: mm at 1 m along the anode-cathode axis (SpekPy's x * 10).
+TABLE_X_MM = np.arange(-400.0, 400.0 + 1e-9, 5.0)
+_THIN_MM = 0.001  # filter thickness that measures SpekPy's mu without underflow (all 8 at 1 keV: ~exp(-40))
+
+
+@dataclass(frozen=True, eq=False)
+class TubeTable:
+    """One tube's SpekPy output: ``fluence[i, k]`` unfiltered photons / cm^2 / mAs at 1 m (z) and
+    ``x_mm[i]`` off axis, in the bin centred on ``energies[k]``; ``mu[m][k]``: filter material m's
+    linear attenuation (1/mm) as SpekPy applies it."""
+
+    energies: np.ndarray
+    x_mm: np.ndarray
+    fluence: np.ndarray
+    mu: dict
+
+    def unfiltered(self, x_mm: np.ndarray) -> np.ndarray:
+        """(len(x_mm), E): the unfiltered spectra at ``x_mm``, linear between the table's positions."""
+        x = np.clip(np.asarray(x_mm, dtype=np.float64), self.x_mm[0], self.x_mm[-1])
+        t = (x - self.x_mm[0]) / (self.x_mm[1] - self.x_mm[0])
+        i = np.minimum(t.astype(np.int64), len(self.x_mm) - 2)
+        w = (t - i)[:, None]
+        return self.fluence[i] * (1.0 - w) + self.fluence[i + 1] * w
+
+    def filtered(self, filtration, x_mm: np.ndarray) -> np.ndarray:
+        """(len(x_mm), E): the spectra behind ``filtration`` ((material, mm) pairs), each filter crossed
+        obliquely (path t / cos theta) as SpekPy does."""
+        x = np.asarray(x_mm, dtype=np.float64)
+        mut = sum((self.mu[m] * t for m, t in filtration if t > 0), np.zeros_like(self.energies))
+        oblique = np.sqrt(1.0 + (x / 1000.0) ** 2)[:, None]
+        return self.unfiltered(x) * np.exp(-mut[None, :] * oblique)
+
+
+def build_tube_table(kvp: float, anode_angle: float, target: str, bin_kev: float) -> TubeTable:
+    """Run SpekPy for one tube (pure; ~0.3 s)."""
     import spekpy
 
-    return spekpy.Spek(kvp=kvp, th=th, dk=dk, targ=targ)
+    tube = spekpy.Spek(kvp=kvp, th=anode_angle, dk=bin_kev, targ=target)
+    # Beyond x = -z tan(anode angle) the anode hides the focal spot: SpekPy gives zeros there (and a warning)
+    lit_x = TABLE_X_MM > -1000.0 * np.tan(np.radians(anode_angle))
+    rows = {i: tube.get_spectrum(diff=False, x=float(TABLE_X_MM[i]) / 10.0, y=0.0, z=100.0) for i in np.flatnonzero(lit_x)}
+    energies = np.asarray(next(iter(rows.values()))[0], dtype=np.float64)
+    fluence = np.zeros((len(TABLE_X_MM), len(energies)))
+    for i, (_, f) in rows.items():
+        fluence[i] = f
+    # each material's mu from a thin layer added to the one before: the ratio of successive spectra
+    mu = {}
+    before = fluence[len(TABLE_X_MM) // 2]
+    for m in FILTER_MATERIALS:
+        tube.filter(m, _THIN_MM)
+        after = np.asarray(tube.get_spectrum(diff=False, x=0.0, y=0.0, z=100.0)[1], dtype=np.float64)
+        ok = (before > 0) & (after > 0)
+        ratio = np.where(ok, after, 1.0) / np.where(ok, before, 1.0)
+        mu[m] = np.where(ok, -np.log(ratio) / _THIN_MM, np.where(before > 0, np.inf, 0.0))  # emptied bin: opaque
+        before = after
+    return TubeTable(energies, TABLE_X_MM.copy(), fluence, mu)
+
+
+def _table_key(kvp, anode_angle, target, bin_kev) -> str:
+    blob = json.dumps({"kvp": float(kvp), "anode_angle": float(anode_angle), "target": target, "bin_kev": float(bin_kev),
+                       "x_mm": [TABLE_X_MM[0], TABLE_X_MM[-1], len(TABLE_X_MM)], "spekpy": _spekpy_version()})
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+@lru_cache(maxsize=1)
+def _spekpy_version() -> str:
+    from importlib.metadata import version
+
+    return version("spekpy")
 
 
 @lru_cache(maxsize=64)
+def _tube_table_cached(kvp: float, anode_angle: float, target: str, bin_kev: float, cache_dir: str | None) -> TubeTable:
+    path = Path(cache_dir) / f"tube-{_table_key(kvp, anode_angle, target, bin_kev)}.npz" if cache_dir else None
+    if path is not None and path.exists():
+        try:
+            with np.load(path) as z:
+                return TubeTable(z["energies"], z["x_mm"], z["fluence"], {m: z[f"mu_{m}"] for m in FILTER_MATERIALS})
+        except (OSError, ValueError, KeyError):
+            pass  # corrupt or from an older layout: rebuilt below
+    table = build_tube_table(kvp, anode_angle, target, bin_kev)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, energies=table.energies, x_mm=table.x_mm, fluence=table.fluence,
+                     **{f"mu_{m}": v for m, v in table.mu.items()})
+            os.replace(tmp, path)
+        except OSError:
+            pass  # read-only home: the memory cache still works
+    return table
+
+
+def tube_table(kvp: float, anode_angle: float, target: str = "W", bin_kev: float = 1.0,
+               cache_dir: str | os.PathLike | None | bool = True) -> TubeTable:
+    """The :class:`TubeTable` of one tube, from memory, the on-disk cache (``cache_dir=True``:
+    :func:`default_cache_dir`; ``False``/``None``: memory only) or SpekPy. A corrupt file is rebuilt."""
+    d = str(default_cache_dir() if cache_dir is True else cache_dir) if cache_dir else None
+    return _tube_table_cached(float(kvp), float(anode_angle), str(target), float(bin_kev), d)
+
+
+@lru_cache(maxsize=256)
 def _spek_model(kvp: float, th: float, targ: str, dk: float, filtration: tuple):
-    # SpekPy applies filters multiplicatively to a copy of the tube model: identical to building it anew
-    s = copy.deepcopy(_spek_tube(kvp, th, targ, dk))
+    """SpekPy's own model of a filtered tube: the independent reference the tests compare with."""
+    import spekpy
+
+    s = spekpy.Spek(kvp=kvp, th=th, dk=dk, targ=targ)
     for m, t in filtration:
         if t > 0:
             s.filter(m, t)
     return s
-
-
-def _spekpy_spectrum(kvp, th, targ, filtration, dk, x):
-    s = _spek_model(float(kvp), float(th), targ, float(dk), tuple(filtration))
-    k, f = s.get_spectrum(diff=False, x=float(x) / 10.0, y=0.0, z=100.0)
-    return np.asarray(k, dtype=np.float64), np.asarray(f, dtype=np.float64)
 
 
 def spekpy_reference(params: SpectrumParams) -> dict:
@@ -173,41 +273,20 @@ def default_cache_dir() -> Path:
     return Path(root) / "spectra"
 
 
-_MEMORY: dict[str, Spectrum] = {}
+@lru_cache(maxsize=1024)
+def _spectrum_cached(params: SpectrumParams, cache_dir: str | None) -> Spectrum:
+    return compute_spectrum(params, cache_dir)
 
 
 def spectrum(params: SpectrumParams | None = None, cache_dir: str | os.PathLike | None | bool = True) -> Spectrum:
-    """The spectrum for ``params``, from memory, the on-disk cache, or SpekPy.
+    """The spectrum for ``params``: its tube's table (memory, the on-disk cache, or SpekPy) filtered.
 
-    ``cache_dir=True`` uses :func:`default_cache_dir`; ``False``/``None``
-    disables the disk cache (memory only). A corrupt cache file is recomputed.
+    ``cache_dir=True`` keeps tube tables in :func:`default_cache_dir`; ``False``/``None`` disables the
+    disk cache (memory only).
     """
     params = params or SpectrumParams()
-    key = params.key()
-    if key in _MEMORY:
-        return _MEMORY[key]
-    path = None
-    if cache_dir:
-        path = (default_cache_dir() if cache_dir is True else Path(cache_dir)) / f"{key}.npz"
-        if path.exists():
-            try:
-                with np.load(path) as z:
-                    spec = Spectrum(z["energies"], z["fluence"], params)
-                _MEMORY[key] = spec
-                return spec
-            except (OSError, ValueError, KeyError):
-                pass
-    spec = compute_spectrum(params)
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-            np.savez(tmp, energies=spec.energies, fluence=spec.fluence, params=json.dumps(params.to_dict()))
-            os.replace(tmp, path)
-        except OSError:
-            pass  # read-only home: the memory cache still works
-    _MEMORY[key] = spec
-    return spec
+    d = str(default_cache_dir() if cache_dir is True else cache_dir) if cache_dir else None
+    return _spectrum_cached(params, d)
 
 
 #: Named tube settings. Inherent filtration of a tube housing is ~1-2.5 mm Al
@@ -233,15 +312,18 @@ def preset(name: str) -> SpectrumParams:
 # -- beam quality ------------------------------------------------------------------
 
 
-def _kn_energy_transfer_fraction(e_kev: np.ndarray, n: int = 2001) -> np.ndarray:
-    """Mean fraction of the photon energy given to the electron in a Klein-Nishina Compton event."""
+@lru_cache(maxsize=4096)
+def _kn_transfer_at(e: float, n: int) -> float:
     c = np.linspace(-1.0, 1.0, n)
-    out = np.empty(len(e_kev))
-    for i, e in enumerate(np.atleast_1d(e_kev)):
-        P = 1.0 / (1.0 + e / 510.99895 * (1.0 - c))
-        ds = P * P * (P + 1.0 / P - (1.0 - c * c))
-        out[i] = np.trapezoid(ds * (1.0 - P), c) / np.trapezoid(ds, c)
-    return out
+    P = 1.0 / (1.0 + e / 510.99895 * (1.0 - c))
+    ds = P * P * (P + 1.0 / P - (1.0 - c * c))
+    return float(np.trapezoid(ds * (1.0 - P), c) / np.trapezoid(ds, c))
+
+
+def _kn_energy_transfer_fraction(e_kev: np.ndarray, n: int = 2001) -> np.ndarray:
+    """Mean fraction of the photon energy given to the electron in a Klein-Nishina Compton event
+    (per energy, remembered: spectra share their bin centres)."""
+    return np.array([_kn_transfer_at(float(e), n) for e in np.atleast_1d(e_kev)])
 
 
 def air_kerma_weights(energies_kev) -> np.ndarray:
