@@ -300,7 +300,9 @@ class _Prepared:
         d_w = np.vstack([np.diff(weights, axis=0), np.zeros((1, weights.shape[1]))])
         coef = np.stack([weights * rho[:, None], weights * d_rho[:, None] + d_w * rho[:, None],
                          d_w * d_rho[:, None]], axis=1)  # (n, 3, n_q)
-        quad = np.zeros((n, 3, kernels.NCH), np.float64)
+        width = kernels.channel_width(len(self.materials))
+        vt = kernels.VEC[width]
+        quad = np.zeros((n, 3, width), np.float64)
         np.add.at(quad.transpose(2, 0, 1), self.qmaps[0], coef.transpose(2, 0, 1))
         table = quad[:, 0]
         n_table, lint, lflt = self.label_tables[0]
@@ -328,11 +330,12 @@ class _Prepared:
             "vox16": vox16,
             "vox32": vox32,
             "labels": lab,
-            "table": wp.array(table.astype(np.float32), dtype=kernels.vecw, device=d),
-            "quad": wp.array(quad.reshape(3 * n, kernels.NCH).astype(np.float32), dtype=kernels.vecw, device=d),
+            "width": width,
+            "table": wp.array(table.astype(np.float32), dtype=vt, device=d),
+            "quad": wp.array(quad.reshape(3 * n, width).astype(np.float32), dtype=vt, device=d),
             "label_info": wp.array(lint, dtype=wp.vec2i, device=d),
             "label_density": wp.array(label_density, dtype=wp.float32, device=d),
-            "onehot": wp.array(np.eye(kernels.NCH, dtype=np.float32), dtype=kernels.vecw, device=d),
+            "onehot": wp.array(np.eye(width, dtype=np.float32), dtype=vt, device=d),
             "keep": keep if d == "cpu" else [],
             "bytes": int(sum(a.nbytes for a in keep)) + table.size * 16,
         }
@@ -587,7 +590,7 @@ class Projector:
             tail = [mode, self.step, out_mat, out_struct]
         else:
             s = self._prep.single
-            kernel = k.SINGLE_KERNELS[(mode, s["indexed"], s["labelled"])]
+            kernel = k.SINGLE_KERNELS[(mode, s["indexed"], s["labelled"], s["width"])]
             head = [self._params[0], s["vox16"], s["vox32"], s["labels"], s["table"], s["quad"], s["label_info"],
                     s["label_density"], s["onehot"], n_ch, *rays]
             tail = [self.step, out_mat, out_struct]

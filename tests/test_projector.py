@@ -317,7 +317,8 @@ def test_structure_path_lengths_and_label_materials():
 
 @pytest.mark.parametrize("mode", ["exact", "trilinear"])
 @pytest.mark.parametrize("labelled,label_materials,integer_hu", [
-    (False, False, False), (True, True, False), (False, False, True), (True, False, True), (True, True, True)])
+    (False, False, False), (True, True, False), (False, False, True), (True, False, True), (True, True, True),
+    (True, "many", True), (True, "many", False)])
 def test_single_volume_kernel_equals_general_kernel(mode, labelled, label_materials, integer_hu, rng):
     """One-volume scenes run dedicated kernels (integer HU: through a 2-byte index; labels as 2-byte
     values); the general (multi-volume) kernel, itself checked against analytic chords with several
@@ -330,17 +331,21 @@ def test_single_volume_kernel_equals_general_kernel(mode, labelled, label_materi
     hu = rng.uniform(-1100.0, 1600.0, (23, 19, 17)).astype(np.float32)
     if integer_hu:
         hu = np.rint(hu)
-    labels = rng.integers(0, 5, hu.shape).astype(np.int16) if labelled else None
+    labels = rng.integers(0, 5 if label_materials != "many" else 9, hu.shape).astype(np.int16) if labelled else None
     names = {1: "implant", 2: "cortex", 3: "liver"} if labelled else {}  # label 4: no name, no material
     vol = Volume.from_array(hu, spacing=(1.0, 1.3, 0.8), labels=labels, label_names=names)
-    mm = MaterialModel(label_materials={1: LabelMaterial("titanium", density=4.5), 2: LabelMaterial("bone_cortical")}
-                       if label_materials else {})
+    lm = {1: LabelMaterial("titanium", density=4.5), 2: LabelMaterial("bone_cortical")} if label_materials else {}
+    if label_materials == "many":  # 6 HU materials + 5 new label materials: 11 channels, the 16-wide kernels
+        lm.update({5: LabelMaterial("cocr"), 6: LabelMaterial("stainless_steel"), 7: LabelMaterial("iodine_contrast"),
+                   8: LabelMaterial("blood", density=1.06)})
+    mm = MaterialModel(label_materials=lm)
     carm = CArm(sdd=1020.0, sid=530.0, size=(24, 20), pitch=1.5)
     fast = Projector(SceneVolume(vol, mm), device="cpu", mode=mode, cache=False)
     general = Projector(SceneVolume(vol, mm), device="cpu", mode=mode, cache=False)
     general.single_volume_kernel = False
     # the indexed variant runs exactly when it should
     assert fast.kernel_path == ("single-u16" if integer_hu else "single-f32") and general.kernel_path == "general"
+    assert fast._prep.single["width"] == (16 if label_materials == "many" else 8)
     for alpha, beta in [(0, 0), (33, -17), (-75, 40), (90, 5)]:
         a, b = fast.project(carm.camera(alpha, beta)), general.project(carm.camera(alpha, beta))
         assert a.areal_density.keys() == b.areal_density.keys() and a.path_length.keys() == b.path_length.keys()
