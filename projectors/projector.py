@@ -31,9 +31,11 @@ give each of several worker processes its share of the cores.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import weakref
 from collections import OrderedDict
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -63,9 +65,43 @@ def _wp():
 
             import projectors.kernels  # noqa: F401  (sets Warp's configuration before init)
 
-            wp.init()
+            if _no_cuda_driver():  # Warp's native init would print a CUDA warning on every command
+                with _stderr_to_devnull():
+                    wp.init()
+            else:
+                wp.init()
             _warp = wp
     return _warp
+
+
+def _no_cuda_driver() -> bool:
+    """True on Linux when no NVIDIA driver library loads (a CPU-only machine; asking for 'cuda' then raises
+    :class:`DeviceError`, which says so)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    for name in ("libcuda.so", "libcuda.so.1"):
+        try:
+            ctypes.CDLL(name)
+            return False
+        except OSError:
+            continue
+    return True
+
+
+@contextmanager
+def _stderr_to_devnull():
+    """Silence file descriptor 2 (native code's stderr) for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def resolve_device(device: str = "auto") -> str:

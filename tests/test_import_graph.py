@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("synthex", "projectors", "phantoms", "domain_randomization", "training")
 
@@ -159,3 +161,18 @@ def test_public_names_stay_objects_after_their_modules_are_imported():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def test_no_warp_cuda_warning_on_a_machine_without_a_cuda_driver():
+    """Warp's native init prints "Warp CUDA warning: Could not find or load the NVIDIA CUDA driver" to the
+    process's stderr on every command of a CPU-only machine; synthex initialises Warp with that silenced
+    (only where no driver library loads: with a GPU nothing is hidden)."""
+    from projectors.projector import _no_cuda_driver
+
+    if not _no_cuda_driver():
+        pytest.skip("a CUDA driver is present: Warp prints no such warning")
+    code = "from projectors.projector import resolve_device; print(resolve_device('auto'))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "cpu"
+    assert "CUDA warning" not in run.stderr, run.stderr

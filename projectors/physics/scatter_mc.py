@@ -533,6 +533,9 @@ def simulate_scatter(
     else:
         grid_t, grid_hmu = np.ones((E_MAX, 2)), np.zeros(E_MAX)
     theta_edges = np.deg2rad(np.asarray(reverse_theta_edges_deg, dtype=np.float64))
+    from projectors.projector import resolve_device
+
+    device = resolve_device(device)  # initialises Warp the project's way (and checks the device)
     with wp.ScopedDevice(device):
         arrs = dict(
             density=wp.array(scene.density, dtype=wp.float32),
