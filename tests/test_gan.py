@@ -409,3 +409,22 @@ def test_metrics_against_hand_values():
     lab = (img > 0.5).astype(int)
     assert region_contrast(img, lab, 1, ring_px=2)[0] == pytest.approx(0.7)
     assert np.isnan(region_contrast(img, lab, 2)[0])
+
+
+def test_one_checkpoint_format_tells_its_kinds_apart(tmp_path):
+    """Training runs and both GANs write one checkpoint format (versioned, atomic); each reader refuses the
+    others' files and a truncated file with its own error naming the problem."""
+    from training.gan.common import GANError, load_checkpoint, save_checkpoint
+    from training.train import TrainingError
+    from training.train import load_checkpoint as load_training
+
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"kind": "pix2pix", "generator": {}})
+    assert load_checkpoint(tmp_path, "pix2pix")["kind"] == "pix2pix"  # the run folder works too
+    with pytest.raises(GANError, match="not a synthex cyclegan checkpoint"):
+        load_checkpoint(path, "cyclegan")
+    with pytest.raises(TrainingError, match="not a synthex training checkpoint"):
+        load_training(path)
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(GANError, match="not a readable synthex checkpoint"):
+        load_checkpoint(path, "pix2pix")

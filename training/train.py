@@ -264,25 +264,42 @@ def train(config: TrainConfig, source: Source, out_dir, *, val_source: Source | 
 
 
 def _save(path: Path, model, opt, sched, scaler, epoch, history, best, best_epoch, bad_epochs, meta):
-    state = {"version": CHECKPOINT_VERSION, "model": model.state_dict(), "optimizer": opt.state_dict(),
-             "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "history": history,
-             "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs, "meta": meta}
+    save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                           "scaler": scaler.state_dict(), "epoch": epoch, "history": history, "best": best,
+                           "best_epoch": best_epoch, "bad_epochs": bad_epochs, "meta": meta})
+
+
+def save_checkpoint(path, state: dict) -> None:
+    """Write ``state`` with the checkpoint version atomically (a temporary name, then a rename): a killed
+    run never leaves a half file. Used by :func:`train` and the GAN baselines."""
+    path = Path(path)
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+    torch.save({"version": CHECKPOINT_VERSION, **state}, tmp)
     tmp.replace(path)
 
 
-def load_checkpoint(path) -> dict:
+def read_checkpoint(path, kind: str = "training", key: tuple[str, object] = ("meta", None),
+                    error: type[TrainingError] = TrainingError) -> dict:
+    """A checkpoint written by :func:`save_checkpoint`; ``error`` (a :class:`TrainingError`) names what is
+    wrong: a missing or unreadable file, another version, or not a ``kind`` checkpoint (``key``: an entry
+    that must be present, and its value unless that is None)."""
     path = Path(path)
     if not path.is_file():
-        raise TrainingError(f"checkpoint {path} does not exist")
+        raise error(f"checkpoint {path} does not exist")
     try:
         ck = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises many types for a bad file
-        raise TrainingError(f"{path} is not a readable synthex checkpoint: {e}") from None
-    if not isinstance(ck, dict) or ck.get("version") != CHECKPOINT_VERSION or "meta" not in ck:
-        raise TrainingError(f"{path} is not a synthex training checkpoint (version {CHECKPOINT_VERSION})")
+        raise error(f"{path} is not a readable synthex checkpoint: {e}") from None
+    name, value = key
+    if (not isinstance(ck, dict) or ck.get("version") != CHECKPOINT_VERSION or name not in ck
+            or (value is not None and ck[name] != value)):
+        raise error(f"{path} is not a synthex {kind} checkpoint (version {CHECKPOINT_VERSION})")
     return ck
+
+
+def load_checkpoint(path) -> dict:
+    """A checkpoint written by :func:`train`."""
+    return read_checkpoint(path)
 
 
 def model_from_checkpoint(path, device="cpu"):

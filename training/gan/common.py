@@ -21,8 +21,7 @@ import numpy as np
 import torch
 
 from training.tasks import TrainingError
-
-CHECKPOINT_VERSION = 1
+from training.train import CHECKPOINT_VERSION, read_checkpoint, save_checkpoint  # noqa: F401  (one checkpoint format)
 
 # independent random streams of one run: np.random.default_rng([seed, STREAM, ...])
 STREAM_ORDER, STREAM_POOL, STREAM_AUGMENT, STREAM_TARGET, STREAM_NOISE = 1, 2, 3, 4, 5
@@ -144,27 +143,14 @@ class ImagePool:
         self.rng.bit_generator.state = state["rng"]
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write atomically (a temporary name, then a rename): a killed run never leaves a half file."""
-    path = Path(path)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"version": CHECKPOINT_VERSION, **state}, tmp)
-    tmp.replace(path)
-
-
 def load_checkpoint(path, kind: str) -> dict:
+    """The ``kind`` (pix2pix / cyclegan) checkpoint at ``path`` or in the run folder ``path``."""
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"
     if not path.is_file():
         raise GANError(f"checkpoint {path} does not exist (train first, or give the run folder)")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises many types for a bad file
-        raise GANError(f"{path} is not a readable checkpoint: {e}") from None
-    if not isinstance(ck, dict) or ck.get("version") != CHECKPOINT_VERSION or ck.get("kind") != kind:
-        raise GANError(f"{path} is not a synthex {kind} checkpoint (version {CHECKPOINT_VERSION})")
-    return ck
+    return read_checkpoint(path, kind, key=("kind", kind), error=GANError)
 
 
 def write_json(path: Path, obj) -> None:
