@@ -32,8 +32,6 @@ Index space used inside the kernels is *shifted* by half a voxel: voxel
 ``[0, n]``; ``VolumeParams.grid_from_world`` maps world mm there.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 import warp as wp
@@ -849,15 +847,6 @@ def _single_kernel(mode: int, indexed: bool, with_labels: bool, width: int):
         if skey >= 0:
             out_struct[skey, row, col] = out_struct[skey, row, col] + s_len
 
-    # the annotations name the closure's vector type (a string annotation would be read in the module's namespace)
-    project_single.__annotations__ = {
-        "P": VolumeParams, "vox16": wp.array(dtype=wp.uint16), "vox32": wp.array(dtype=wp.float32),
-        "labels": wp.array(dtype=wp.uint16), "table": wp.array(dtype=vt), "quad": wp.array(dtype=vt),
-        "label_info": wp.array(dtype=wp.vec2i), "label_density": wp.array(dtype=wp.float32),
-        "onehot": wp.array(dtype=vt), "n_ch": int, "o0": wp.vec3, "Mo": wp.mat33, "Md": wp.mat33, "tile0": int,
-        "along_rows": int, "step": float, "out_mat": wp.array3d(dtype=wp.float32),
-        "out_struct": wp.array3d(dtype=wp.float32),
-    }
     name = f"project_single_{'exact' if exact else 'march'}_{'u16' if indexed else 'f32'}{'_labels' if with_labels else ''}_w{width}"
     return wp.Kernel(project_single, key=name)
 

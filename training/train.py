@@ -278,11 +278,10 @@ def save_checkpoint(path, state: dict) -> None:
     tmp.replace(path)
 
 
-def read_checkpoint(path, kind: str = "training", key: tuple[str, object] = ("meta", None),
-                    error: type[TrainingError] = TrainingError) -> dict:
-    """A checkpoint written by :func:`save_checkpoint`; ``error`` (a :class:`TrainingError`) names what is
-    wrong: a missing or unreadable file, another version, or not a ``kind`` checkpoint (``key``: an entry
-    that must be present, and its value unless that is None)."""
+def read_checkpoint(path, kind: str | None = None, error: type[TrainingError] = TrainingError) -> dict:
+    """A checkpoint written by :func:`save_checkpoint`: a training run's (``kind`` None: it carries ``meta``)
+    or one whose ``kind`` entry is ``kind``; ``error`` (a :class:`TrainingError`) names what is wrong: a
+    missing or unreadable file, another version, another kind."""
     path = Path(path)
     if not path.is_file():
         raise error(f"checkpoint {path} does not exist")
@@ -290,10 +289,9 @@ def read_checkpoint(path, kind: str = "training", key: tuple[str, object] = ("me
         ck = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises many types for a bad file
         raise error(f"{path} is not a readable synthex checkpoint: {e}") from None
-    name, value = key
-    if (not isinstance(ck, dict) or ck.get("version") != CHECKPOINT_VERSION or name not in ck
-            or (value is not None and ck[name] != value)):
-        raise error(f"{path} is not a synthex {kind} checkpoint (version {CHECKPOINT_VERSION})")
+    if not isinstance(ck, dict) or ck.get("version") != CHECKPOINT_VERSION or (
+            "meta" not in ck if kind is None else ck.get("kind") != kind):
+        raise error(f"{path} is not a synthex {kind or 'training'} checkpoint (version {CHECKPOINT_VERSION})")
     return ck
 
 

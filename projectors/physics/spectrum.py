@@ -244,8 +244,7 @@ def tube_table(kvp: float, anode_angle: float, target: str = "W", bin_kev: float
                cache_dir: str | os.PathLike | None | bool = True) -> TubeTable:
     """The :class:`TubeTable` of one tube, from memory, the on-disk cache (``cache_dir=True``:
     :func:`default_cache_dir`; ``False``/``None``: memory only) or SpekPy. A corrupt file is rebuilt."""
-    d = str(default_cache_dir() if cache_dir is True else cache_dir) if cache_dir else None
-    return _tube_table_cached(float(kvp), float(anode_angle), str(target), float(bin_kev), d)
+    return _tube_table_cached(float(kvp), float(anode_angle), str(target), float(bin_kev), _cache_dir(cache_dir))
 
 
 @lru_cache(maxsize=256)
@@ -273,6 +272,11 @@ def default_cache_dir() -> Path:
     return Path(root) / "spectra"
 
 
+def _cache_dir(cache_dir: str | os.PathLike | None | bool) -> str | None:
+    """The tube-table folder a ``cache_dir`` argument names (True: :func:`default_cache_dir`), None for none."""
+    return str(default_cache_dir() if cache_dir is True else cache_dir) if cache_dir else None
+
+
 @lru_cache(maxsize=1024)
 def _spectrum_cached(params: SpectrumParams, cache_dir: str | None) -> Spectrum:
     return compute_spectrum(params, cache_dir)
@@ -285,8 +289,7 @@ def spectrum(params: SpectrumParams | None = None, cache_dir: str | os.PathLike 
     disk cache (memory only).
     """
     params = params or SpectrumParams()
-    d = str(default_cache_dir() if cache_dir is True else cache_dir) if cache_dir else None
-    return _spectrum_cached(params, d)
+    return _spectrum_cached(params, _cache_dir(cache_dir))
 
 
 #: Named tube settings. Inherent filtration of a tube housing is ~1-2.5 mm Al

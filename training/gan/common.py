@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from training.tasks import TrainingError
-from training.train import CHECKPOINT_VERSION, read_checkpoint, save_checkpoint  # noqa: F401  (one checkpoint format)
+from training.train import read_checkpoint, save_checkpoint  # noqa: F401  (one checkpoint format; save re-exported)
 
 # independent random streams of one run: np.random.default_rng([seed, STREAM, ...])
 STREAM_ORDER, STREAM_POOL, STREAM_AUGMENT, STREAM_TARGET, STREAM_NOISE = 1, 2, 3, 4, 5
@@ -150,7 +150,7 @@ def load_checkpoint(path, kind: str) -> dict:
         path = path / "checkpoint.pt"
     if not path.is_file():
         raise GANError(f"checkpoint {path} does not exist (train first, or give the run folder)")
-    return read_checkpoint(path, kind, key=("kind", kind), error=GANError)
+    return read_checkpoint(path, kind, error=GANError)
 
 
 def write_json(path: Path, obj) -> None:
