@@ -22,7 +22,7 @@ def _sphere_chords(camera, center, radius):
 
 
 @pytest.mark.parametrize("projection", ["parallel", "perspective"])
-def test_sphere_mesh_matches_analytic_chords_and_depth(projection):
+def test_sphere_mesh_matches_analytic_chords_and_depth(projection, device):
     c, r = np.array([5.0, -3.0, 8.0]), 20.0
     sphere = trimesh.creation.icosphere(subdivisions=5, radius=r)
     # a random rotation keeps the icosphere's symmetric vertices off the pixel grid
@@ -32,7 +32,7 @@ def test_sphere_mesh_matches_analytic_chords_and_depth(projection):
         cam = parallel_camera((0, 1, 0), center=c, size=(48, 48), pitch=1.0)
     else:
         cam = CArm(sdd=1000, sid=500, size=(48, 48), pitch=2.0, isocenter=tuple(c)).camera(alpha=20, beta=-10)
-    out = mesh_path_lengths(mesh, cam, device="cpu")
+    out = mesh_path_lengths(mesh, cam, device=device)
     chord, entry = _sphere_chords(cam, c, r)
     # the icosphere (edge ~1.2 mm) is inscribed in the sphere: its chords are shorter by at most
     # the facet sagitta effect; away from the silhouette the error is a few hundredths of a mm
@@ -46,45 +46,45 @@ def test_sphere_mesh_matches_analytic_chords_and_depth(projection):
     assert np.all(out.path_length["ball"][~np.isfinite(entry)] == 0)
 
 
-def test_cylinder_mesh_oblique_chords():
+def test_cylinder_mesh_oblique_chords(device):
     """Rays perpendicular to a cylinder's axis through its middle cross it along 2 sqrt(r^2 - s^2)."""
     r, h = 6.0, 80.0
     cyl = trimesh.creation.cylinder(radius=r, height=h, sections=256)
     mesh = MeshObject(cyl.vertices, cyl.faces, name="rod")
     # parallel rays along +y; the cylinder axis is z; pixel u is the distance s from the axis
     cam = parallel_camera((0, 1, 0), size=(41, 21), pitch=0.4)
-    out = mesh_path_lengths(mesh, cam, device="cpu")
+    out = mesh_path_lengths(mesh, cam, device=device)
     o, _ = cam.rays()
     s = np.abs(o[..., 0])
     expected = 2 * np.sqrt(np.clip(r**2 - s**2, 0, None))
     np.testing.assert_allclose(out.path_length["rod"], expected, atol=0.02)
     # tilted axis: rays along y through an axis tilted by 40 deg in the y-z plane travel r*2/cos(40)
     tilted = MeshObject(cyl.vertices @ rotation_x(40.0).T, cyl.faces, name="rod")
-    centre = mesh_path_lengths(tilted, cam, device="cpu").path_length["rod"][10, 20]
+    centre = mesh_path_lengths(tilted, cam, device=device).path_length["rod"][10, 20]
     assert centre == pytest.approx(2 * r / np.cos(np.deg2rad(40.0)), rel=1e-3)
 
 
-def test_overlapping_meshes_count_once_and_separate_meshes_separately():
+def test_overlapping_meshes_count_once_and_separate_meshes_separately(device):
     a = trimesh.creation.icosphere(subdivisions=4, radius=10.0)
     two = trimesh.util.concatenate([a.copy().apply_translation([-5, 0, 0]), a.copy().apply_translation([5, 0, 0])])
     cam = parallel_camera((0, 1, 0), size=(3, 3), pitch=1.0)  # centre ray along y through x = 0
-    union = mesh_path_lengths(MeshObject(two.vertices, two.faces, name="u"), cam, device="cpu").path_length["u"][1, 1]
+    union = mesh_path_lengths(MeshObject(two.vertices, two.faces, name="u"), cam, device=device).path_length["u"][1, 1]
     # union of two balls of radius 10 centred at x = +-5: the ray at x = 0 crosses 2 sqrt(100 - 25)
     assert union == pytest.approx(2 * np.sqrt(75.0), abs=0.1)
     m1 = MeshObject(a.vertices + [-5, 0, 0], a.faces, name="left")
     m2 = MeshObject(a.vertices + [5, 0, 0], a.faces, name="right")
-    both = mesh_path_lengths([m1, m2], cam, device="cpu")
+    both = mesh_path_lengths([m1, m2], cam, device=device)
     assert both.path_length["left"][1, 1] == pytest.approx(2 * np.sqrt(75.0), abs=0.1)
     assert both.path_length["right"][1, 1] == pytest.approx(2 * np.sqrt(75.0), abs=0.1)
 
 
-def test_kwire_path_length_at_normal_incidence_and_visibility():
+def test_kwire_path_length_at_normal_incidence_and_visibility(device):
     """A 1.5 mm K-wire seen side-on: the central ray crosses one diameter (within 5 %)."""
     wire = build_tool("kwire", {"diameter": 1.5, "length": 150.0, "tip_length": 3.0, "sections": 64})
     mesh = wire.mesh()
     # fine parallel beam across the wire (axis z), rays along y
     cam = parallel_camera((0, 1, 0), center=(0, 0, 75.0), size=(61, 5), pitch=0.05)
-    out = mesh_path_lengths(mesh, cam, device="cpu")
+    out = mesh_path_lengths(mesh, cam, device=device)
     profile = out.path_length["kwire"][2]
     assert profile.max() == pytest.approx(1.5, rel=0.05)
     # the area under the profile is the wire's cross-section, pi r^2 (within the polygon's deficit)
@@ -131,15 +131,15 @@ def test_tool_pose_puts_tip_on_target_and_shaft_in_cone():
         assert np.degrees(np.arccos(out @ [0, 1, 0])) <= 25.0 + 1e-9
 
 
-def test_stl_and_obj_round_trip(tmp_path):
+def test_stl_and_obj_round_trip(tmp_path, device):
     tool = build_tool("cannulated_screw", sample_tool_parameters("cannulated_screw", np.random.default_rng(3)))
     cam = parallel_camera((1, 0, 0), center=(0, 0, 40.0), size=(32, 64), pitch=1.5)
-    ref = mesh_path_lengths(tool.mesh(), cam, device="cpu").path_length["cannulated_screw"]
+    ref = mesh_path_lengths(tool.mesh(), cam, device=device).path_length["cannulated_screw"]
     for ext in ("stl", "obj"):
         path = tmp_path / f"screw.{ext}"
         tool.trimesh().export(path)
         loaded = load_tool_mesh(path, material="titanium_alloy", name="cannulated_screw")
-        got = mesh_path_lengths(loaded.mesh(), cam, device="cpu").path_length["cannulated_screw"]
+        got = mesh_path_lengths(loaded.mesh(), cam, device=device).path_length["cannulated_screw"]
         np.testing.assert_allclose(got, ref, atol=2e-3)
 
 
@@ -193,7 +193,7 @@ def test_tools_in_the_pelvis_start_in_bone():
         sample_tool_pose_in_pelvis(rng, tool, "scalpel", ph.landmarks)
 
 
-def test_a_tool_displaces_the_anatomy_it_occupies():
+def test_a_tool_displaces_the_anatomy_it_occupies(device):
     """A 10 mm rod through a 60 mm water-like block: the central ray sees 60 - 10 = 50 mm of tissue plus the
     rod, not 60 mm plus the rod (A = rho x chord; the rod's chord on the central ray is its diameter)."""
     import trimesh
@@ -208,8 +208,8 @@ def test_a_tool_displaces_the_anatomy_it_occupies():
     rod = trimesh.creation.cylinder(radius=5.0, height=200.0, sections=256)  # along z, through the block
     mesh = MeshObject(rod.vertices, rod.faces, name="rod", material="titanium")
     cam = parallel_camera((0, 1, 0), size=(31, 31), pitch=1.0)  # rays along +y, perpendicular to the rod
-    proj = project(vol, cam, device="cpu")
-    mp = mesh_path_lengths([mesh], cam, device="cpu")
+    proj = project(vol, cam, device=device)
+    mp = mesh_path_lengths([mesh], cam, device=device)
     shifted = displaced_areal_density(vol, MaterialModel(), cam, mp, step_mm=0.25)
     rho = float(MaterialModel().hu_map.density(0.0))
     c = 15  # the central pixel

@@ -38,10 +38,10 @@ def _radiography_camera(sdd, n, field_mm, phantom_mm, gap_mm):
     return Camera(K, Transform.from_rt(R, [0.0, sdd - gap_mm - phantom_mm / 2, 0.0]), n, n)
 
 
-def test_mc_primary_follows_beer_lambert():
+def test_mc_primary_follows_beer_lambert(device):
     mono = Spectrum(np.array([59.5, 60.5]), np.array([0.0, 1.0]))
     cam = _radiography_camera(1000.0, 8, 40.0, 100.0, 200.0)
-    res = simulate_scatter(water_box_scene(100.0, 400.0), cam, 1000.0, mono, 400_000, np.random.default_rng(0))
+    res = simulate_scatter(water_box_scene(100.0, 400.0), cam, 1000.0, mono, 400_000, np.random.default_rng(0), device=device)
     # +-0.5 keV energy spread around 60 keV changes mu by < 0.3%
     assert res.primary_rel.mean() == pytest.approx(np.exp(-mass_attenuation("water", 60.0) * 10.0), rel=0.02)
 
@@ -93,11 +93,11 @@ LITERATURE_SPR = {10.0: (0.8, 2.5), 20.0: (2.5, 6.0), 30.0: (5.0, 12.0)}
 
 
 @pytest.mark.parametrize("t_cm", [10.0, 20.0, 30.0])
-def test_mc_spr_within_literature(t_cm):
+def test_mc_spr_within_literature(t_cm, device):
     sdd, n, field = 1000.0, 30, 300.0
     cam = _radiography_camera(sdd, n, field, t_cm * 10, gap_mm=20.0)
     spec = spectrum(SpectrumParams(kvp=80, anode_angle=12, filtration=(("Al", 2.5),)))
-    res = simulate_scatter(water_box_scene(t_cm * 10, 500.0, voxel_mm=10.0), cam, sdd, spec, 1_000_000, np.random.default_rng(1))
+    res = simulate_scatter(water_box_scene(t_cm * 10, 500.0, voxel_mm=10.0), cam, sdd, spec, 1_000_000, np.random.default_rng(1), device=device)
     c = slice(n // 2 - 2, n // 2 + 2)
     T = spectral_signal({"water": np.full(cam.shape, t_cm, np.float32)}, cam, spec, PhysicsParams(spectrum=spec.params, noise=False)).transmission
     spr = res.scatter_rel[c, c].mean() / T[c, c].mean()
@@ -170,7 +170,7 @@ def test_grid_scatter_transmission_follows_mc(gap):
     assert fast[c, c].mean() == pytest.approx(mc[c, c].mean(), rel=0.1)
 
 
-def test_grid_transmissions_in_iec_60627_conditions():
+def test_grid_transmissions_in_iec_60627_conditions(device):
     """Primary and scatter transmission of the default 10:1 grid measured in the Monte Carlo behind a 20 cm
     water phantom (IEC 60627 measures with 20 cm of water, ~100 kV, large field): published 10:1
     grids show T_p ~0.65-0.8 and T_s ~0.08-0.2 (e.g. Fetterly & Schueler, Phys. Med. Biol. 52:4863,
@@ -178,7 +178,7 @@ def test_grid_transmissions_in_iec_60627_conditions():
     spec = spectrum(SpectrumParams(kvp=100, filtration=(("Al", 3.0),)))
     cam = CArm(sdd=1150.0, sid=575.0, size=(16, 16), pitch=300.0 / 16).camera(0, 0)
     scene = water_box_scene(200.0, 1000.0, voxel_mm=10.0, center_world=(0.0, -575.0 + 50.0 + 100.0, 0.0))
-    mc = simulate_scatter(scene, cam, 1150.0, spec, 2_000_000, np.random.default_rng(6), grid=GridParams())
+    mc = simulate_scatter(scene, cam, 1150.0, spec, 2_000_000, np.random.default_rng(6), grid=GridParams(), device=device)
     c = slice(4, 12)
     tp = mc.primary_grid[c, c].sum() / mc.primary[c, c].sum()
     ts = mc.scatter_grid[c, c].sum() / mc.scatter[c, c].sum()

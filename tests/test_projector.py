@@ -53,10 +53,10 @@ def box_volume(n=64, lo=16, hi=47, spacing=1.0):
 
 
 @pytest.mark.parametrize("alpha,beta", [(0, 0), (27, -13), (-61, 35), (90, 0)])
-def test_exact_mode_equals_analytic_box_chords(alpha, beta):
+def test_exact_mode_equals_analytic_box_chords(alpha, beta, device):
     vol, lo, hi = box_volume()
     cam = CArm(sdd=1020, sid=530, size=(48, 40), pitch=1.6).camera(alpha, beta)
-    proj = project(vol, cam, mode="exact", device="cpu")
+    proj = project(vol, cam, mode="exact", device=device)
     o, d = cam.rays()
     expected = slab_chord(o, d, lo, hi)
     assert expected.max() > 30  # the box is in view
@@ -100,7 +100,7 @@ def voxelized_chords(vol: Volume, mask: np.ndarray, origins: np.ndarray, dirs: n
 
 
 @pytest.mark.parametrize("shape", ["sphere", "cylinder"])
-def test_exact_mode_chords_through_voxelized_sphere_and_cylinder(shape, rng):
+def test_exact_mode_chords_through_voxelized_sphere_and_cylinder(shape, rng, device):
     """Error < 0.5% of the analytic chord once the voxelization is accounted for.
 
     The exact mode must return the chord through the voxelized shape (the union
@@ -117,7 +117,7 @@ def test_exact_mode_chords_through_voxelized_sphere_and_cylinder(shape, rng):
         mask = (X**2 + Y**2 <= R**2) & (np.abs(Z) <= 33.0)
     vol = Volume.from_array(np.where(mask, WATER_HU, EMPTY_HU).astype(np.float32), spacing=1.0)
     cam = CArm(sdd=1020, sid=530, size=(64, 64), pitch=1.0).camera(17, 9)
-    got = total_mm(project(vol, cam, mode="exact", device="cpu"))
+    got = total_mm(project(vol, cam, mode="exact", device=device))
     o, d = cam.rays()
     if shape == "sphere":
         tc = -(o * d).sum(-1)
@@ -139,7 +139,7 @@ def test_exact_mode_chords_through_voxelized_sphere_and_cylinder(shape, rng):
     assert np.abs(ref - analytic[tuple(pick.T)]).max() < 2 * np.sqrt(3)
 
 
-def test_exact_mode_matches_fine_numerical_integration(rng):
+def test_exact_mode_matches_fine_numerical_integration(rng, device):
     """Random HU voxels on an oblique, anisotropic grid vs 0.002 mm numerical integration."""
     hu = rng.uniform(-1000, 2000, size=(7, 9, 6)).astype(np.float32)
     R = Transform.from_rt(rotation=np.linalg.qr(rng.normal(size=(3, 3)))[0]).R
@@ -150,7 +150,7 @@ def test_exact_mode_matches_fine_numerical_integration(rng):
     m[:3, 3] = -m[:3, :3] @ (np.array(hu.shape) - 1) / 2
     vol = Volume(hu, Transform(m))
     cam = CArm(sdd=800, sid=400, size=(6, 5), pitch=2.0).camera(33, -21)
-    proj = project(vol, cam, mode="exact", device="cpu")
+    proj = project(vol, cam, mode="exact", device=device)
     o, d = cam.rays()
     dens = deepdrr_density(hu)
     h = 0.002
@@ -168,7 +168,7 @@ def test_exact_mode_matches_fine_numerical_integration(rng):
     assert proj.total_areal_density().max() > 0.5
 
 
-def test_trilinear_converges_to_exact():
+def test_trilinear_converges_to_exact(device):
     """A water slab crossed obliquely: trilinear ramps across its faces integrate to the step.
 
     The slab fills the volume in x and z, so rays enter and leave through its
@@ -181,34 +181,34 @@ def test_trilinear_converges_to_exact():
     hu[:, 14:34, :] = WATER_HU
     vol = Volume.from_array(hu, spacing=1.0)
     cam = CArm(sdd=1020, sid=530, size=(24, 24), pitch=1.0).camera(23, 11)
-    exact = project(vol, cam, mode="exact", device="cpu").total_areal_density()
+    exact = project(vol, cam, mode="exact", device=device).total_areal_density()
     errors = []
     for step in [2.0, 1.0, 0.5, 0.25, 0.1]:
-        tri = project(vol, cam, mode="trilinear", step=step, device="cpu").total_areal_density()
+        tri = project(vol, cam, mode="trilinear", step=step, device=device).total_areal_density()
         errors.append(float(np.abs(tri - exact).max() / exact.max()))
     assert errors[-1] < errors[0] / 10, errors
     assert errors[-1] < 1e-3, errors
 
 
-def test_parallel_beam_and_far_source_cone_beam_agree():
+def test_parallel_beam_and_far_source_cone_beam_agree(device):
     vol, lo, hi = box_volume(n=40, lo=10, hi=29)
     side = hi[0] - lo[0]
     par = parallel_camera((0, -1, 0), size=(32, 32), pitch=1.0)
-    p = total_mm(project(vol, par, device="cpu"))
+    p = total_mm(project(vol, par, device=device))
     o, d = par.rays()
     np.testing.assert_allclose(p, slab_chord(o, d, lo, hi), atol=2e-3)
     assert np.isclose(p.max(), side, atol=2e-3)  # straight through the box: its thickness
     # a cone beam whose source is 100 m away is parallel to within (20 mm / 1e5 mm) in angle
     far = CArm(sdd=1e5 + 500, sid=1e5, size=(32, 32), pitch=1.0 * (1e5 + 500) / 1e5).camera(0, 0)
-    c = total_mm(project(vol, far, device="cpu"))
+    c = total_mm(project(vol, far, device=device))
     np.testing.assert_allclose(c, p, atol=0.05)
 
 
-def test_cone_beam_magnification():
+def test_cone_beam_magnification(device):
     """The box's shadow is magnified by sdd / source-to-object distance."""
     vol, lo, hi = box_volume(n=40, lo=10, hi=29)
     carm = CArm(sdd=1000, sid=500, size=(200, 8), pitch=0.25)
-    proj = total_mm(project(vol, carm.camera(0, 0), device="cpu"))
+    proj = total_mm(project(vol, carm.camera(0, 0), device=device))
     row = proj[4]
     width_px = (row > 1e-3).sum()
     # widest shadow edge: the box face nearest the source, at distance 500 - 10 mm
@@ -217,7 +217,7 @@ def test_cone_beam_magnification():
 
 
 @pytest.mark.parametrize("alpha,beta", [(0, 0), (35, 10), (-50, -20), (80, 25)])
-def test_bead_centroid_lands_on_projected_point(alpha, beta, rng):
+def test_bead_centroid_lands_on_projected_point(alpha, beta, rng, device):
     spacing = 0.5
     n = 60
     centre = rng.uniform(-3, 3, size=3)
@@ -227,7 +227,7 @@ def test_bead_centroid_lands_on_projected_point(alpha, beta, rng):
     hu = (-1001.0 + 1001.0 * frac).astype(np.float32)
     vol = Volume.from_array(hu, spacing=spacing)
     cam = CArm(sdd=1020, sid=530, size=(64, 64), pitch=0.388).camera(alpha, beta)
-    img = project(vol, cam, device="cpu").total_areal_density().astype(np.float64)
+    img = project(vol, cam, device=device).total_areal_density().astype(np.float64)
     vv, uu = np.mgrid[0:64, 0:64]
     w = img.sum()
     centroid = np.array([(uu * img).sum() / w, (vv * img).sum() / w])
@@ -242,7 +242,7 @@ def asymmetric_volume():
     return hu
 
 
-def test_ras_lps_flip_same_world_object_same_render():
+def test_ras_lps_flip_same_world_object_same_render(device):
     """Flipping the data along x and the affine's x axis describes the same object: identical render."""
     hu = asymmetric_volume()
     a = Volume.from_array(hu, spacing=(1.0, 1.2, 0.9))
@@ -251,33 +251,33 @@ def test_ras_lps_flip_same_world_object_same_render():
     m[:3, 0] *= -1
     b = Volume(hu[::-1].copy(), Transform(m))
     cam = CArm(size=(48, 32), pitch=1.0).camera(20, 5)
-    pa, pb = project(a, cam, device="cpu"), project(b, cam, device="cpu")
+    pa, pb = project(a, cam, device=device), project(b, cam, device=device)
     for mat in pa.areal_density:
         np.testing.assert_allclose(pa.areal_density[mat], pb.areal_density[mat], rtol=1e-5, atol=1e-6)
 
 
-def test_mirrored_object_gives_mirrored_render():
+def test_mirrored_object_gives_mirrored_render(device):
     """Data flipped along x on the same (centred) grid is the mirror image: the AP render flips left-right."""
     hu = asymmetric_volume()
     a = Volume.from_array(hu, spacing=1.0)
     b = Volume.from_array(hu[::-1].copy(), spacing=1.0)
     cam = CArm(size=(48, 32), pitch=1.0).camera(0, 0)
-    ia = project(a, cam, device="cpu").total_areal_density()
-    ib = project(b, cam, device="cpu").total_areal_density()
+    ia = project(a, cam, device=device).total_areal_density()
+    ib = project(b, cam, device=device).total_areal_density()
     np.testing.assert_allclose(ib, ia[:, ::-1], rtol=1e-4, atol=1e-4)  # float32 rays on voxel faces
     assert not np.allclose(ia, ia[:, ::-1], atol=1e-3)  # the object really is asymmetric
 
 
-def test_ap_view_shows_patient_right_on_image_left():
+def test_ap_view_shows_patient_right_on_image_left(device):
     hu = np.full((40, 40, 40), EMPTY_HU, np.float32)
     hu[30:36, 18:22, 18:22] = 0.0  # +x in RAS: the patient's right
     vol = Volume.from_array(hu, spacing=1.0)
-    img = project(vol, CArm(size=(64, 64), pitch=1.2).camera(0, 0), device="cpu").total_areal_density()
+    img = project(vol, CArm(size=(64, 64), pitch=1.2).camera(0, 0), device=device).total_areal_density()
     cols = np.nonzero(img.sum(0) > 0)[0]
     assert cols.max() < 32  # the patient's right is on the image's left (radiological convention)
 
 
-def test_material_weights_and_density_split():
+def test_material_weights_and_density_split(device):
     """A slab of each HU: areal density per material = DeepDRR density x thickness x HU-ramp weight."""
     hmap = HUMaterialMap(materials=("air", "adipose", "soft_tissue", "bone_cortical"), thresholds=(-500.0, -30.0, 300.0), width=60.0)
     cases = {  # HU -> expected weights (adipose, soft tissue, bone) from the linear ramps
@@ -290,13 +290,13 @@ def test_material_weights_and_density_split():
         hu = np.full((12, 10, 12), EMPTY_HU, np.float32)
         hu[:, 2:8, :] = hu_value  # 6 mm thick along y
         vol = Volume.from_array(hu, spacing=1.0)
-        proj = project(SceneVolume(vol, MaterialModel(hu_map=hmap)), parallel_camera((0, -1, 0), size=(4, 4)), device="cpu")
+        proj = project(SceneVolume(vol, MaterialModel(hu_map=hmap)), parallel_camera((0, -1, 0), size=(4, 4)), device=device)
         rho = float(deepdrr_density(hu_value))
         for mat, a in proj.areal_density.items():
             np.testing.assert_allclose(a, rho * 0.6 * weights.get(mat, 0.0), rtol=1e-5, atol=1e-7, err_msg=f"{hu_value} {mat}")
 
 
-def test_structure_path_lengths_and_label_materials():
+def test_structure_path_lengths_and_label_materials(device):
     hu = np.full((30, 30, 30), 0.0, np.float32)
     labels = np.zeros(hu.shape, np.int16)
     labels[5:15, 10:20, 10:20] = 1  # "implant": titanium at fixed density
@@ -304,7 +304,7 @@ def test_structure_path_lengths_and_label_materials():
     vol = Volume.from_array(hu, spacing=1.0, labels=labels, label_names={1: "implant", 2: "femur"})
     mm = MaterialModel(label_materials={1: LabelMaterial("titanium", density=4.5)})
     cam = parallel_camera((0, -1, 0), size=(30, 30), pitch=1.0)
-    proj = project(SceneVolume(vol, mm), cam, device="cpu")
+    proj = project(SceneVolume(vol, mm), cam, device=device)
     o, d = cam.rays()
     def chord(lo, hi):
         return slab_chord(o, d, vol.world_from_ijk.apply(np.array(lo) - 0.5), vol.world_from_ijk.apply(np.array(hi) - 0.5))
@@ -319,7 +319,7 @@ def test_structure_path_lengths_and_label_materials():
 @pytest.mark.parametrize("labelled,label_materials,integer_hu", [
     (False, False, False), (True, True, False), (False, False, True), (True, False, True), (True, True, True),
     (True, "many", True), (True, "many", False)])
-def test_single_volume_kernel_equals_general_kernel(mode, labelled, label_materials, integer_hu, rng):
+def test_single_volume_kernel_equals_general_kernel(mode, labelled, label_materials, integer_hu, rng, device):
     """One-volume scenes run dedicated kernels (integer HU: through a 2-byte index; labels as 2-byte
     values); the general (multi-volume) kernel, itself checked against analytic chords with several
     volumes above, must give the same images: HU values across every material ramp, label materials
@@ -340,8 +340,8 @@ def test_single_volume_kernel_equals_general_kernel(mode, labelled, label_materi
                    8: LabelMaterial("blood", density=1.06)})
     mm = MaterialModel(label_materials=lm)
     carm = CArm(sdd=1020.0, sid=530.0, size=(24, 20), pitch=1.5)
-    fast = Projector(SceneVolume(vol, mm), device="cpu", mode=mode, cache=False)
-    general = Projector(SceneVolume(vol, mm), device="cpu", mode=mode, cache=False)
+    fast = Projector(SceneVolume(vol, mm), device=device, mode=mode, cache=False)
+    general = Projector(SceneVolume(vol, mm), device=device, mode=mode, cache=False)
     general.single_volume_kernel = False
     # the indexed variant runs exactly when it should
     assert fast.kernel_path == ("single-u16" if integer_hu else "single-f32") and general.kernel_path == "general"
@@ -359,7 +359,7 @@ def test_single_volume_kernel_equals_general_kernel(mode, labelled, label_materi
 
 
 @pytest.mark.parametrize("mode", ["exact", "trilinear"])
-def test_priority_tool_volume_displaces_anatomy(mode):
+def test_priority_tool_volume_displaces_anatomy(mode, device):
     """A titanium block in its own (finer, rotated) volume inside a water box: Ti replaces water."""
     ct, lo, hi = box_volume(n=40, lo=0, hi=39)  # water everywhere: 40 mm
     tool_hu = np.full((24, 24, 24), -1000.0, np.float32)  # air around the block: transparent
@@ -368,7 +368,7 @@ def test_priority_tool_volume_displaces_anatomy(mode):
     tool = Volume.from_array(tool_hu, spacing=0.5, labels=tool_lab, label_names={1: "tool"})
     scene = [ct, SceneVolume(tool, MaterialModel(label_materials={1: LabelMaterial("titanium", 4.5)}), priority=1)]
     cam = parallel_camera((0, -1, 0), size=(40, 40), pitch=1.0)
-    proj = project(scene, cam, mode=mode, step=0.05, device="cpu")
+    proj = project(scene, cam, mode=mode, step=0.05, device=device)
     ti = proj.path_length["tool"]
     inside = ti > 5.99
     assert inside.sum() >= 16
@@ -379,27 +379,80 @@ def test_priority_tool_volume_displaces_anatomy(mode):
     np.testing.assert_allclose(proj.areal_density["soft_tissue"][outside], RHO0 * 4.0, rtol=2e-3)
 
 
-def test_projector_reuses_uploaded_volumes():
+@pytest.mark.parametrize("mode", ["exact", "trilinear"])
+def test_device_images_equal_cpu_images(mode, rng, device):
+    """``pytest --device cuda``: every kernel variant (2-byte index in both register widths, float32 HU,
+    labels, the general kernel with a priority tool volume) gives the CPU's images on the device.
+
+    The same kernel source runs on both; the compilers contract multiply-adds differently, so a
+    float32 ray parameter t (~600 mm: ulp 6e-5 mm) differs by a few ulp at each plane crossing. A ray
+    here crosses ~60 planes, each a material change in this random volume: the path per channel
+    differs by ~sqrt(60) x 4 ulp ~ 2e-3 mm, the areal density by that x 0.1 cm/mm x the densest
+    material (CoCr, 8.3 g/cm^3): 1.7e-4 g/cm^2. Trilinear mode takes ceil(L / step) equal steps; where
+    L / step lies within rounding of a whole number the two devices take different step counts, so a
+    few rays are the same quadrature with shifted samples: there the images differ by the method's own
+    discretization error. Hence for trilinear: >= 98% of pixels within the float tolerance, and the
+    device's error against the exact line integral no larger than the CPU's (RMS, +10%)."""
+    if device == "cpu":
+        pytest.skip("run with --device cuda to compare a GPU with the CPU")
+    path_atol, areal_atol = 2e-3, 2e-3 * 0.1 * 9.0
+    hu = np.rint(rng.uniform(-1100.0, 1600.0, (33, 29, 27))).astype(np.float32)
+    labels = rng.integers(0, 9, hu.shape).astype(np.int16)
+    vol = Volume.from_array(hu, spacing=(1.0, 1.3, 0.8), labels=labels, label_names={1: "implant", 2: "cortex"})
+    few = MaterialModel(label_materials={1: LabelMaterial("titanium", density=4.5)})
+    many = MaterialModel(label_materials={1: LabelMaterial("titanium", density=4.5), 5: LabelMaterial("cocr"),
+                                          6: LabelMaterial("stainless_steel"), 7: LabelMaterial("iodine_contrast"),
+                                          8: LabelMaterial("blood", density=1.06)})
+    fractional = Volume.from_array(hu + 0.37, spacing=(1.0, 1.3, 0.8), labels=labels, label_names={1: "implant"})
+    tool = Volume.from_array(np.full((12, 12, 12), -1000.0, np.float32), spacing=0.5,
+                             labels=np.pad(np.ones((6, 6, 6), np.int16), 3), label_names={1: "tool"})
+    scenes = {"single-u16 8-wide": SceneVolume(vol, few), "single-u16 16-wide": SceneVolume(vol, many),
+              "single-f32": SceneVolume(fractional, few),
+              "general": [SceneVolume(vol, few), SceneVolume(tool, MaterialModel(label_materials={1: LabelMaterial("titanium", 4.5)}), priority=1)]}
+    carm = CArm(sdd=1020.0, sid=530.0, size=(40, 36), pitch=1.2)
+    for name, scene in scenes.items():
+        on_device = Projector(scene, device=device, mode=mode, cache=False)
+        on_cpu = Projector(scene, device="cpu", mode=mode, cache=False)
+        exact = Projector(scene, device="cpu", mode="exact", cache=False)
+        assert on_device.kernel_path == on_cpu.kernel_path
+        for alpha, beta in [(0, 0), (37, -21), (90, 5)]:
+            cam = carm.camera(alpha, beta)
+            a, b = on_device.project(cam), on_cpu.project(cam)
+            assert b.total_areal_density().max() > 0.5, name  # the view sees the volume
+            pairs = [(a.areal_density[m], b.areal_density[m], areal_atol, m) for m in b.areal_density]
+            pairs += [(a.path_length[s], b.path_length[s], path_atol, s) for s in b.path_length]
+            for x, y, atol, what in pairs:
+                if mode == "exact":
+                    np.testing.assert_allclose(x, y, atol=atol, rtol=0, err_msg=f"{name} {what}")
+                else:
+                    assert (np.abs(x - y) <= atol).mean() >= 0.98, f"{name} {what}"
+            if mode == "trilinear":
+                truth = exact.project(cam).total_areal_density()
+                rms = [float(np.sqrt(np.mean((p.total_areal_density() - truth) ** 2))) for p in (a, b)]
+                assert rms[0] <= 1.1 * rms[1] + areal_atol, f"{name}: device error {rms[0]:.2e}, CPU {rms[1]:.2e}"
+
+
+def test_projector_reuses_uploaded_volumes(device):
     vol, lo, hi = box_volume(n=32, lo=8, hi=23)
-    P = Projector(vol, device="cpu")
+    P = Projector(vol, device=device)
     carm = CArm(size=(16, 16), pitch=2.0)
     a = P.project(carm.camera(10, 0)).total_areal_density()
-    b = project(vol, carm.camera(10, 0), device="cpu").total_areal_density()
+    b = project(vol, carm.camera(10, 0), device=device).total_areal_density()
     np.testing.assert_array_equal(a, b)
 
 
 # ---- bad inputs: one clear error each -------------------------------------------------------
 
 
-def test_camera_pointing_away_is_an_error():
+def test_camera_pointing_away_is_an_error(device):
     vol, _, _ = box_volume(n=16, lo=4, hi=11)
     carm = CArm(size=(16, 16), pitch=1.0, isocenter=(2000.0, 0.0, 0.0))  # looking at a point 2 m beside the volume
     with pytest.raises(GeometryError, match="no detector ray passes through the volume"):
-        project(vol, carm.camera(0, 0), device="cpu")
+        project(vol, carm.camera(0, 0), device=device)
     cam = CArm(size=(16, 16), pitch=1.0).camera(0, 0)
     behind = Transform.from_rt(translation=(0, 800.0, 0))  # volume moved behind the source
     with pytest.raises(GeometryError, match="no detector ray"):
-        project(vol.posed(behind), cam, device="cpu")
+        project(vol.posed(behind), cam, device=device)
 
 
 @pytest.mark.parametrize("size", [(0, 16), (16, 0), (0, 0), (2.5, 4)])
@@ -417,7 +470,7 @@ def test_impossible_carm_geometry_is_an_error():
         CArm(pitch=0)
 
 
-def test_bad_volumes_are_errors():
+def test_bad_volumes_are_errors(device):
     with pytest.raises(VolumeError, match="3D"):
         Volume.from_array(np.zeros((10, 10)))
     bad = np.zeros((4, 4, 4), np.float32)
@@ -430,7 +483,7 @@ def test_bad_volumes_are_errors():
     with pytest.raises(VolumeError, match="label map shape"):
         Volume.from_array(np.zeros((4, 4, 4)), labels=np.zeros((4, 4, 3), int))
     with pytest.raises(VolumeError, match="Volume or SceneVolume"):
-        project([np.zeros((4, 4, 4))], CArm(size=(4, 4)).camera(), device="cpu")
+        project([np.zeros((4, 4, 4))], CArm(size=(4, 4)).camera(), device=device)
 
 
 def test_device_selection():
