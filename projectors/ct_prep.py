@@ -20,7 +20,10 @@ material model) and a JSON record of what it found and did;
    threshold (or labels named like implants) rendered as a metal
    (:data:`METALS`: Ti-6Al-4V, Co-Cr-Mo, 316L steel) at its real density.
 4. :func:`interpolate_slices`: monotone cubic (PCHIP) interpolation along
-   every axis coarser than ``slice_mm``, nothing done within a slice.
+   every axis coarser than ``slice_mm``, nothing done within a slice; and
+   :func:`bin_voxels`: block means along axes finer than a radiograph's pixel
+   at the patient (``bin_mm``), where one ray per pixel would point-sample
+   detail (and CT noise) the pixel's area averages.
 5. :func:`coverage_volume` / :class:`Coverage`: where the patient goes on
    beyond the CT (body cut by a face of the volume or by the reconstruction
    circle) a view's rays miss tissue; ``Coverage.mask(camera)`` says which
@@ -96,6 +99,10 @@ class CTPrepParams:
       ``metal_density`` g/cm^3 (None: the alloy's nominal density).
     * ``slice_mm``: interpolate along every axis whose spacing exceeds this
       (None: keep the CT's slices), to ``spacing / ceil(spacing / slice_mm)``.
+    * ``bin_mm``: average blocks of whole voxels along every axis finer than
+      this (None: keep the CT's voxels), to ``spacing * floor(bin_mm / spacing)``;
+      ``"auto"``: the dataset pipeline sets it to the detector pixel at the
+      isocentre; elsewhere ``"auto"`` keeps the voxels. CTs with metal are not binned.
     * ``coverage``: build the coverage volume (the per-view covered masks).
     """
 
@@ -108,6 +115,7 @@ class CTPrepParams:
     metal_hu: float = field(default=2500.0, metadata={"doc": "voxels above this are metal, HU"})
     metal_density: float | None = field(default=None, metadata={"doc": "metal density, g/cm^3 (null: the alloy's nominal density)"})
     slice_mm: float | None = field(default=1.5, metadata={"doc": "interpolate along axes with a coarser spacing than this, mm (null: keep the CT's slices)"})
+    bin_mm: float | str | None = field(default="auto", metadata={"doc": "average voxel blocks along axes finer than this, mm: a pixel's footprint at the patient (auto: the detector pixel at the isocentre; null: keep the voxels; CTs with metal are kept)"})
     coverage: bool = field(default=True, metadata={"doc": "collimate each view to the CT's coverage (no hard edges where the CT ends)"})
 
     def __post_init__(self):
@@ -125,6 +133,9 @@ class CTPrepParams:
             raise CTPrepError(f"metal_density must be > 0 g/cm^3, got {self.metal_density}")
         if self.slice_mm is not None and not (np.isfinite(self.slice_mm) and 0.2 <= self.slice_mm <= 10):
             raise CTPrepError(f"slice_mm must lie in [0.2, 10] mm or be None, got {self.slice_mm}")
+        b = self.bin_mm
+        if not (b is None or b == "auto" or (isinstance(b, (int, float)) and not isinstance(b, bool) and np.isfinite(b) and 0.1 <= b <= 20)):
+            raise CTPrepError(f"bin_mm must be 'auto', None or a size in [0.1, 20] mm, got {b!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -216,6 +227,11 @@ def prepare_ct(volume: Volume, params: CTPrepParams | dict | None = None) -> Pre
         if phase["phase"] == "contrast" and phase["source"] != "labels" and mask.any():
             warn(f"{int(mask.sum())} voxels above {p.metal_hu:g} HU are rendered as {p.metal}; in a contrast scan "
                  "without vessel labels some may be dense contrast agent")
+    if isinstance(p.bin_mm, (int, float)):
+        if p.metal is not None and record["metal"]["voxels"]:
+            record["binning"] = {"bin_mm": p.bin_mm, "skipped": "metal: its HU -> material threshold is not linear in HU"}
+        else:
+            vol, record["binning"] = bin_voxels(vol, float(p.bin_mm))
     if p.slice_mm is not None:
         vol, rec = interpolate_slices(vol, p.slice_mm)
         record["slices"] = rec
@@ -696,6 +712,45 @@ def interpolate_slices(volume: Volume, slice_mm: float = 1.5, round_hu: bool = T
     if round_hu:
         hu = np.rint(hu, out=hu)
     scale = np.diag([1.0 / f for f in factors] + [1.0])
+    out = Volume(hu, Transform(volume.world_from_ijk.matrix @ scale), labels=labels, label_names=volume.label_names,
+                 name=volume.name)
+    rec["spacing_after_mm"] = [round(float(s), 4) for s in out.spacing]
+    rec["shape_after"] = list(out.shape)
+    return out, rec
+
+
+def bin_voxels(volume: Volume, bin_mm: float) -> tuple[Volume, dict]:
+    """Average blocks of ``floor(bin_mm / spacing)`` voxels along every axis finer than ``bin_mm``.
+
+    A radiograph's pixel integrates the patient over its area; one ray per pixel through
+    voxels much finer than that area point-samples detail and CT noise instead. Block means
+    are that area average, exact for rays along an unbinned axis (a parallel projection's
+    total mass is unchanged) and approximate for oblique ones. HU are averaged and rounded to
+    whole numbers (the projector's 2-byte path), which is the mean attenuation wherever HU ->
+    density is linear: within each tissue ramp, not across a metal threshold (so
+    :func:`prepare_ct` does not bin CTs with metal). Labels take the most frequent value of
+    each block (ties: the first in memory order). Voxels beyond the last whole block (fewer
+    than one block, at the far end of an axis) are dropped.
+    """
+    factors = [max(int(np.floor(bin_mm / s + 1e-6)), 1) for s in volume.spacing]
+    rec = {"bin_mm": bin_mm, "factors": factors, "spacing_before_mm": [round(float(s), 4) for s in volume.spacing]}
+    if all(f == 1 for f in factors) or any(n < f for n, f in zip(volume.shape, factors)):
+        rec["spacing_after_mm"] = rec["spacing_before_mm"]
+        return volume, rec
+    fx, fy, fz = factors
+    nx, ny, nz = (n // f for n, f in zip(volume.shape, factors))
+    blocks = lambda a: a[: nx * fx, : ny * fy, : nz * fz].reshape(nx, fx, ny, fy, nz, fz)  # noqa: E731
+    hu = np.rint(blocks(volume.hu).mean(axis=(1, 3, 5), dtype=np.float64)).astype(np.float32)
+    labels = None
+    if volume.labels is not None:
+        labels = np.empty((nx, ny, nz), dtype=volume.labels.dtype)
+        for i in range(0, nx, 16):  # (block voxels)^2 comparisons per block, in slabs to bound memory
+            b = blocks(volume.labels)[i : i + 16].transpose(0, 2, 4, 1, 3, 5).reshape(-1, fx * fy * fz)
+            votes = (b[:, :, None] == b[:, None, :]).sum(axis=2)
+            labels[i : i + 16] = b[np.arange(len(b)), votes.argmax(axis=1)].reshape(-1, ny, nz)
+    # block (I, J, K) spans fine voxels f*I .. f*I + f - 1: its centre is fine index f*I + (f - 1) / 2
+    scale = np.diag([float(f) for f in factors] + [1.0])
+    scale[:3, 3] = [(f - 1) / 2.0 for f in factors]
     out = Volume(hu, Transform(volume.world_from_ijk.matrix @ scale), labels=labels, label_names=volume.label_names,
                  name=volume.name)
     rec["spacing_after_mm"] = [round(float(s), 4) for s in out.spacing]

@@ -82,6 +82,11 @@ def make_labels(path_length: dict, structures: dict, task, camera: Camera, landm
     return {"labels": labels.astype(np.uint8), "masks": masks, "boxes": boxes, "landmarks": uv, "landmark_visible": visible}
 
 
+def _binned_spacing(binning: dict | None):
+    """Voxel spacing after ``ct_prep.bin_voxels`` when it averaged any blocks, else None."""
+    return binning["spacing_after_mm"] if binning and any(f > 1 for f in binning.get("factors", [])) else None
+
+
 def subject_summary(info: dict) -> dict:
     """What a sample's record says about how its subject was made (compact: it is stored with every image)."""
     out = {}
@@ -92,6 +97,7 @@ def subject_summary(info: dict) -> dict:
             "contrast": c.get("phase"), "blood_replaced": "replaced" in c,
             "metal": {k: prep["metal"][k] for k in ("material", "volume_ml")} if "metal" in prep else None,
             "slices_mm": (prep.get("slices") or {}).get("spacing_after_mm"), "warnings": prep.get("warnings", []),
+            "binned_mm": _binned_spacing(prep.get("binning")),
         }
     if info.get("landmarks", {}).get("missing"):
         out["landmarks_missing"] = sorted(info["landmarks"]["missing"])
@@ -138,7 +144,10 @@ class Pipeline:
         self.task = cfg.task_spec
         self.carm = cfg.carm()
         self.arms_raised = geometry_preset(cfg.geometry.preset).arms_raised
-        self.context = subject_sources.BuildContext(task=self.task, ct_prep=CTPrepParams(**cfg.ct_prep.model_dump()))
+        prep = CTPrepParams(**cfg.ct_prep.model_dump())
+        if prep.bin_mm == "auto":  # a pixel's footprint at the isocentre: it averages any finer CT detail
+            prep = replace(prep, bin_mm=round(float(min(self.carm.pixel_size)) * self.carm.sid / self.carm.sdd, 4))
+        self.context = subject_sources.BuildContext(task=self.task, ct_prep=prep)
         self.n_subjects = subject_sources.count_subjects(cfg.subjects)
         self._cache: OrderedDict[int, tuple] = OrderedDict()
         self._cache_size = cache_size

@@ -16,6 +16,7 @@ import pytest
 from projectors.ct_prep import (
     COLLIMATOR_AREAL_DENSITY,
     aim_point,
+    bin_voxels,
     Coverage,
     CTPrepError,
     CTPrepParams,
@@ -35,11 +36,11 @@ from projectors.ct_prep import (
     replace_blood,
     suspected_blood_pool,
 )
-from projectors.geometry import CArm
+from projectors.geometry import CArm, parallel_camera
 from projectors.materials import DEEPDRR_DENSITY, mass_attenuation
 from projectors.projector import project
 from projectors.volume import Volume
-from tests.conftest import shared_file
+from tests.conftest import deepdrr_density, shared_file
 
 
 # -- slices ------------------------------------------------------------------------------------
@@ -84,6 +85,75 @@ def test_interpolate_slices_refines_only_thick_axes():
     # thin slices: nothing to do
     same, rec = interpolate_slices(Volume.from_array(hu, spacing=1.0), 1.5)
     assert rec["factors"] == [1, 1, 1] and same.shape == hu.shape
+
+
+def test_bin_voxels_averages_whole_blocks_of_fine_axes():
+    rng = np.random.default_rng(2)
+    hu = np.rint(rng.uniform(-1000, 1500, (7, 6, 5))).astype(np.float32)
+    labels = rng.integers(0, 3, hu.shape).astype(np.int16)
+    labels[0:2, 0:2, 0] = [[4, 4], [2, 0]]  # one block whose most frequent label is 4
+    labels[2:4, 0:2, 0] = [[1, 2], [2, 1]]  # a tie: the first in memory order (1)
+    vol = Volume.from_array(hu, spacing=(0.5, 0.6, 2.0), labels=labels, label_names={4: "lesion"})
+    out, rec = bin_voxels(vol, 1.3)
+    # floor(1.3 / 0.5) = 2, floor(1.3 / 0.6) = 2, 2.0 mm is coarser: kept; the 7th x voxel is dropped
+    assert rec["factors"] == [2, 2, 1] and out.shape == (3, 3, 5)
+    np.testing.assert_allclose(out.spacing, (1.0, 1.2, 2.0))
+    for i, j, k in [(0, 0, 0), (2, 1, 3), (1, 2, 4)]:
+        block = hu[2 * i : 2 * i + 2, 2 * j : 2 * j + 2, k]
+        assert out.hu[i, j, k] == np.rint(block.mean())
+        # the coarse voxel's centre is the mean of its fine voxels' centres
+        fine = [[2 * i + a, 2 * j + b, k] for a in (0, 1) for b in (0, 1)]
+        np.testing.assert_allclose(out.world_from_ijk.apply([[i, j, k]])[0], vol.world_from_ijk.apply(fine).mean(axis=0), atol=1e-9)
+    assert out.labels[0, 0, 0] == 4 and out.labels[1, 0, 0] == 1 and out.label_names == {4: "lesion"}
+    # nothing finer than bin_mm: the volume itself
+    same, rec = bin_voxels(vol, 0.4)
+    assert same is vol and rec["factors"] == [1, 1, 1]
+
+
+def test_binning_keeps_the_mass_a_parallel_beam_sees():
+    """Along the unbinned axis a parallel beam integrates the whole volume: the summed areal density
+    times the pixel area is the mass, sum(DeepDRR density(HU)) x voxel volume. Above 0 HU DeepDRR's
+    density is linear in HU (0.0005886 HU + 1.03), so block means of HU keep the mass up to the
+    rounding of each mean to whole HU (<= 0.5 HU: 3e-4 g/cm^3 per coarse voxel, random in sign)."""
+    rng = np.random.default_rng(5)
+    hu = np.rint(rng.uniform(50, 1400, (24, 20, 10))).astype(np.float32)
+    fine = Volume.from_array(hu, spacing=(0.5, 0.5, 1.5))
+    coarse, rec = bin_voxels(fine, 1.0)
+    assert rec["factors"] == [2, 2, 1]
+    mass_mg = float(deepdrr_density(hu).sum()) * 0.5 * 0.5 * 1.5  # g/cm^3 x mm^3 = mg
+    cam = parallel_camera((0, 0, 1), up=(0, 1, 0), size=(48, 40), pitch=0.25)  # 4 x 4 rays per fine voxel column: an exact sum
+    for v in (fine, coarse):
+        image = project(v, cam, device="cpu").total_areal_density()  # g/cm^2
+        assert float(image.sum()) * 0.25 * 0.25 * 10 == pytest.approx(mass_mg, rel=1e-4)  # g/cm^2 x mm^2 = 10 mg
+
+
+def test_prepare_bins_to_the_pixel_footprint_and_not_a_ct_with_metal():
+    hu = np.full((40, 40, 20), -1000.0, np.float32)
+    hu[8:32, 8:32, 2:18] = 40.0
+    vol = Volume.from_array(hu, spacing=(0.7, 0.7, 1.0))
+    prep = prepare_ct(vol, CTPrepParams(bin_mm=1.5, coverage=False))
+    assert prep.record["binning"]["factors"] == [2, 2, 1] and prep.volume.spacing[0] == pytest.approx(1.4)
+    assert "binning" not in prepare_ct(vol, CTPrepParams(coverage=False)).record  # "auto" outside the pipeline: kept
+    hu[20:23, 20:23, 8:11] = 3000.0  # 27 voxels of metal: averaging would carry it below the metal threshold
+    prep = prepare_ct(Volume.from_array(hu, spacing=(0.7, 0.7, 1.0)), CTPrepParams(bin_mm=1.5, coverage=False))
+    assert "metal" in prep.record["binning"]["skipped"] and prep.volume.spacing[0] == pytest.approx(0.7)
+    with pytest.raises(CTPrepError, match="bin_mm"):
+        CTPrepParams(bin_mm="fine")
+
+
+def test_pipeline_bins_a_ct_to_its_detector_pixel_at_the_isocentre():
+    """chest_pa: 430 mm detector / 256 px = 1.68 mm at the detector, x sid / sdd = 1670 / 1800 at the
+    isocentre: 1.558 mm; a 0.703 mm chest CT is binned 2 x 2 in-plane (1.41 mm). The mobile C-arm at
+    256 px: 298 mm / 256 x 530 / 1020 = 0.605 mm: nothing to bin in a 0.7 mm CT."""
+    from synthex.config import resolve_config
+    from synthex.pipeline import Pipeline
+
+    chest = Pipeline(resolve_config({"task": "covid", "image": {"size": 256}, "geometry": {"preset": "chest_pa"}}))
+    assert chest.context.ct_prep.bin_mm == pytest.approx(430 / 256 * 1670 / 1800, abs=1e-3)
+    carm = Pipeline(resolve_config({"task": "hip", "image": {"size": 256}, "geometry": {"preset": "mobile_carm"}}))
+    assert carm.context.ct_prep.bin_mm == pytest.approx(1536 * 0.194 / 256 * 530 / 1020, abs=1e-3)
+    fixed = Pipeline(resolve_config({"task": "hip", "ct_prep": {"bin_mm": None}}))
+    assert fixed.context.ct_prep.bin_mm is None
 
 
 def _thick_slice_phantom(sp=(0.7, 0.7, 2.5), shape=(120, 120, 40), sub=5):

@@ -92,6 +92,8 @@ def _ct_notes(ds) -> list[str]:
                 ", contrast-enhanced blood rendered as unenhanced blood" if prep.get("blood_replaced") else ""))
             if prep.get("metal") and prep["metal"].get("volume_ml"):
                 parts.append(f"{prep['metal']['volume_ml']} mL of metal rendered as {prep['metal']['material']}")
+            if prep.get("binned_mm"):
+                parts.append(f"voxels averaged in blocks to {prep['binned_mm']} mm (a pixel's footprint at the patient)")
             if prep.get("slices_mm"):
                 parts.append(f"slices interpolated to {prep['slices_mm']} mm")
             parts += list(prep.get("warnings", []))
