@@ -39,7 +39,10 @@ recorded results/speed.json.
 **Device sweep** (``--device``): synthex exact and trilinear DRR/s and
 ray-samples/s for 256^3 and 512^3 volumes at 256^2, 512^2 and 1024^2
 detectors, an image-equality check of the device against the CPU, and the
-Monte Carlo scatter kernel's photons/s on the device and the CPU.
+Monte Carlo scatter kernel's photons/s on the device and the CPU. On CUDA, a
+plain numba.cuda kernel of each algorithm (``benchmarks/reference_numba_cuda.py``:
+one channel, one thread per pixel, float32) renders the same rays side by side;
+synthex returns six material channels to the host per DRR, the reference one.
 """
 
 from __future__ import annotations
@@ -384,21 +387,36 @@ def worker_device(device: str, quick: bool) -> dict:
     from projectors.volume import Volume
 
     device = resolve_device(device)
+    reference = cuda_reference() if device.startswith("cuda") else None
     rows, checks = [], []
     for n, spacing in ([(256, 1.0)] if quick else [(256, 1.0), (512, 0.5)]):
         hu, affine = synthetic_ct(n, spacing)
         vol = Volume(hu, Transform(affine))
+        dens = density(hu) if reference else None
         del hu
+        G = np.eye(4)
+        G[:3, 3] = 0.5  # the shifted index space of synthex's kernels
+        G = G @ np.linalg.inv(affine)
         for mode in ("exact", "trilinear"):
             projector = Projector(vol, mode=mode, step=0.5 * spacing, device=device)
+            ref = reference.Renderer(dens, G, "siddon" if mode == "exact" else "trilinear", 0.5 * spacing) if reference else None
             for pixels in ([256] if quick else [256, 512, 1024]):
                 cams, _ = cameras(vol.shape, affine, pixels, 1.2 * 256 / pixels)
-                projector.project(cams[1])
+                ours = projector.project(cams[1])
                 timing = time_passes(projector.project, cams, 1 if quick else 3)
                 samples = ray_samples(vol.shape, affine, cams, mode, 0.5 * spacing) / len(cams)
                 rows.append({"volume": f"{n}^3 at {spacing} mm", "detector": f"{pixels}^2", "mode": mode,
                              "drr_per_s": timing["drr_per_s"], "ray_samples_per_s": samples * timing["drr_per_s"],
                              "cpu_s_per_drr": timing["cpu_s_per_drr"], "kernel": projector.kernel_path})
+                if ref is not None:  # the plain CUDA kernel of one channel, same rays, same step
+                    theirs = ref.render(cams[1])
+                    t_ref = time_passes(ref.render, cams, 1 if quick else 3)
+                    a = ours.total_areal_density()
+                    rows[-1].update({"reference_drr_per_s": t_ref["drr_per_s"],
+                                     "ratio_to_reference": timing["drr_per_s"] / t_ref["drr_per_s"],
+                                     "reference_rel_l2": float(np.linalg.norm(a - theirs) / np.linalg.norm(a)),
+                                     "gpu_ms": {"synthex": cuda_activity_ms(lambda: projector.project(cams[1])),
+                                                "reference kernel": reference_kernel_ms(ref, cams[1])}})
                 print(json.dumps(rows[-1]), file=sys.stderr)
             cams, _ = cameras(vol.shape, affine, 256, 1.2)
             a = projector.project(cams[2])
@@ -417,6 +435,51 @@ def worker_device(device: str, quick: bool) -> dict:
 
     return {"device": device, "device_name": wp.get_device(device).name, "rows": rows, "equality_to_cpu": checks,
             "monte_carlo": monte_carlo_rates(device, 2_000_000 if quick else 16_000_000)}
+
+
+def cuda_reference():
+    """``benchmarks/reference_numba_cuda.py`` where numba's CUDA target works, else None (said on stderr)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import reference_numba_cuda
+        from numba import cuda
+
+        if not cuda.is_available():
+            raise RuntimeError("numba sees no CUDA device")
+        return reference_numba_cuda
+    except Exception as e:  # the comparison is optional: the sweep still runs
+        print(f"plain CUDA reference unavailable ({type(e).__name__}: {e}): synthex alone", file=sys.stderr)
+        return None
+
+
+def cuda_activity_ms(fn) -> dict:
+    """GPU time of one call of ``fn`` by activity (Warp's CUDA activity timing): kernels, copies
+    (the images back to the host) and memsets (zeroing the outputs), ms; and the call's wall time."""
+    import warp as wp
+
+    kinds = {wp.TIMING_KERNEL: "kernel", wp.TIMING_MEMCPY: "memcpy", wp.TIMING_MEMSET: "memset"}
+    wp.timing_begin(cuda_filter=wp.TIMING_KERNEL | wp.TIMING_MEMCPY | wp.TIMING_MEMSET)
+    t0 = time.perf_counter()
+    fn()
+    wall = time.perf_counter() - t0
+    out = dict.fromkeys(kinds.values(), 0.0)
+    for r in wp.timing_end():
+        out[kinds.get(r.filter, "kernel")] += r.elapsed
+    out["wall"] = 1000.0 * wall
+    return out
+
+
+def reference_kernel_ms(ref, camera) -> float:
+    """The plain CUDA kernel's own time for ``camera`` (CUDA events around the launch), ms."""
+    from numba import cuda
+
+    ref.launch(camera)
+    start, end = cuda.event(), cuda.event()
+    start.record()
+    ref.launch(camera)
+    end.record()
+    end.synchronize()
+    return float(start.elapsed_time(end))
 
 
 def monte_carlo_rates(device: str, n_photons: int) -> dict:
@@ -654,9 +717,17 @@ def reuse_only() -> None:
 def device_sweep(args) -> None:
     res = worker_device(args.device, args.quick)
     print(f"device {res['device']}: synthex DRR/s and ray-samples/s (exact: voxel visits; trilinear: samples)")
-    print(f"{'volume':<18}{'detector':>9}{'mode':>11}{'DRR/s':>9}{'Msamples/s':>12}")
+    print(f"{'volume':<18}{'detector':>9}{'mode':>11}{'DRR/s':>9}{'Msamples/s':>12}{'plain CUDA DRR/s':>18}{'ratio':>7}")
     for r in res["rows"]:
-        print(f"{r['volume']:<18}{r['detector']:>9}{r['mode']:>11}{r['drr_per_s']:>9.2f}{r['ray_samples_per_s'] / 1e6:>12.0f}")
+        ref = (f"{r['reference_drr_per_s']:>18.2f}{r['ratio_to_reference']:>7.2f}" if "reference_drr_per_s" in r else "")
+        print(f"{r['volume']:<18}{r['detector']:>9}{r['mode']:>11}{r['drr_per_s']:>9.2f}{r['ray_samples_per_s'] / 1e6:>12.0f}" + ref)
+    timed = [r for r in res["rows"] if "gpu_ms" in r]
+    if timed:
+        print("GPU time of one DRR (ms): synthex kernel / copies to host / memsets / wall; plain CUDA kernel")
+        for r in timed:
+            g = r["gpu_ms"]["synthex"]
+            print(f"{r['volume']:<18}{r['detector']:>9}{r['mode']:>11}{g['kernel']:>9.3f}{g['memcpy']:>9.3f}{g['memset']:>9.3f}"
+                  f"{g['wall']:>9.3f}{r['gpu_ms']['reference kernel']:>11.3f}")
     for c in res["equality_to_cpu"]:
         print(f"{c['volume']} {c['mode']}: max relative difference {c['device']} vs cpu {c['max_rel_difference_to_cpu']:.1e}; "
               f"pixels within 1e-4: {100 * c['share_of_pixels_within_1e-4']:.2f}%")

@@ -638,7 +638,7 @@ class Projector:
         launch_over_tiles(launch, n_tiles, self.device)
         wp.synchronize_device(self.device)
         mats = out_mat.numpy()
-        structs = out_struct.numpy()
+        structs = out_struct.numpy() if self.structures else None  # no structures: one unused zero image
         return Projection(
             areal_density={m: mats[i] for i, m in enumerate(self.materials)},
             path_length={s: structs[i] for i, s in enumerate(self.structures)},

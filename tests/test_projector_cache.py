@@ -10,6 +10,9 @@ and never keep a volume alive.
 from __future__ import annotations
 
 import gc
+import json
+import os
+import subprocess
 import sys
 import tracemalloc
 import weakref
@@ -199,3 +202,35 @@ def test_total_areal_density_equals_plain_numba_reference(mode, rng):
         want = ref.render("siddon" if mode == "exact" else "trilinear", dens, G, cam, 0.4)
         assert want.max() > 1.0
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=5e-4 if mode == "exact" else 2e-5)
+
+
+def test_cuda_reference_equals_the_cpu_reference_in_the_simulator():
+    """benchmarks/reference_numba_cuda.py (the GPU yardstick of speed.py --device cuda) run by numba's
+    CUDA simulator, which executes the kernels as Python on the CPU: the same line integrals as the
+    CPU reference. It computes in float32 where the CPU reference uses float64: a ray's ~30 terms
+    differ by ~1e-6 relative each, so 1e-4 of the largest value bounds the difference."""
+    pytest.importorskip("numba", reason="numba (the 'bench' extra) is needed for the references")
+    code = """
+import sys, json
+sys.path.insert(0, 'benchmarks')
+import numpy as np
+import reference_numba as ref, reference_numba_cuda as refc
+from projectors.geometry import CArm
+rng = np.random.default_rng(0)
+vol = rng.uniform(0, 0.2, (12, 10, 9)).astype(np.float32)
+aff = np.diag([1.0, 1.2, 0.9, 1.0]); aff[:3, 3] = -np.array([6, 6, 4])
+G = np.eye(4); G[:3, 3] = 0.5; G = G @ np.linalg.inv(aff)
+cam = CArm(sdd=300.0, sid=150.0, size=(8, 7), pitch=3.0).camera(20, -10)
+out = {}
+for kind in ("siddon", "trilinear"):
+    a = ref.render(kind, vol, G, cam, 0.5)
+    b = refc.Renderer(vol, G, kind, 0.5).render(cam)
+    out[kind] = [float(np.abs(a - b).max()), float(a.max()), float((a > 0).mean())]
+print(json.dumps(out))
+"""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=str(REPO))
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    for kind, (diff, peak, seen) in json.loads(res.stdout.strip().splitlines()[-1]).items():
+        assert peak > 1.0 and seen > 0.9, kind  # the rays cross the volume
+        assert diff <= 1e-4 * peak, (kind, diff, peak)
