@@ -194,7 +194,7 @@ class PhysicsRanges(Ranges):
     )
     detector: Literal[tuple(DETECTOR_PRESETS)] = Field(
         "flat_panel_csi", description="detector preset (projectors.physics.DETECTOR_PRESETS: flat_panel_csi, the CsI "
-        "flat panel; cr_plate)")
+        "flat panel; cr_plate; flat_panel_gos, a Gd2O2S powder-screen flat panel)")
     cr_probability: float = Field(0.0, ge=0.0, le=1.0, description="chance of a CR plate instead of the detector preset "
                                   "(projectors.physics.DETECTOR_PRESETS)")
     blur_mm: Range(0.0, 5.0) = Field((0.0, 0.2), description="extra blur (focal spot, motion), Gaussian sigma at the "

@@ -40,7 +40,7 @@ def test_default_config_is_a_small_hip_dataset_from_the_bundled_real_ct():
         ({"physics": {"scatter_modle": "monte_carlo"}}, "physics.scatter_modle", "did you mean 'scatter_model'"),
         # a misspelled value: the models (or presets) it may be
         ({"physics": {"scatter_model": "monte-carlo"}}, "physics.scatter_model", "'fast', 'monte_carlo' or 'none'"),
-        ({"physics": {"detector": "cr_plat"}}, "physics.detector", "'cr_plate'"),
+        ({"physics": {"detector": "flat_panel_gso"}}, "physics.detector", "'flat_panel_gos'"),
     ],
 )
 def test_a_typo_names_the_key_and_suggests_the_closest(data, key, hint):

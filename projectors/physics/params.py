@@ -51,6 +51,7 @@ def _whole(v, lo, hi) -> bool:
 PHOSPHORS = {
     "csi": "CsI:Tl columnar scintillator (indirect flat panel)",
     "bafbri": "BaFBr0.85I0.15:Eu storage phosphor powder (computed-radiography plate)",
+    "gos": "Gd2O2S:Tb phosphor powder screen (indirect flat panel)",
 }
 
 
@@ -84,7 +85,8 @@ class DetectorParams:
     * ``saturation``: full scale relative to the flat-field signal at the
       detector centre (None: never saturates); ``bits``: ADC depth over full scale.
 
-    Physical detectors: :meth:`preset` (``"flat_panel_csi"``, ``"cr_plate"``).
+    Physical detectors: :meth:`preset` (:data:`DETECTOR_PRESETS`: ``"flat_panel_csi"``, ``"cr_plate"``,
+    ``"flat_panel_gos"``).
     """
 
     mode: str = "integrating"
@@ -169,7 +171,7 @@ class DetectorPreset:
     source: str
 
 
-#: Two detectors by their physical figures. Sources (numbers read from the cited papers' text and
+#: Three detectors by their physical figures. Sources (numbers read from the cited papers' text and
 #: figures; approximate, as such figures are):
 #:
 #: ``flat_panel_csi``: indirect flat panel, CsI:Tl 0.6 mm columnar (~80% packing) on a-Si, 0.194 mm
@@ -195,6 +197,21 @@ class DetectorPreset:
 #: high exposure, as Fujita et al., Med. Phys. 16(1):52-59, 1989, found for CR). DQE(0) at RQA5
 #: and 2.5 uGy then ~0.25 (QE 0.41), the range published for powder CR plates (Nakano et al. 2002:
 #: DQE(0.5 c/mm) ~0.19-0.22).
+#:
+#: ``flat_panel_gos``: indirect flat panel with a Gd2O2S:Tb powder screen of the Lanex Regular kind
+#: (~70 mg/cm^2 of phosphor, the coverage usually quoted for that screen: 0.19 mm at 50% packing of
+#: crystal density 7.34 g/cm^3) on a-Si, 0.127 mm pixels: the panel Samei measured next to a CsI panel
+#: with the same electronics (E. Samei, "Image quality in two phosphor-based flat panel digital
+#: radiographic detectors", Med. Phys. 30(7), 2003): presampled MTF 0.2 at ~2.5 cycles/mm and 0.1 at
+#: ~3.8; the Lorentzian length (0.1145 mm) is solved from the first with the pixel-aperture Gaussian
+#: (it gives 0.08 at 3.8). Its absorption differs from CsI's in kind: Gd's K edge at 50.2 keV makes the
+#: screen absorb more just above it than below, and a thin powder layer absorbs far less overall (QE ~0.44
+#: at RQA5 against CsI's 0.90; xraydb cross sections). Swank: powder screens lose more to light-yield
+#: spread and Gd K-fluorescence escape than columnar CsI (optical Swank factors ~0.5-0.7 in the screen
+#: literature); 0.55 here puts DQE(0) at RQA5 at ~0.23, near the 0.20 Samei measured at 0.15 cycles/mm
+#: (70 kVp, 19 mm Al; 0.78 for the CsI panel). Electronic noise ~3 quanta per pixel (a-Si read-out, as
+#: the CsI panel). No training source draws it (:mod:`synthex.bench.study` holds it out for its
+#: reference domain).
 DETECTOR_PRESETS: dict[str, DetectorPreset] = {
     "flat_panel_csi": DetectorPreset(
         phosphor="csi", thickness_mm=0.6, packing=0.8, swank_optical=0.8, secondary_quanta_per_kev=None,
@@ -205,6 +222,11 @@ DETECTOR_PRESETS: dict[str, DetectorPreset] = {
         phosphor="bafbri", thickness_mm=0.23, packing=0.5, swank_optical=0.75, secondary_quanta_per_kev=0.2,
         native_pixel_mm=0.1, lorentz_mm=0.1159, aperture_sigma_mm=0.1 / np.sqrt(12.0), glare=0.0, glare_mm=5.0,
         structure_noise=0.025, electronic_noise=1.0, source="Rowlands 2002; Leblans et al. 2011; Fujita et al. 1989; Nakano et al. 2002",
+    ),
+    "flat_panel_gos": DetectorPreset(
+        phosphor="gos", thickness_mm=0.19, packing=0.5, swank_optical=0.55, secondary_quanta_per_kev=None,
+        native_pixel_mm=0.127, lorentz_mm=0.1145, aperture_sigma_mm=0.127 / np.sqrt(12.0), glare=0.0, glare_mm=5.0,
+        structure_noise=0.0, electronic_noise=3.0, source="Samei 2003 (MTF, DQE of a Lanex Regular flat panel)",
     ),
 }
 
