@@ -209,7 +209,8 @@ class PhysicsRanges(Ranges):
         "Monte Carlo, ~0.1 s an image), monte_carlo (photon transport through the subject's voxels, seconds an image "
         "on a CPU; one-volume subjects) or none")
     scatter_photons: int = Field(2_000_000, ge=1000, le=10**11, description="Monte Carlo photons per image "
-                                 "(scatter_model monte_carlo): 2e6 leave a few percent of noise in the smoothed scatter")
+                                 "(scatter_model monte_carlo): 2e6 take ~4 s for a pelvis on 2 CPU cores and leave ~5.5% noise in its "
+                                 "smoothed scatter")
     scatter_scale: Range(0.0, 5.0) = Field((0.8, 1.2), description="multiplies the scatter model's scatter")
     grid_probability: float = Field(0.5, ge=0.0, le=1.0, description="chance of a focused 10:1 anti-scatter grid")
     heel_probability: float = Field(0.5, ge=0.0, le=1.0, description="chance of the anode heel effect")

@@ -743,9 +743,9 @@ MC_COARSE_PX = 32
 #: Sigma of that Gaussian, in coarse pixels of :data:`MC_COARSE_PX` (~14 mm on a 30 cm C-arm detector, ~20 mm
 #: on a 43 cm one): scatter varies over centimetres (its kernels are 10-50 cm wide), the Monte Carlo's noise
 #: from pixel to pixel. Measured on the bundled pelvis CT at the mobile C-arm (80 kV, 128 px image, 32 x 32
-#: coarse pixels), 2 x 10^6 photons leave ~27% relative noise per coarse pixel and ~6% after this smoothing
-#: (the noise scales as 1 / sqrt(photons); thinner anatomy, e.g. a chest, scatters more to the detector
-#: and is less noisy).
+#: coarse pixels, scatter 0.4-0.8% of the flat field), 2 x 10^6 photons leave ~24% relative noise per coarse
+#: pixel and ~5.5% after this smoothing (rms against a 1.6 x 10^7-photon run); the noise scales as
+#: 1 / sqrt(photons), and thinner anatomy (a chest) sends more scatter to the detector and is less noisy.
 MC_SMOOTH = 1.5
 
 
@@ -777,7 +777,8 @@ def monte_carlo_scatter(
     ``scatter.scale``, ``air_gap_mm`` and ``patient_thickness_mm`` are not used here (the geometry is
     the scene's; :func:`projectors.physics.simulate` applies the scale). Tools given as meshes are not in
     ``scene``: they block the primary (the projector) but are not transported; a tool of a few cm^3 of
-    metal in a pelvis intercepts about 1% of the beam, so its effect on the scatter is of that order.
+    metal in a pelvis intercepts about 1% of the beam (the tool task's manipulator covers 0.4-1.6% of the
+    detector), so its effect on the scatter is of that order.
     """
     from scipy import ndimage
 
