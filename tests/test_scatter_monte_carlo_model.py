@@ -24,7 +24,7 @@ from projectors.physics.scatter_mc import (
     water_box_scene,
 )
 from projectors.physics.simulate import SCATTER_FUNCTIONS
-from projectors.projector import SceneVolume, cpu_threads, set_cpu_threads
+from projectors.projector import SceneVolume, set_cpu_threads
 
 SLAB = sx.Volume.from_array(np.zeros((100, 40, 100), np.float32), spacing=5.0)  # 500 x 200 x 500 mm at HU 0
 CAM = sx.CArm(sdd=1000.0, sid=880.0, size=(64, 64), pitch=300.0 / 64).camera(0, 0, isocenter=(0.0, 0.0, 0.0))
@@ -62,19 +62,18 @@ def test_render_with_monte_carlo_scatter_matches_a_direct_run_the_fast_model_and
         assert 0.06 <= spr / _spr(sx.render(SLAB, CAM, physics=_physics("monte_carlo"), device="cpu")) <= 0.25
 
 
-def test_monte_carlo_scatter_is_bit_identical_for_a_seed_whatever_the_cpu_threads():
+def test_monte_carlo_scatter_is_bit_identical_for_a_seed_whatever_the_cpu_threads(monkeypatch):
+    import projectors.projector as pp
+
+    monkeypatch.setattr(pp, "_threads", pp._threads)  # the thread setting is restored after the test
     scene = water_box_scene(200.0, 500.0, voxel_mm=10.0, center_world=(0.0, 0.0, 0.0))
     p = _physics("monte_carlo", photons=600_000, seed=3).scatter  # three chunks of photons
     spec = spectrum(PhysicsParams().spectrum)
-    before = cpu_threads()
-    try:
-        set_cpu_threads(1)
-        one = monte_carlo_scatter(scene, CAM, CAM.sdd, spec, PhysicsParams().detector, p)
-        set_cpu_threads(2)
-        two = monte_carlo_scatter(scene, CAM, CAM.sdd, spec, PhysicsParams().detector, p)
-        again = monte_carlo_scatter(scene, CAM, CAM.sdd, spec, PhysicsParams().detector, p)
-    finally:
-        set_cpu_threads(before)
+    set_cpu_threads(1)
+    one = monte_carlo_scatter(scene, CAM, CAM.sdd, spec, PhysicsParams().detector, p)
+    set_cpu_threads(3)  # the three chunks at once (one at a time above): they still sum in chunk order
+    two = monte_carlo_scatter(scene, CAM, CAM.sdd, spec, PhysicsParams().detector, p)
+    again = monte_carlo_scatter(scene, CAM, CAM.sdd, spec, PhysicsParams().detector, p)
     np.testing.assert_array_equal(one, two)
     np.testing.assert_array_equal(two, again)
     other = monte_carlo_scatter(scene, CAM, CAM.sdd, spec, PhysicsParams().detector, ScatterParams(model="monte_carlo", photons=600_000, seed=4))
