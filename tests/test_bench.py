@@ -23,12 +23,24 @@ def _range(cfg, dotted: str):
 
 
 @pytest.mark.parametrize("task", ["hip", "tool", "covid"])
-def test_reference_detector_and_console_lie_outside_every_training_range(task):
+def test_reference_scatter_detector_and_console_lie_outside_every_training_range(task):
     configs, _ = S.render_configs(task, S.get_preset(task, "cpu"), 0, "cpu", builtin_target=True)
     ref, real = resolve_config(configs["reference"]), resolve_config(configs["realistic"])
     for key in S.REFERENCE_HELD_OUT:
         (a, b), (c, d) = _range(ref, key), _range(real, key)
         assert b < c or a > d, f"{key}: reference {a}-{b} overlaps the training range {c}-{d}"
+    # the detector preset and the scatter model: nothing the reference draws can a training source draw
+    assert set(S.REFERENCE_HELD_OUT_CHOICES) == {"detector", "scatter_model"}
+    for key in S.REFERENCE_HELD_OUT_CHOICES:
+        shared = S.drawn_choices(ref.physics, key) & S.drawn_choices(real.physics, key)
+        assert not shared, f"{key}: the reference draws {sorted(shared)}, which a training source draws too"
+    assert S.drawn_choices(ref.physics, "detector") == {"flat_panel_gos"}
+    assert ref.physics.scatter_model == "monte_carlo" and ref.physics.scatter_scale == (1.0, 1.0)
+    assert ref.physics.scatter_photons == S.get_preset(task, "cpu").reference_photons
+    # and no training source's ranges draw the held-out detector preset by default
+    from domain_randomization.simulation import PhysicsRanges
+
+    assert "flat_panel_gos" not in S.drawn_choices(PhysicsRanges(cr_probability=0.5), "detector")
     # the naive source is a plain line integral through a plain window, nothing randomized
     naive = resolve_config(configs["naive"])
     assert naive.physics.model == "naive" and real.physics.model == "spectral"

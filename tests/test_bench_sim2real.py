@@ -74,6 +74,19 @@ def test_reference_subjects_are_disjoint_from_every_training_source(tiny):
     assert set(open_source(out / "data" / "target-train").subjects) == set(split["train_subjects"])
 
 
+def test_the_reference_was_rendered_with_monte_carlo_scatter_and_the_held_out_detector(tiny):
+    from synthex.dataset import _text, open_dataset
+
+    def physics(name):
+        ds = open_dataset(tiny["out"] / "data" / name, verify=False)
+        return [json.loads(_text(p))["physics"] for p in ds.read_all("params")]
+
+    ref = physics("reference")
+    assert all(p["scatter"]["model"] == "monte_carlo" and p["detector"]["phosphor"] == "gos" for p in ref)
+    assert len({p["scatter"]["seed"] for p in ref}) == len(ref)  # each image its own photons
+    assert all(p["scatter"]["model"] == "fast" and p["detector"]["phosphor"] != "gos" for p in physics("realistic"))
+
+
 def test_a_resumed_run_skips_finished_steps_and_reruns_an_unfinished_one(tiny):
     out = tiny["out"]
     stamp = {p: p.stat().st_mtime_ns for p in (out / "data").rglob("*") if p.is_file()}

@@ -37,6 +37,10 @@ def test_default_config_is_a_small_hip_dataset_from_the_bundled_real_ct():
         ({"physics": {"kvpp": [60, 80]}}, "physics.kvpp", "did you mean 'kvp'"),
         ({"randomization": {"image": "strong"}}, "randomization", "known keys"),
         ({"subjects": [{"source": "pelvis", "cout": 3}]}, "subjects[0].cout", "did you mean 'count'"),
+        ({"physics": {"scatter_modle": "monte_carlo"}}, "physics.scatter_modle", "did you mean 'scatter_model'"),
+        # a misspelled value: the models (or presets) it may be
+        ({"physics": {"scatter_model": "monte-carlo"}}, "physics.scatter_model", "'fast', 'monte_carlo' or 'none'"),
+        ({"physics": {"detector": "flat_panel_gso"}}, "physics.detector", "'flat_panel_gos'"),
     ],
 )
 def test_a_typo_names_the_key_and_suggests_the_closest(data, key, hint):
@@ -61,6 +65,7 @@ def test_a_typo_names_the_key_and_suggests_the_closest(data, key, hint):
         ({"physics": {"model": "spectrall"}}, "physics.model"),
         ({"materials": {"density_jitter": float("nan")}}, "materials.density_jitter"),
         ({"projector": {"mode": "siddon"}}, "projector.mode"),
+        ({"physics": {"scatter_photons": 10}}, "physics.scatter_photons"),
         ({"task": "knee"}, "task"),
         ({"subjects": [{"source": "pelvis_phantom"}]}, "subjects[0].source"),
         ({"subjects": [{"source": "pelvis", "count": 0}]}, "subjects[0].count"),

@@ -5,7 +5,8 @@
   the grid applied to the quanta (Poisson statistics at a given dose).
 * Presets: MTF measured on a simulated slanted edge vs the published figure each was built
   from; DQE(0) measured on simulated flat fields vs cascaded-systems theory and the
-  published ranges; CR plate structure noise lowering the DQE at high exposure.
+  published ranges; CR plate structure noise lowering the DQE at high exposure; the GOS
+  screen's absorption against xraydb's own Gd2O2S.
 """
 
 import numpy as np
@@ -147,7 +148,8 @@ def _slanted_edge_mtf(image: np.ndarray, angle_deg: float, freqs, oversample: in
     return np.interp(freqs, f, spec)
 
 
-@pytest.mark.parametrize("name,f_cyc_mm,published", [("flat_panel_csi", 2.5, 0.086), ("cr_plate", 2.0, 0.30)])
+@pytest.mark.parametrize("name,f_cyc_mm,published", [("flat_panel_csi", 2.5, 0.086), ("cr_plate", 2.0, 0.30),
+                                                      ("flat_panel_gos", 2.5, 0.20)])
 def test_preset_mtf_measured_on_a_slanted_edge_matches_the_published_figure(name, f_cyc_mm, published):
     pix = DETECTOR_PRESETS[name].native_pixel_mm
     det = DetectorParams.preset(name, pix)
@@ -156,9 +158,31 @@ def test_preset_mtf_measured_on_a_slanted_edge_matches_the_published_figure(name
     a = np.deg2rad(3.0)
     edge = ((u - (W - 1) / 2) * np.cos(a) - (v - (H - 1) / 2) * np.sin(a) > 0).astype(np.float64)  # point-sampled step
     measured = _slanted_edge_mtf(psf_blur(edge, det), 3.0, [f_cyc_mm * pix])[0]
-    # Kuhls-Gilcrist 2010: 0.086 +- 0.007 at 2.5 c/mm (CsI panel); glass-ceramic IP paper: 0.3 at 2 c/mm (CR)
+    # Kuhls-Gilcrist 2010: 0.086 +- 0.007 at 2.5 c/mm (CsI panel); glass-ceramic IP paper: 0.3 at 2 c/mm (CR);
+    # Samei 2003: 0.2 at ~2.5 c/mm (Lanex Regular GOS panel)
     assert measured == pytest.approx(published, abs=0.02)
     assert mtf(f_cyc_mm * pix, det) == pytest.approx(published, abs=0.005)
+    if name == "flat_panel_gos":  # and 0.1 at ~3.8 c/mm, near Nyquist (a Lorentzian falls a little faster: 0.08)
+        assert mtf(3.8 * pix, det) == pytest.approx(0.10, abs=0.025)
+
+
+def test_gos_panel_absorption_from_xraydb():
+    """The GOS screen's quantum efficiency from xraydb's own Gd2O2S (formula and density parsed there, not our
+    material table): 70 mg/cm^2 of phosphor; Gd's K edge at 50.24 keV; far below CsI's at RQA5."""
+    import xraydb
+
+    det = DetectorParams.preset("flat_panel_gos", 0.127)
+    assert det.thickness_mm / 10 * det.packing * 7.34 == pytest.approx(0.070, rel=0.01)  # g/cm^2 of phosphor
+    e = np.array([30.0, 45.0, 50.0, 50.5, 60.0, 80.0, 100.0])
+    mu = np.array([xraydb.material_mu("Gd2O2S", x * 1000.0, density=7.34) for x in e])  # 1/cm
+    expected = 1.0 - np.exp(-mu * det.packing * det.thickness_mm / 10.0)
+    np.testing.assert_allclose(detector_qe(e, det), expected, rtol=0.01)
+    qe = detector_qe(e, det)
+    assert qe[3] > 1.4 * qe[2]  # the K edge
+    spec = spectrum(RQA5, cache_dir=False)
+    qe_rqa5 = float(detector_qe(spec.energies, det) @ spec.normalized())
+    csi = float(detector_qe(spec.energies, DetectorParams.preset("flat_panel_csi", 0.194)) @ spec.normalized())
+    assert 0.40 < qe_rqa5 < 0.48 and csi > 0.85
 
 
 def _dqe0(name: str, kerma_ugy: float, seed: int = 0, n: int = 384) -> tuple[float, float]:
@@ -202,6 +226,14 @@ def test_preset_dqe0_flat_panel_and_cr_at_rqa5():
     assert 0.6 <= fp_exp <= 0.78
     assert 0.2 <= cr_exp <= 0.35
     assert cr < 0.55 * fp
+
+
+def test_preset_dqe0_gos_panel_at_rqa5():
+    """Samei 2003 measured DQE 0.20 at 0.15 c/mm (70 kVp, 19 mm Al; 0.78 for the CsI panel beside it)."""
+    gos, gos_exp = _dqe0("flat_panel_gos", 2.5, seed=6)
+    assert gos == pytest.approx(gos_exp, rel=0.15)
+    assert 0.18 <= gos_exp <= 0.28
+    assert gos < 0.45 * _dqe0("flat_panel_csi", 2.5, seed=7)[0]
 
 
 def test_cr_structure_noise_lowers_dqe_at_high_exposure():

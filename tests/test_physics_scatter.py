@@ -46,6 +46,26 @@ def test_mc_primary_follows_beer_lambert(device):
     assert res.primary_rel.mean() == pytest.approx(np.exp(-mass_attenuation("water", 60.0) * 10.0), rel=0.02)
 
 
+def test_mc_primary_follows_beer_lambert_through_a_metal_insert():
+    """Woodcock tracking with local majorants (a titanium block's cells have a 20x higher majorant than
+    the water's): the primary behind the block and beside it is Beer-Lambert of each path."""
+    n_lat, n_t, vox = 80, 20, 5.0  # 400 x 100 x 400 mm of water, 5 mm voxels
+    dens = np.full((n_lat, n_t, n_lat), 1.0, np.float32)
+    mat = np.zeros(dens.shape, np.int32)
+    block = (slice(34, 46), slice(10, 11), slice(34, 46))  # 60 x 5 x 60 mm of titanium in the middle
+    dens[block], mat[block] = 4.5, 1
+    origin = -vox * (np.array(dens.shape) - 1) / 2.0
+    scene = VoxelScene(dens, mat, ("water", "titanium"), Transform.from_rt(np.diag([vox] * 3), origin))
+    mono = Spectrum(np.array([59.0, 60.0]), np.array([0.0, 1.0]))  # photons at 60 keV, spread over 59.5-60.5
+    cam = _radiography_camera(1000.0, 8, 120.0, 100.0, 200.0)  # 11 mm pixels at the block
+    res = simulate_scatter(scene, cam, 1000.0, mono, 1_600_000, np.random.default_rng(3))
+    mu_w, mu_ti = mass_attenuation("water", 60.0), mass_attenuation("titanium", 60.0) * 4.5
+    behind = res.primary_rel[2:6, 2:6].mean()  # rays through the middle 45 mm: inside the block (~1% noise)
+    beside = np.concatenate([res.primary_rel[0], res.primary_rel[-1]]).mean()  # the outer rows: beside it
+    assert behind == pytest.approx(np.exp(-mu_w * 9.5 - mu_ti * 0.5), rel=0.04)
+    assert beside == pytest.approx(np.exp(-mu_w * 10.0), rel=0.02)
+
+
 def test_klein_nishina_sampling_table():
     """Mean cos(theta) of the sampled angles equals the Klein-Nishina integral (scipy quad)."""
     for e in (30.0, 80.0, 140.0):
@@ -121,11 +141,14 @@ from benchmarks.scatter_realct import SLABS  # noqa: E402  (slab geometries shar
 
 @pytest.mark.parametrize("case", list(SLABS))
 def test_fast_model_matches_mc_on_slabs_in_each_geometry(case):
-    fast, mc, _ = _slab_case(*SLABS[case])
-    # 4 x 4 blocks over the field (MC noise per block ~2%): the central four within 7%; the field's
+    fast, mc, _ = _slab_case(*SLABS[case], n_photons=4_000_000)
+    # 4 x 4 blocks over the field (MC noise per block ~2%, ~3% at the C-arm's 390 mm gap): the centre
+    # (the middle four blocks, MC noise ~1%) within 7% and each of its blocks within 10%; the field's
     # corners, where the fast model runs 10-20% high (a known limit, see docs), within 25%
     ratio = _blocks(fast) / _blocks(mc)
-    assert np.all(np.abs(ratio[1:3, 1:3] - 1) < 0.07), f"{case}: centre fast/MC {np.round(ratio[1:3, 1:3], 3).tolist()}"
+    centre = _blocks(fast)[1:3, 1:3].mean() / _blocks(mc)[1:3, 1:3].mean()
+    assert abs(centre - 1) < 0.07, f"{case}: centre fast/MC {centre:.3f}"
+    assert np.all(np.abs(ratio[1:3, 1:3] - 1) < 0.10), f"{case}: centre fast/MC {np.round(ratio[1:3, 1:3], 3).tolist()}"
     assert np.all(np.abs(ratio - 1) < 0.25), f"{case}: fast/MC {np.round(ratio, 3).tolist()}"
 
 

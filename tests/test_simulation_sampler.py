@@ -127,3 +127,21 @@ def test_aec_sets_the_dose_behind_the_anatomy():
     # without the AEC the thick patient's image is about twice as noisy (4x fewer quanta)
     q = p.replace(aec=False)
     assert 1.6 < rel_noise(thick, q) / rel_noise(thin, q) < 2.4
+
+
+def test_detector_preset_and_scatter_model_are_drawn_as_configured():
+    """physics.detector picks the preset a CR plate may replace (cr_probability); physics.scatter_model and
+    scatter_photons reach ScatterParams. The draws are the same whatever they are (one stream)."""
+    from projectors.physics import DetectorParams
+
+    r = PhysicsRanges(detector="flat_panel_gos", scatter_model="monte_carlo", scatter_photons=5000)
+    ps = [sample_physics_params(np.random.default_rng(i), r, pixel_mm=PIX) for i in range(20)]
+    gos = DetectorParams.preset("flat_panel_gos", PIX)
+    assert all(p.detector.phosphor == "gos" and p.detector.lorentz_px == gos.lorentz_px for p in ps)
+    assert all(p.scatter.model == "monte_carlo" and p.scatter.photons == 5000 for p in ps)
+    plain = [sample_physics_params(np.random.default_rng(i), pixel_mm=PIX) for i in range(20)]
+    assert [p.spectrum for p in plain] == [p.spectrum for p in ps]
+    assert [p.detector.pattern_seed for p in plain] == [p.detector.pattern_seed for p in ps]
+    mixed = [sample_physics_params(np.random.default_rng(i), {"detector": "flat_panel_gos", "cr_probability": 0.5},
+                                   pixel_mm=PIX).detector.phosphor for i in range(60)]
+    assert set(mixed) == {"gos", "bafbri"}

@@ -7,14 +7,16 @@ Entry points::
     res.signal, res.transmission, res.log_image, res.image
 
 Parameters are drawn by :func:`domain_randomization.simulation.sample_physics_params`
-(randomization lives in ``domain_randomization``). The Monte Carlo scatter reference (Warp) is :mod:`projectors.physics.scatter_mc`
-(imported lazily: it compiles a kernel on first use).
+(randomization lives in ``domain_randomization``). The Monte Carlo scatter (Warp) is :mod:`projectors.physics.scatter_mc`: the reference the fast
+model is calibrated against, and the scatter model ``"monte_carlo"`` (imported lazily: it compiles
+a kernel on first use).
 """
 
 from .detector import apply_detector, mtf, psf_blur
 from .display import display, display_masks, to_uint16
 from .params import (
     DETECTOR_PRESETS,
+    SCATTER_MODELS,
     DetectorParams,
     DisplayParams,
     GridParams,
@@ -36,7 +38,7 @@ from .simulate import PhysicsResult, simulate
 from .spectrum import PRESETS, Spectrum, SpectrumError, SpectrumParams, preset, spectrum, spekpy_reference
 
 __all__ = [
-    "DETECTOR_PRESETS", "air_kerma_per_fluence", "detector_air_kerma", "patient_geometry",
+    "DETECTOR_PRESETS", "SCATTER_MODELS", "air_kerma_per_fluence", "detector_air_kerma", "patient_geometry",
     "DetectorParams", "DisplayParams", "GridParams", "PhysicsParams", "PhysicsParamsError",
     "PhysicsResult", "ScatterParams", "SignalError", "Spectrum", "SpectrumError", "SpectrumParams", "PRESETS",
     "apply_detector", "detector_qe", "display", "display_masks", "mtf", "pixel_solid_angle", "preset", "psf_blur",

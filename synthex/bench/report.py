@@ -176,8 +176,10 @@ def real_cxr_figure(pred_dir: Path, table: dict, path: Path, k: int = 3) -> tupl
 def _first_line(results: dict) -> str:
     if results["target_kind"] == "reference":
         return ("**The target is a rendered reference domain, not real X-rays**: other subjects of the CT population "
-                "(held out from every training source), a detector and a display console outside every training "
-                "range. These numbers measure transfer between two simulated domains, not to real radiographs.")
+                "(held out from every training source), Monte Carlo scatter (the training sources have the fast "
+                "model), a detector preset no training source uses (a Gd2O2S powder-screen flat panel) and detector "
+                "and display console settings outside every training range. These numbers measure transfer between "
+                "two simulated domains, not to real radiographs.")
     return f"Target: the user's labelled X-rays, {results['target']}."
 
 

@@ -18,22 +18,32 @@ One study = one task (``hip``, ``tool``, ``covid``), one preset (``cpu``, ``full
 **The target.** Whatever the user gives with ``--target`` (labelled X-rays in any
 layout :func:`training.data.open_source` reads), split by subject into a training
 and a test part. Without it, the built-in **reference domain**: rendered, never
-real, and held out from every training source in three ways:
+real, and held out from every training source in four ways (:data:`REFERENCE_PHYSICS`;
+a test checks that no training source's ranges reach them):
 
 * anatomy: other subjects of the CT population (deformed instances drawn with
   another render seed); a reference subject whose anatomy any training source
   also has (the undeformed CT, instance 0, is in every population) is dropped, and
   the run checks that what remains is disjoint (:func:`anatomy_key`);
-* detector: extra blur, glare, electronic noise and gain non-uniformity all outside
-  the training sources' ranges, at a higher dose (a stand-in for another detector:
-  the training sources already draw both detector presets, CsI flat panel and CR
-  plate, where the task's ranges say so);
+* scatter: the Monte Carlo (``physics.scatter_model: monte_carlo``, photon transport
+  through each subject's voxels; ``projectors.physics.scatter_mc``) where every
+  training source has the fast model (calibrated against it, with its known errors:
+  lungs, cut faces, spectra between calibration beams), and no scatter scaling;
+* detector: a preset no training source draws, ``flat_panel_gos`` (a Gd2O2S powder
+  screen: a third of the CsI panel's DQE, Gd's K edge in its energy response; the
+  training sources draw the CsI flat panel and, where the task's ranges say so, the
+  CR plate), with extra blur, glare, electronic noise and gain non-uniformity all
+  outside the training ranges, at a higher dose;
 * display: a console whose edge enhancement, latitude compression and tone curve
   lie outside the training ranges.
 
-Monte Carlo scatter (``projectors.physics.scatter_mc``) is not used: the render
-config cannot select it (``ScatterParams.model`` is ``fast`` or ``none``) and it
-would cost minutes per image on a CPU.
+Cost of the Monte Carlo at the ``cpu`` preset (``Preset.reference_photons`` = 2 x 10^6
+photons an image, transported to a 32 x 32 detector for 128 px images): 3.8 s per hip
+image (3.3-4.1 s over 8 views) on the 2-core machine the presets were sized on, against
+0.12 s for the same images with the fast model (measured on the reference subjects of
+the bundled pelvis CT): ~19 min for the hip task's 300 reference images (15 subjects x
+20 views). The smoothed scatter keeps ~5.5% noise (``projectors.physics.scatter_mc.MC_SMOOTH``).
+The ``tiny`` preset transports 5 x 10^4 photons an image (a smoke test).
 """
 
 from __future__ import annotations
@@ -91,6 +101,7 @@ class Preset:
     reference_train: int
     reference_test: int
     reference_views: int
+    reference_photons: int
     train: dict
     pix2pix: str
     cyclegan: str
@@ -103,21 +114,25 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "cpu": Preset(
         "cpu", image_size=128, train_subjects=16, views=25, reference_train=6, reference_test=8, reference_views=20,
+        reference_photons=2_000_000,
         train={"model_size": "small", "epochs": 10, "batch_size": 8, "lr": 2e-3, "patience": 4},
         pix2pix="cpu", cyclegan="cpu",
         budget="128 px; 400 images per rendered source (16 subjects x 25 views; covid 10 x 40), reference 14 subjects x "
-               "20 views (6 train / 8 test); small U-Net, 10 epochs (patience 4); pix2pix 5 epochs, CycleGAN 4 x 300 "
-               "steps at 128 px: about an hour per task on 2 idle cores"),
+               "20 views (6 train / 8 test; Monte Carlo scatter, 2e6 photons an image); small U-Net, 10 epochs "
+               "(patience 4); pix2pix 5 epochs, CycleGAN 4 x 300 steps at 128 px: about an hour per task on 2 idle "
+               "cores, plus ~20 min for the reference's Monte Carlo"),
     "full": Preset(
         "full", image_size=384, train_subjects=40, views=100, reference_train=12, reference_test=18,
-        reference_views=50,
+        reference_views=50, reference_photons=10_000_000,
         train={"model_size": "base", "epochs": 100, "batch_size": 16, "lr": 1e-3, "patience": 15},
         pix2pix="full", cyclegan="full",
         budget="384 px (SyntheX's 4x-downsampled DeepFluoro); 4,000 images per rendered source (40 subjects x 100 "
-               "views; covid 20 x 200), reference 30 subjects x 50 views (12 train / 18 test); base U-Net, 100 epochs "
+               "views; covid 20 x 200), reference 30 subjects x 50 views (12 train / 18 test, Monte Carlo scatter at "
+               "1e7 photons an image); base U-Net, 100 epochs "
                "(patience 15); pix2pix and CycleGAN 200 epochs at 256 px: a GPU (hours)"),
     "tiny": Preset(
         "tiny", image_size=32, train_subjects=3, views=2, reference_train=2, reference_test=2, reference_views=2,
+        reference_photons=50_000,
         train={"model_size": "tiny", "epochs": 1, "batch_size": 4, "lr": 2e-3, "patience": 1},
         pix2pix="test", cyclegan="test",
         budget="a smoke test of the orchestration (32 px, a few images, 1 epoch, tiny networks): numbers are meaningless"),
@@ -180,10 +195,15 @@ NAIVE = {
     "materials": {"density_jitter": 0.0, "threshold_jitter_hu": 0.0},
 }
 
-#: the reference domain's detector and console: each range outside the training sources' (the
-#: defaults of domain_randomization.simulation.PhysicsRanges / DisplayRanges; a test checks it)
+#: the reference domain's scatter, detector and console: each range outside the training sources' (the
+#: defaults of domain_randomization.simulation.PhysicsRanges / DisplayRanges; a test checks it). The Monte
+#: Carlo's photons per image come from the preset (``Preset.reference_photons``).
 REFERENCE_PHYSICS = {
     "physics": {
+        "scatter_model": "monte_carlo",  # training: the fast model
+        "scatter_scale": [1.0, 1.0],  # training 0.8-1.2 (the fast model's errors); the Monte Carlo is the physics
+        "detector": "flat_panel_gos",  # training: the CsI flat panel (and the CR plate where the task draws it)
+        "cr_probability": 0.0,  # the GOS panel in every image (covid's ranges draw CR plates half the time)
         "blur_mm": [0.3, 0.45],  # training 0-0.2 mm on top of the detector preset's: a blurrier detector
         "glare": [0.12, 0.16],  # training 0-0.1
         "electronic_noise_scale": [2.5, 4.0],  # training 0.5-2 x the preset's electronic noise
@@ -202,6 +222,18 @@ REFERENCE_PHYSICS = {
 #: keys of REFERENCE_PHYSICS that must lie outside the training range (checked by a test)
 REFERENCE_HELD_OUT = ("blur_mm", "glare", "electronic_noise_scale", "gain_variation", "air_kerma_ugy",
                       "display.unsharp_amount", "display.compression", "display.contrast")
+#: choices of REFERENCE_PHYSICS that no training source can draw (:func:`drawn_choices`; checked by a test)
+REFERENCE_HELD_OUT_CHOICES = ("detector", "scatter_model")
+
+
+def drawn_choices(physics, key: str) -> set[str]:
+    """What a physics section (``PhysicsRanges``) can draw for ``key``: ``"detector"``, the presets (its
+    ``detector``, and the CR plate when ``cr_probability`` > 0); ``"scatter_model"``, its model."""
+    if key == "detector":
+        return {physics.detector} | ({"cr_plate"} if physics.cr_probability > 0 else set())
+    if key == "scatter_model":
+        return {physics.scatter_model}
+    raise BenchError(f"no held-out choice {key!r}; known: {list(REFERENCE_HELD_OUT_CHOICES)}")
 
 
 def _merge(base, top):
@@ -245,7 +277,7 @@ def render_configs(task: str, preset: Preset, seed: int, device: str, builtin_ta
 
     ``naive`` and ``realistic`` render the same subjects and views (one seed): only the image
     formation differs. ``reference`` (only for the built-in target) renders another seed's
-    subjects with the held-out detector and console.
+    subjects with the held-out scatter model, detector and console (:data:`REFERENCE_PHYSICS`).
     """
     train_subjects, notes = population(task, preset.train_subjects)
     common = {"task": task, "image": {"size": preset.image_size}, "projector": {"device": device},
@@ -260,7 +292,8 @@ def render_configs(task: str, preset: Preset, seed: int, device: str, builtin_ta
         ref_subjects, _ = population(task, n_ref + (1 if _ct_based(train_subjects) else 0))
         configs["reference"] = _merge(common, {
             "seed": seed + 1, "subjects": ref_subjects, "n": _count(ref_subjects) * preset.reference_views,
-            "views": {"per_subject": preset.reference_views}, **REFERENCE_PHYSICS})
+            "views": {"per_subject": preset.reference_views},
+            **_merge(REFERENCE_PHYSICS, {"physics": {"scatter_photons": preset.reference_photons}})})
     return configs, notes
 
 
@@ -272,8 +305,9 @@ def write_render_config(path: Path, name: str, config: dict, task: str) -> Path:
         "naive": f"naive DRR source of the {task} sim-to-real study: line integrals, plain window, no randomization",
         "realistic": f"realistic source of the {task} sim-to-real study: full physics with the task's physics ranges",
         "reference": f"reference domain (the built-in TARGET) of the {task} sim-to-real study: RENDERED, NOT REAL. "
-                     "Other subjects (another seed; the undeformed CT is dropped after rendering), a detector and "
-                     "console outside the training ranges",
+                     "Other subjects (another seed; the undeformed CT is dropped after rendering), Monte Carlo "
+                     "scatter, a detector preset no training source uses (flat_panel_gos) and detector and console "
+                     "settings outside the training ranges",
     }[name]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"# {header}\n# render it alone with: synthex render {path.name} --out DIR\n"

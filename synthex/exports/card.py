@@ -30,8 +30,8 @@ def card_text(ds, export_format: str | None = None) -> str:
     lines += [
         f"- physics model `{cfg['physics']['model']}`: {MODES[cfg['physics']['model']]}; ranges: kVp "
         f"{cfg['physics']['kvp']}, Al {cfg['physics']['al_mm']} mm, Cu {cfg['physics']['cu_mm']} mm, detector air kerma "
-        f"{cfg['physics']['air_kerma_ugy']} uGy, CR plate probability {cfg['physics']['cr_probability']}, grid "
-        f"probability {cfg['physics']['grid_probability']}",
+        f"{cfg['physics']['air_kerma_ugy']} uGy, detector {_detector(cfg['physics'])}, scatter model "
+        f"`{cfg['physics'].get('scatter_model', 'fast')}`, grid probability {cfg['physics']['grid_probability']}",
         f"- geometry: preset `{cfg['geometry']['preset']}` (overrides: sdd {cfg['geometry']['sdd']}, sid "
         f"{cfg['geometry']['sid']}, detector {cfg['geometry']['detector_mm']}); "
         f"views: alpha {cfg['views']['alpha_deg']} deg, beta {cfg['views']['beta_deg']} deg, "
@@ -101,3 +101,10 @@ def _ct_notes(ds) -> list[str]:
             parts.append(f"landmarks not covered by the CT (missing, never guessed): {', '.join(rec['landmarks_missing'])}")
         lines.append(f"- CT `{name}`: " + "; ".join(parts))
     return lines
+
+
+def _detector(physics: dict) -> str:
+    """The detector a dataset's physics ranges draw (configs written before ``detector`` existed: the CsI panel)."""
+    name = physics.get("detector", "flat_panel_csi")
+    p = physics.get("cr_probability", 0.0)
+    return f"`{name}`" + (f" or, with probability {p}, `cr_plate`" if p and name != "cr_plate" else "")
