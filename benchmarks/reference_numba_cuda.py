@@ -70,6 +70,14 @@ def _ray(P, row, col):
             P[29] * dx + P[30] * dy + P[31] * dz)
 
 
+@cuda.jit(device=True)
+def _box(gx, gy, gz, dx, dy, dz, nx, ny, nz):
+    """The ray's entry and exit parameters of the grid box [0, n) per axis (empty: t >= t_end)."""
+    t, t_end = _slab(gx, dx, float32(nx), F0, BIG)
+    t, t_end = _slab(gy, dy, float32(ny), t, t_end)
+    return _slab(gz, dz, float32(nz), t, t_end)
+
+
 @cuda.jit
 def _siddon(vol, P, out):
     r, c = cuda.grid(2)
@@ -77,9 +85,7 @@ def _siddon(vol, P, out):
         return
     nx, ny, nz = vol.shape
     gx, gy, gz, dx, dy, dz = _ray(P, r, c)
-    t, t_end = _slab(gx, dx, float32(nx), F0, BIG)
-    t, t_end = _slab(gy, dy, float32(ny), t, t_end)
-    t, t_end = _slab(gz, dz, float32(nz), t, t_end)
+    t, t_end = _box(gx, gy, gz, dx, dy, dz, nx, ny, nz)
     acc = F0
     if t < t_end:
         i, si, tx, dtx = _axis(gx, dx, t, nx)
@@ -113,9 +119,7 @@ def _trilinear(vol, P, step, out):
         return
     nx, ny, nz = vol.shape
     gx, gy, gz, dx, dy, dz = _ray(P, r, c)
-    t, t_end = _slab(gx, dx, float32(nx), F0, BIG)
-    t, t_end = _slab(gy, dy, float32(ny), t, t_end)
-    t, t_end = _slab(gz, dz, float32(nz), t, t_end)
+    t, t_end = _box(gx, gy, gz, dx, dy, dz, nx, ny, nz)
     acc = F0
     if t < t_end:
         n_steps = max(int(math.ceil((t_end - t) / step)), 1)
