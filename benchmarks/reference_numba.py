@@ -155,6 +155,14 @@ def trilinear(vol, G, o0, Mo, Md, height, width, step):
     return out.reshape(height, width)
 
 
+def grid_from_world(world_from_ijk: np.ndarray) -> np.ndarray:
+    """The references' grid space from a volume's voxel-to-world affine: voxel ``(i, j, k)`` spans
+    ``[i, i+1) x ...`` (synthex's kernels' shifted index space), so grid = ijk + 0.5."""
+    shift = np.eye(4)
+    shift[:3, 3] = 0.5
+    return shift @ np.linalg.inv(np.asarray(world_from_ijk, np.float64))
+
+
 def render(kind: str, vol: np.ndarray, grid_from_world: np.ndarray, camera, step: float | None = None) -> np.ndarray:
     """One view with the reference ``kind`` ("siddon" or "trilinear"); ``vol`` float32, C order."""
     o0, Mo, Md = (np.asarray(a, np.float64) for a in camera.ray_parameters())

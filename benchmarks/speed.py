@@ -270,9 +270,7 @@ def worker_numba(case: str, algorithm: str, passes: int) -> dict:
     rss_start = peak_rss_mb()
     dens = density(hu)
     del hu
-    G = np.eye(4)
-    G[:3, 3] = 0.5  # the shifted index space of synthex's kernels
-    G = G @ np.linalg.inv(affine)
+    G = ref.grid_from_world(affine)
 
     def render(cam):
         return ref.render(algorithm, dens, G, cam, step)
@@ -388,15 +386,15 @@ def worker_device(device: str, quick: bool) -> dict:
 
     device = resolve_device(device)
     reference = cuda_reference() if device.startswith("cuda") else None
+    if reference:
+        from reference_numba import grid_from_world  # benchmarks/ is on sys.path (cuda_reference)
     rows, checks = [], []
     for n, spacing in ([(256, 1.0)] if quick else [(256, 1.0), (512, 0.5)]):
         hu, affine = synthetic_ct(n, spacing)
         vol = Volume(hu, Transform(affine))
         dens = density(hu) if reference else None
         del hu
-        G = np.eye(4)
-        G[:3, 3] = 0.5  # the shifted index space of synthex's kernels
-        G = G @ np.linalg.inv(affine)
+        G = grid_from_world(affine) if reference else None
         for mode in ("exact", "trilinear"):
             projector = Projector(vol, mode=mode, step=0.5 * spacing, device=device)
             ref = reference.Renderer(dens, G, "siddon" if mode == "exact" else "trilinear", 0.5 * spacing) if reference else None
@@ -485,8 +483,9 @@ def reference_kernel_ms(ref, camera) -> float:
 def monte_carlo_rates(device: str, n_photons: int) -> dict:
     """Photons per second of the Monte Carlo scatter kernel on ``device`` and on this machine's CPU:
     a 200 mm water slab at 2.5 mm voxels, 80 kV Kramers spectrum (no SpekPy needed), 64^2 detector
-    over a 300 mm field. The two devices transport photons with the same seeds; their tallies differ
-    in float32 summation order (atomics) only, so the means agree to well inside the ~1e-3 noise."""
+    over a 300 mm field. With one seed and photon count the devices transport the same photons (their
+    tallies differ in float32 summation order only); the CPU run here takes an eighth of the photons,
+    so its means differ from the device's by its own Poisson noise."""
     from projectors.geometry import CArm
     from projectors.physics.scatter_mc import simulate_scatter, water_box_scene
     from projectors.physics.spectrum import Spectrum

@@ -192,9 +192,7 @@ def test_total_areal_density_equals_plain_numba_reference(mode, rng):
         hu = rng.uniform(-1100.0, 2500.0, hu.shape).astype(np.float32)
     vol = Volume.from_array(hu, spacing=(0.9, 1.1, 1.3))
     dens = (DEFAULT_HU_MATERIALS.density(hu) * 0.1).astype(np.float32)
-    G = np.eye(4)
-    G[:3, 3] = 0.5
-    G = G @ vol.ijk_from_world.matrix
+    G = ref.grid_from_world(vol.world_from_ijk.matrix)
     carm = CArm(sdd=1020.0, sid=530.0, size=(40, 36), pitch=1.4)
     for alpha, beta in [(0, 0), (35, -12), (-80, 30)]:
         cam = carm.camera(alpha, beta)
@@ -219,7 +217,7 @@ from projectors.geometry import CArm
 rng = np.random.default_rng(0)
 vol = rng.uniform(0, 0.2, (12, 10, 9)).astype(np.float32)
 aff = np.diag([1.0, 1.2, 0.9, 1.0]); aff[:3, 3] = -np.array([6, 6, 4])
-G = np.eye(4); G[:3, 3] = 0.5; G = G @ np.linalg.inv(aff)
+G = ref.grid_from_world(aff)
 cam = CArm(sdd=300.0, sid=150.0, size=(8, 7), pitch=3.0).camera(20, -10)
 out = {}
 for kind in ("siddon", "trilinear"):
