@@ -21,7 +21,6 @@ mu/rho(E) (cm^2/g) from xraydb's Elam tables, mixed by mass fraction.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 
@@ -43,16 +42,18 @@ class Material:
             raise MaterialError(f"{self.name}: mass fractions sum to {total:.4f}, not 1")
 
 
-#: mu/rho per material and energy (keV), filled on demand: spectra of different kVp and
+#: mu/rho per (material, interaction) and energy (keV), filled on demand: spectra of different kVp and
 #: filtration share their bin centres, so each randomized sample computes only new energies.
-_MU_CACHE: dict[str, dict[float, float]] = {}
-_MU_CACHE_MAX = 200_000  # energies per material; beyond this (arbitrary float energies) start afresh
+_MU_CACHE: dict[tuple[str, str], dict[float, float]] = {}
+_MU_CACHE_MAX = 200_000  # energies per entry; beyond this (arbitrary float energies) start afresh
 
 
-def _mass_attenuation_cached(name: str, energies: list[float]) -> np.ndarray:
+def _mass_attenuation_cached(name: str, energies: list[float], kind: str = "total") -> np.ndarray:
+    """mu/rho (cm^2/g) of material ``name`` at ``energies`` (keV); ``kind``: xraydb's Elam interaction
+    (``total``, ``photo``, ``incoh``, ``coh``)."""
     import xraydb
 
-    cache = _MU_CACHE.setdefault(name, {})
+    cache = _MU_CACHE.setdefault((name, kind), {})
     missing = sorted({e for e in energies if e not in cache})
     if missing:
         if len(cache) + len(missing) > _MU_CACHE_MAX:
@@ -60,7 +61,7 @@ def _mass_attenuation_cached(name: str, energies: list[float]) -> np.ndarray:
         e_ev = np.asarray(missing, dtype=np.float64) * 1000.0
         mu = np.zeros_like(e_ev)
         for el, frac in MATERIALS[name].composition.items():
-            mu += frac * xraydb.mu_elam(el, e_ev, kind="total")
+            mu += frac * xraydb.mu_elam(el, e_ev, kind=kind)
         cache.update(zip(missing, mu.tolist()))
     return np.array([cache[e] for e in energies], dtype=np.float64)
 
@@ -76,7 +77,8 @@ def register_material(material: Material) -> Material:
     comp = {el: frac / total for el, frac in material.composition.items()}
     m = Material(material.name, comp, material.density, material.source)
     MATERIALS[m.name] = m
-    _MU_CACHE.pop(m.name, None)
+    for key in [k for k in _MU_CACHE if k[0] == m.name]:  # its coefficients may have changed
+        del _MU_CACHE[key]
     return m
 
 
@@ -319,25 +321,11 @@ iodine_contrast(10.0, "iodine_contrast")
 INTERACTIONS = {"photoelectric": "photo", "compton": "incoh", "rayleigh": "coh"}
 
 
-@lru_cache(maxsize=256)
-def _components_cached(name: str, energies: tuple[float, ...]) -> tuple[np.ndarray, ...]:
-    import xraydb
-
-    e_ev = np.asarray(energies, dtype=np.float64) * 1000.0
-    out = []
-    for kind in INTERACTIONS.values():
-        mu = np.zeros_like(e_ev)
-        for el, frac in MATERIALS[name].composition.items():
-            mu += frac * xraydb.mu_elam(el, e_ev, kind=kind)
-        out.append(mu)
-    return tuple(out)
-
-
 def mass_attenuation_components(name: str, energy_kev) -> dict[str, np.ndarray]:
     """mu/rho (cm^2/g) by interaction: ``photoelectric``, ``compton`` (incoherent), ``rayleigh`` (coherent)."""
     mass_attenuation(name, energy_kev)  # validates name and energies
     e = np.atleast_1d(np.asarray(energy_kev, dtype=np.float64))
-    return dict(zip(INTERACTIONS, (c.copy() for c in _components_cached(name, tuple(e.tolist())))))
+    return {k: _mass_attenuation_cached(name, e.tolist(), kind) for k, kind in INTERACTIONS.items()}
 
 
 @dataclass(frozen=True, eq=False)

@@ -107,58 +107,80 @@ class KernelTable:
 
     # -- interpolation -------------------------------------------------------------
     @staticmethod
-    def _weights(nodes: np.ndarray, x: float) -> tuple[int, float]:
-        """Lower node index and weight of the upper node, clamped to the table."""
+    def _weights(nodes: np.ndarray, x) -> tuple[np.ndarray, np.ndarray]:
+        """Lower node index and weight of the upper node of each ``x``, clamped to the table."""
+        x = np.asarray(x, dtype=np.float64)
         if len(nodes) == 1:
-            return 0, 0.0
-        x = float(np.clip(x, nodes[0], nodes[-1]))
-        i = int(np.clip(np.searchsorted(nodes, x, side="right") - 1, 0, len(nodes) - 2))
+            return np.zeros(x.shape, np.int64), np.zeros(x.shape)
+        x = np.clip(x, nodes[0], nodes[-1])
+        i = np.clip(np.searchsorted(nodes, x, side="right") - 1, 0, len(nodes) - 2)
         return i, (x - nodes[i]) / (nodes[i + 1] - nodes[i])
 
-    def _at(self, arr: np.ndarray, mean_energy: float, gap_mm: float) -> np.ndarray:
-        """``arr[s, t, g, ...]`` interpolated in mean energy and gap: ``(t, ...)``."""
+    def _at(self, arr: np.ndarray, mean_energy: float, gap_mm) -> np.ndarray:
+        """``arr[s, t, g, ...]`` interpolated in mean energy and gap: ``(t, ...)`` for one gap, ``(t, G, ...)``
+        for an array of G gaps."""
         i, wi = self._weights(self.mean_energy, mean_energy)
         j, wj = self._weights(self.gap_mm, gap_mm)
-        a = (1 - wi) * arr[i] + wi * arr[min(i + 1, len(self.mean_energy) - 1)]  # (t, g, ...)
-        return (1 - wj) * a[:, j] + wj * a[:, min(j + 1, len(self.gap_mm) - 1)]
+        lo, hi = arr[i], arr[min(i + 1, len(self.mean_energy) - 1)]  # (t, g, ...)
 
-    def _radial_at(self, mean_energy: float, gap_mm: float) -> np.ndarray:
-        """Radial kernels (T, R) at a gap between nodes: each neighbouring node's kernel is first
+        def at_energy(g):  # blend in energy only the gap nodes needed
+            return (1 - wi) * lo[:, g] + wi * hi[:, g]
+
+        wj = wj.reshape(wj.shape + (1,) * (lo.ndim - 2))
+        return (1 - wj) * at_energy(j) + wj * at_energy(np.minimum(j + 1, len(self.gap_mm) - 1))
+
+    def _radial_at(self, mean_energy: float, gaps: np.ndarray) -> np.ndarray:
+        """Radial kernels (T, G, R) at G gaps between nodes: each neighbouring node's kernel is first
         stretched radially by the ratio of source-detector distances, (g + 5 t) / (g_node + 5 t) mm (scatter
         from a slab spreads in proportion to its distance from the detector), then the two are blended
         linearly. (A plain blend of a narrow and a wide kernel is not a kernel of middle width.)"""
         i, wi = self._weights(self.mean_energy, mean_energy)
-        rad = (1 - wi) * self.radial[i] + wi * self.radial[min(i + 1, len(self.mean_energy) - 1)]  # (T, G, R)
-        j, wj = self._weights(self.gap_mm, gap_mm)
-        g = float(np.clip(gap_mm, self.gap_mm[0], self.gap_mm[-1]))
+        rad = (1 - wi) * self.radial[i] + wi * self.radial[min(i + 1, len(self.mean_energy) - 1)]  # (T, G_table, R)
+        g = np.clip(np.asarray(gaps, dtype=np.float64), self.gap_mm[0], self.gap_mm[-1])
+        j, wj = self._weights(self.gap_mm, g)
         edges = self.r_edges_mm
-        out = np.zeros((rad.shape[0], rad.shape[2]))
-        for node, w in ((j, 1.0 - wj), (min(j + 1, len(self.gap_mm) - 1), wj)):
-            if w == 0.0:
-                continue
-            for k, t in enumerate(self.thickness_cm):
-                c = np.concatenate([[0.0], np.cumsum(rad[k, node])])
-                scale = (g + 5.0 * t) / (self.gap_mm[node] + 5.0 * t)
-                out[k] += w * np.diff(np.interp(edges / scale, edges, c))
+        cum = np.concatenate([np.zeros(rad.shape[:2] + (1,)), np.cumsum(rad, axis=2)], axis=2)  # (T, G_table, R + 1)
+        out = np.zeros((rad.shape[0], g.size, rad.shape[2]))
+        t5 = 5.0 * self.thickness_cm
+        for n in range(g.size):
+            for node, w in ((j[n], 1.0 - wj[n]), (min(j[n] + 1, len(self.gap_mm) - 1), wj[n])):
+                if w == 0.0:
+                    continue
+                scale = (g[n] + t5) / (self.gap_mm[node] + t5)  # per thickness
+                out[:, n] += w * np.diff(_interp_rows(edges[None, :] / scale[:, None], edges, cum[:, node]), axis=1)
         return out
 
-    def kernels(self, mean_energy: float, gap_mm: float, grid: GridParams | None = None, flat_grid_factor: float = 1.0) -> np.ndarray:
-        """Radial kernel mass per annulus for each thickness node, (T, R), at this spectrum and gap.
+    def kernels(self, mean_energy: float, gaps, grid: GridParams | None = None, flat_grid_factor: float = 1.0) -> np.ndarray:
+        """Radial kernel mass per annulus for each thickness node at each of the ``gaps`` (mm), (T, G, R)
+        (one gap: (T, R)), at this spectrum.
 
         With a ``grid``: each angle bin's mass times the grid's azimuth-averaged transmission over the
         scatter spectrum, divided by ``flat_grid_factor`` (the grid's transmission of the flat field,
         which the detector's calibration divides out)."""
-        radial = self._radial_at(mean_energy, gap_mm)
-        if grid is None:
-            return radial
-        ang = self._at(self.angular, mean_energy, gap_mm)  # (T, A, B)
-        spec = self._at(self.energy, mean_energy, gap_mm)  # (T, B, n_e): scatter spectrum per angle bin
-        t_az = _grid_angle_table(grid, tuple(self.theta_edges_deg), spec.shape[-1])  # (n_e, B)
-        t_bins = np.einsum("tbe,eb->tb", spec, t_az) / np.maximum(spec.sum(axis=2), 1e-30)  # (T, B)
-        group_t = (ang * t_bins[:, None, :]).sum(axis=2)  # (T, A)
-        r_mid = 0.5 * (self.r_edges_mm[:-1] + self.r_edges_mm[1:])
-        grp = np.clip(np.searchsorted(self.angle_group_edges_mm, r_mid, side="right") - 1, 0, ang.shape[1] - 1)
-        return radial * group_t[:, grp] / flat_grid_factor
+        one = np.ndim(gaps) == 0
+        g = np.atleast_1d(np.asarray(gaps, dtype=np.float64))
+        radial = self._radial_at(mean_energy, g)
+        if grid is not None:
+            ang = self._at(self.angular, mean_energy, g)  # (T, G, A, B)
+            # grid transmission of each angle bin's scatter spectrum: a ratio of two sums over the spectrum,
+            # both linear in it, so taken on the table's nodes and then interpolated like the spectrum
+            t_az = _grid_angle_table(grid, tuple(self.theta_edges_deg), self.energy.shape[-1])  # (n_e, B)
+            passed = self._at(np.einsum("stgbe,eb->stgb", self.energy, t_az), mean_energy, g)  # (T, G, B)
+            total = self._at(self.energy.sum(axis=4), mean_energy, g)
+            t_bins = passed / np.maximum(total, 1e-30)
+            group_t = (ang * t_bins[:, :, None, :]).sum(axis=3)  # (T, G, A)
+            r_mid = 0.5 * (self.r_edges_mm[:-1] + self.r_edges_mm[1:])
+            grp = np.clip(np.searchsorted(self.angle_group_edges_mm, r_mid, side="right") - 1, 0, ang.shape[2] - 1)
+            radial = radial * group_t[:, :, grp] / flat_grid_factor
+        return radial[:, 0] if one else radial
+
+
+def _interp_rows(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """``np.interp(x[r], xp, fp[r])`` for every row r at once (``xp`` increasing; clamped at its ends)."""
+    i = np.clip(np.searchsorted(xp, x, side="right") - 1, 0, len(xp) - 2)
+    w = np.clip((x - xp[i]) / (xp[i + 1] - xp[i]), 0.0, 1.0)
+    rows = np.arange(x.shape[0])[:, None]
+    return fp[rows, i] * (1.0 - w) + fp[rows, i + 1] * w
 
 
 @lru_cache(maxsize=8)
@@ -186,20 +208,23 @@ def flat_grid_factor(grid: GridParams, spec: Spectrum, det: DetectorParams) -> f
 def _annulus_densities(edges: np.ndarray, mass: np.ndarray, r_needed: float) -> np.ndarray:
     """Kernel density (per mm^2) on the calibration's annuli, piecewise constant so it integrates to the
     measured mass; beyond the calibrated radius the density continues with the exponential decay fitted
-    to the outer third of the kernel (fields wider than ~80 cm diagonal)."""
+    (least squares on log density) to the outer third of the kernel (fields wider than ~80 cm diagonal).
+    ``mass``: (..., R), every leading index one kernel."""
     dens = np.maximum(mass, 0.0) / (np.pi * np.diff(edges**2))
     step = edges[1] - edges[0]
     n_extra = max(0, int(np.ceil((r_needed - edges[-1]) / step)) + 1)
     if n_extra == 0:
         return dens
     r_mid = 0.5 * (edges[:-1] + edges[1:])
-    outer = slice(2 * len(dens) // 3, None)
-    y = np.log(np.maximum(dens[outer], 1e-30))
-    slope = np.polyfit(r_mid[outer], y, 1)[0] if np.all(dens[outer] > 0) else -1.0 / 150.0
-    slope = min(slope, -1.0 / 1000.0)  # always decaying
+    outer = slice(2 * dens.shape[-1] // 3, None)
+    x = r_mid[outer] - r_mid[outer].mean()
+    y = np.log(np.maximum(dens[..., outer], 1e-30))
+    slope = (y * x).sum(axis=-1) / (x * x).sum()  # the least-squares line's slope (x centred)
+    slope = np.where(np.all(dens[..., outer] > 0, axis=-1), slope, -1.0 / 150.0)
+    slope = np.minimum(slope, -1.0 / 1000.0)[..., None]  # always decaying
     r_extra = edges[-1] + step * (np.arange(n_extra) + 0.5)
-    tail = dens[outer].mean() * np.exp(slope * (r_extra - r_mid[outer].mean()))
-    return np.concatenate([dens, tail])
+    tail = dens[..., outer].mean(axis=-1, keepdims=True) * np.exp(slope * (r_extra - r_mid[outer].mean()))
+    return np.concatenate([dens, tail], axis=-1)
 
 
 @lru_cache(maxsize=16)
@@ -372,7 +397,7 @@ def _coarse_sources(T: np.ndarray, t: np.ndarray, comp_gaps: list, t_nodes: np.n
 def _node_context_cached(table_id: int, mean_energy: float, grid: GridParams | None) -> dict:
     table = _TABLES[table_id]
     g_nodes = np.array(sorted(set(np.round(np.geomspace(table.gap_mm[0], table.gap_mm[-1], 12), 1)) | set(table.gap_mm.tolist())))
-    masses = np.stack([table.kernels(mean_energy, g, grid) for g in g_nodes], axis=1)  # (T, G, R)
+    masses = table.kernels(mean_energy, g_nodes, grid)  # (T, G, R)
     # water's attenuation at the scatter's (signal-weighted) spectrum, averaged over the table
     spec = table._at(table.energy, mean_energy, float(np.median(table.gap_mm))).mean(axis=(0, 1))
     e = (np.arange(len(spec)) + 0.5) * (160.0 / len(spec))
@@ -380,8 +405,7 @@ def _node_context_cached(table_id: int, mean_energy: float, grid: GridParams | N
 
     mu = float((spec * mass_attenuation("water", np.clip(e, 1.0, 160.0))).sum() / max(spec.sum(), 1e-30))
     edges = table.r_edges_mm
-    dens = np.stack([np.stack([_annulus_densities(edges, masses[j, l], MAX_RADIUS_MM) for l in range(len(g_nodes))])
-                     for j in range(masses.shape[0])])  # (T, G, annuli to MAX_RADIUS_MM)
+    dens = _annulus_densities(edges, masses, MAX_RADIUS_MM)  # (T, G, annuli to MAX_RADIUS_MM)
     return {"t_nodes": np.concatenate([[0.0], table.thickness_cm]), "g_nodes": g_nodes, "densities": dens, "mu_water": mu}
 
 
