@@ -13,10 +13,18 @@ from projectors.geometry import CArm
 from projectors.volume import Volume
 
 
+THREAD_VARS = ("SYNTHEX_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
 @pytest.fixture(autouse=True)
-def restore_threads(monkeypatch):
-    monkeypatch.delenv("SYNTHEX_THREADS", raising=False)
+def restore_threads():
+    """No thread variables during a test; afterwards the environment as it was (the worker initializer
+    writes os.environ directly)."""
+    saved = {v: os.environ.pop(v) for v in THREAD_VARS if v in os.environ}
     yield
+    for v in THREAD_VARS:
+        os.environ.pop(v, None)
+    os.environ.update(saved)
     pp.set_cpu_threads(None)
 
 
@@ -40,17 +48,43 @@ def test_override_environment_and_bad_values(monkeypatch):
             pp.set_cpu_threads(bad)
 
 
-def test_runner_worker_initializer_gives_each_worker_its_share(monkeypatch):
+def _blas_threads(info: list[dict]) -> set[int]:
+    return {pool["num_threads"] for pool in info if pool["user_api"] == "blas"}
+
+
+def test_runner_worker_initializer_gives_each_worker_its_share():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
     from synthex import runner
 
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        monkeypatch.delenv(var, raising=False)
-    runner._worker_threads(1)
-    assert pp.cpu_threads() == 1
-    assert os.environ["SYNTHEX_THREADS"] == "1" and os.environ["OMP_NUM_THREADS"] == "1"
-    torch = pytest.importorskip("torch")
-    runner._worker_threads(2)
-    assert torch.get_num_threads() == 2 and pp.cpu_threads() == 2
+    blas = threadpool_info()
+    try:
+        runner._worker_threads(1)
+        assert pp.cpu_threads() == 1
+        assert os.environ["SYNTHEX_THREADS"] == "1" and os.environ["OMP_NUM_THREADS"] == "1"
+        assert _blas_threads(threadpool_info()) == {1}  # numpy's BLAS, loaded before the call
+        torch = pytest.importorskip("torch")
+        runner._worker_threads(2)
+        assert torch.get_num_threads() == 2 and pp.cpu_threads() == 2
+    finally:
+        for pool in blas:
+            threadpool_limits(pool["num_threads"], user_api=pool["user_api"])
+
+
+def test_spawned_worker_blas_pool_gets_its_share():
+    """A spawned worker imports numpy (and so OpenBLAS reads its thread count) before the initializer
+    runs: the initializer must limit the loaded pool, not only set OPENBLAS_NUM_THREADS."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from threadpoolctl import threadpool_info
+
+    from synthex import runner
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=runner._worker_init,
+                             initargs=(os.getpid(), 1)) as ex:
+        info = ex.submit(threadpool_info).result(timeout=120)
+    assert _blas_threads(info) == {1}
 
 
 def test_image_does_not_depend_on_the_number_of_threads(rng):
