@@ -279,6 +279,23 @@ def test_fast_scatter_with_patient_thickness_on_a_detector_not_a_multiple_of_the
     assert out[224] == pytest.approx(out[222], rel=0.01)
 
 
+def test_fast_scatter_on_non_square_detectors_is_the_transpose_of_its_transpose():
+    """table_ap's detectors are not square (256 x 208, 512 x 416: these once raised a broadcasting
+    ValueError). A uniform slab without a grid has no preferred image axis (square pixels): the scatter
+    on an H x W detector is the transpose of the scatter on a W x H one."""
+    spec = spectrum(preset("pelvis_ap"))
+    for h, w in ((208, 256), (416, 512)):
+        out = []
+        for shape in ((h, w), (w, h)):
+            cam = CArm(sdd=1150.0, sid=1000.0, size=shape[::-1], pitch=430.0 / w).camera(0, 0)
+            p = PhysicsParams(spectrum=spec.params, noise=False)
+            T = spectral_signal({"water": np.full(cam.shape, 20.0, np.float32)}, cam, spec, p).transmission
+            s = fast_scatter(T, cam, 1150.0, spec, scatter=ScatterParams(air_gap_mm=50.0, patient_thickness_mm=250.0))
+            assert s.shape == shape and np.all(np.isfinite(s)) and s.min() > 0
+            out.append(s)
+        np.testing.assert_allclose(out[0], out[1].T, rtol=1e-6)
+
+
 def test_mc_bad_inputs():
     with pytest.raises(MonteCarloError, match="3-D"):
         VoxelScene(np.ones((4, 4)), np.zeros((4, 4), int), ("water",), Transform.identity())

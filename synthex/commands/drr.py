@@ -24,7 +24,11 @@ from pathlib import Path
 
 import click
 
+# choices spelled out so that `synthex drr --help` does not import the physics (tests/test_drr.py checks
+# them against projectors.ct_prep.METALS, projectors.physics.DETECTOR_PRESETS and SCATTER_MODELS)
 CT_PREP_METALS = ("titanium_alloy", "cocr", "stainless_steel", "titanium", "none")
+DETECTORS = ("flat_panel_csi", "flat_panel_gos", "cr_plate")
+SCATTER_MODELS = ("fast", "monte_carlo")  # and "none": --no-scatter
 
 
 def parse_angles(value: str) -> list[tuple[float, float]]:
@@ -122,12 +126,18 @@ def _floats(value: str | None, n: tuple[int, ...], what: str):
               help="Automatic exposure control: --dose is the detector dose behind the anatomy, as an AEC chamber "
                    "ends the exposure (radiography's practice; a fixed open-beam dose leaves a thick pelvis "
                    "with a few quanta per pixel).")
-@click.option("--detector", type=click.Choice(["flat_panel_csi", "cr_plate"]), default="flat_panel_csi", show_default=True,
+@click.option("--detector", type=click.Choice(DETECTORS), default="flat_panel_csi", show_default=True,
               help="Detector (projectors.physics.DETECTOR_PRESETS), at this image's pixel pitch.")
 @click.option("--grid/--no-grid", default=None, help="Anti-scatter grid.  [default: the preset's]")
-@click.option("--scatter/--no-scatter", default=True, show_default=True, help="Fast scatter model.")
+@click.option("--scatter/--no-scatter", default=True, show_default=True, help="Scatter (the model: --scatter-model).")
+@click.option("--scatter-model", type=click.Choice(SCATTER_MODELS), default="fast", show_default=True,
+              help="fast: kernels calibrated against the Monte Carlo (~0.1 s a view); monte_carlo: photons "
+                   "transported through the prepared CT (~2 s per 10^6 photons on 2 CPU cores).")
+@click.option("--scatter-photons", type=click.IntRange(1000, 10**11), default=2_000_000, show_default=True,
+              help="Monte Carlo photons per view (--scatter-model monte_carlo).")
 @click.option("--noise/--no-noise", default=True, show_default=True, help="Quantum and detector noise.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True,
+              help="Seed of the noise and the Monte Carlo photons (view i: seed + i).")
 @click.option("--mode", type=click.Choice(["auto", "exact", "trilinear"]), default="auto", show_default=True,
               help="Projector: exact (voxels as blocks) or trilinear (smooth); auto = exact unless the prepared "
                    "CT's voxels project larger than 2 pixels at the isocentre.")
@@ -148,7 +158,7 @@ def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, over
         view: str | None, sdd: float | None, sid: float | None, skin_gap: float | None, detector_mm: str | None,
         size: str | None, center: str | None, angles: str, kvp: float | None, mas: float | None, air_kerma: float, aec: bool,
         detector: str, grid: bool | None,
-        scatter: bool, noise: bool, seed: int, mode: str, supersample: int, device: str, slice_mm: float, no_slice_interp: bool,
+        scatter: bool, scatter_model: str, scatter_photons: int, noise: bool, seed: int, mode: str, supersample: int, device: str, slice_mm: float, no_slice_interp: bool,
         keep_contrast: bool, metal: str, metal_hu: float, keep_outside: bool, no_collimate: bool, raw: bool):
     """Render CT (NIfTI, NRRD, MHA or a DICOM folder) as radiographs of a clinical geometry.
 
@@ -193,7 +203,7 @@ def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, over
     from projectors.labels import label_image, structure_masks
     from dataclasses import replace as dc_replace
 
-    from projectors.physics import DetectorParams, PhysicsParams, patient_geometry, simulate
+    from projectors.physics import DetectorParams, PhysicsParams, ScatterParams, patient_geometry, simulate
     from projectors.physics.params import PhysicsParamsError
     from projectors.projector import DeviceError, Projector
     from projectors.volume import Volume, VolumeError
@@ -242,10 +252,19 @@ def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, over
         raise click.ClickException(f"impossible geometry: {e}") from None
     iso = tuple(centre) if centre is not None else aim_point(prep.volume, p.aim)
     physics = PhysicsParams.from_options(
-        kvp=kvp if kvp is not None else p.kvp, mas=mas, air_kerma_ugy=None if mas else air_kerma, scatter=scatter,
+        kvp=kvp if kvp is not None else p.kvp, mas=mas, air_kerma_ugy=None if mas else air_kerma,
+        scatter=ScatterParams(model=scatter_model, photons=scatter_photons) if scatter else False,
         noise=noise, grid=p.grid if grid is None else grid,
         detector=DetectorParams.preset(detector, float(np.mean(carm.pixel_size))),
     ).replace(aec=aec and not mas)
+    transport = None
+    if scatter and scatter_model == "monte_carlo":
+        from projectors.physics.scatter_mc import MonteCarloError, VoxelScene
+
+        try:
+            transport = VoxelScene.from_scene(prep.scene())
+        except MonteCarloError as e:
+            raise click.ClickException(str(e)) from None
     if mode == "auto":
         # voxels larger than ~2 pixels show as blocks in exact mode; trilinear samples are smooth there
         # (and add no blur the CT's own resolution has not)
@@ -287,9 +306,11 @@ def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, over
         areal = collimate(proj.areal_density, field) if not field.all() else proj.areal_density
         try:
             view_physics = physics
-            if scatter:  # the scatter model's patient thickness and air gap for this view
-                view_physics = physics.replace(scatter=dc_replace(physics.scatter, **patient_geometry(prep.volume, cam)))
-            res = simulate(areal, cam, view_physics, np.random.default_rng(seed + i), sdd=cam.sdd, field=field)
+            if scatter:  # the scatter model's patient thickness and air gap for this view; the photons' seed
+                view_physics = physics.replace(scatter=dc_replace(physics.scatter, seed=seed + i,
+                                                                  **patient_geometry(prep.volume, cam)))
+            res = simulate(areal, cam, view_physics, np.random.default_rng(seed + i), sdd=cam.sdd, field=field,
+                           scene=transport, device=projector.device)
         except PhysicsParamsError as e:
             raise click.ClickException(str(e)) from None
         image = res.image  # the console display: window from the anatomy (not the collimated border), multi-scale
