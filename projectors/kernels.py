@@ -274,6 +274,13 @@ def table_weights(quad: wp.array(dtype=Any), x: float):
 
 
 @wp.func
+def march_start(go: wp.vec3, gd: wp.vec3, t: float, hstep: float):
+    """Grid position of the first step's midpoint and the step between midpoints: sample k (from 0) of a
+    march from ``t`` in equal steps ``hstep`` lies at ``g1 + dg * k`` (both kernels: the same points)."""
+    return go + gd * (t + 0.5 * hstep), gd * hstep
+
+
+@wp.func
 def pixel_ray(o0: wp.vec3, Mo: wp.mat33, Md: wp.mat33, row: int, col: int):
     """World origin and unit direction of the ray through detector pixel (row, col)."""
     h = wp.vec3(float(col), float(row), 1.0)
@@ -472,6 +479,7 @@ def project_kernel(
             lin = (ix * ny + iy) * nz + iz
             n_steps = int(wp.ceil((t_evt - t) / step))
             hstep = (t_evt - t) / float(wp.max(n_steps, 1))
+            g1, dg = march_start(go, gd, t, hstep)
             k = int(0)
             tc = t
             done = int(0)
@@ -517,12 +525,12 @@ def project_kernel(
                 else:
                     # -- march: trilinear HU at the step midpoint (edges replicated), nearest label;
                     # the same interpolation as trilinear_hu(), inlined: wp.func calls copy their array arguments
+                    g = g1 + dg * float(k)
                     k = k + 1
                     tnew = t + float(k) * hstep
                     seg = hstep
                     if k >= n_steps:
                         done = 1
-                    g = go + gd * (tnew - 0.5 * hstep)
                     xf = g[0] - 0.5
                     yf = g[1] - 0.5
                     zf = g[2] - 0.5
@@ -768,6 +776,7 @@ def _single_kernel(mode: int, indexed: bool, with_labels: bool, width: int):
         else:
             n_steps = int(wp.ceil((t_end - t) / step))
             hstep = (t_end - t) / float(wp.max(n_steps, 1))
+            g1, dg = march_start(go, gd, t, hstep)
             cell = int(-1)  # the cell whose 8 corner values are held (about half the samples reuse it)
             v000 = float(0.0)
             v001 = float(0.0)
@@ -777,9 +786,9 @@ def _single_kernel(mode: int, indexed: bool, with_labels: bool, width: int):
             v101 = float(0.0)
             v110 = float(0.0)
             v111 = float(0.0)
-            for k in range(1, n_steps + 1):
+            for k in range(n_steps):
                 # trilinear value at the step midpoint (edges replicated), nearest label: as project_kernel
-                g = go + gd * (t + float(k) * hstep - 0.5 * hstep)
+                g = g1 + dg * float(k)
                 xf = g[0] - 0.5
                 yf = g[1] - 0.5
                 zf = g[2] - 0.5
@@ -841,7 +850,8 @@ def _single_kernel(mode: int, indexed: bool, with_labels: bool, width: int):
                                 skey = li[1]
                                 s_len = 0.0
                             s_len = s_len + hstep
-                acc = acc + w * hstep
+                acc = acc + w  # times hstep once, after the loop (equal steps)
+            acc = acc * hstep
         for c in range(n_ch):
             out_mat[c, row, col] = acc[c]
         if skey >= 0:
