@@ -146,6 +146,9 @@ def _floats(value: str | None, n: tuple[int, ...], what: str):
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--slice-mm", type=click.FloatRange(0.2, 10), default=1.5, show_default=True,
               help="Interpolate (monotone cubic) along axes coarser than this.")
+@click.option("--bin-mm", default="auto", show_default=True,
+              help="Average CT voxel blocks along axes finer than this, mm (auto: the detector pixel at the "
+                   "isocentre, what one pixel integrates; none: keep the CT's voxels; CTs with metal are kept).")
 @click.option("--no-slice-interp", is_flag=True, help="Keep the CT's slices.")
 @click.option("--keep-contrast", is_flag=True, help="Render contrast-enhanced blood as scanned.")
 @click.option("--metal", type=click.Choice(CT_PREP_METALS), default="titanium_alloy", show_default=True,
@@ -158,7 +161,7 @@ def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, over
         view: str | None, sdd: float | None, sid: float | None, skin_gap: float | None, detector_mm: str | None,
         size: str | None, center: str | None, angles: str, kvp: float | None, mas: float | None, air_kerma: float, aec: bool,
         detector: str, grid: bool | None,
-        scatter: bool, scatter_model: str, scatter_photons: int, noise: bool, seed: int, mode: str, supersample: int, device: str, slice_mm: float, no_slice_interp: bool,
+        scatter: bool, scatter_model: str, scatter_photons: int, noise: bool, seed: int, mode: str, supersample: int, device: str, slice_mm: float, bin_mm: str, no_slice_interp: bool,
         keep_contrast: bool, metal: str, metal_hu: float, keep_outside: bool, no_collimate: bool, raw: bool):
     """Render CT (NIfTI, NRRD, MHA or a DICOM folder) as radiographs of a clinical geometry.
 
@@ -209,31 +212,6 @@ def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, over
     from projectors.volume import Volume, VolumeError
     from synthex.io_images import save_png16
 
-    # -- CT and its preparation -------------------------------------------------------------
-    try:
-        vol = Volume.from_file(ct, labels=labels, label_names=label_names)
-        params = CTPrepParams(
-            isolate_body=not keep_outside,
-            blood=not keep_contrast,
-            metal=None if metal == "none" else metal,
-            metal_hu=metal_hu,
-            slice_mm=None if no_slice_interp else slice_mm,
-            coverage=not no_collimate,
-        )
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", CTPrepWarning)
-            prep = prepare_ct(vol, params)
-        for w in caught:
-            click.echo(f"warning: {w.message}", err=True)
-    except (VolumeError, CTPrepError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
-    rec = prep.record
-    phase = rec.get("contrast", {})
-    click.echo(f"CT: {vol!r}; contrast: {phase.get('phase')} ({phase.get('detail')})"
-               + (f"; blood replaced: {phase['replaced']['labelled_ml']} mL labelled + "
-                  f"{phase['replaced']['unlabelled_followed_ml']} mL followed" if "replaced" in phase else "")
-               + (f"; metal: {rec['metal']['volume_ml']} mL as {rec['metal']['material']}" if rec.get("metal", {}).get("voxels") else ""))
-
     # -- geometry ----------------------------------------------------------------------------
     p = geometry_preset(preset)
     overrides = {}
@@ -250,6 +228,44 @@ def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, over
         carm = CArm.preset(preset, size=size_v, **overrides)
     except GeometryError as e:
         raise click.ClickException(f"impossible geometry: {e}") from None
+    if raw or bin_mm.strip().lower() == "none":
+        bin_value = None
+    elif bin_mm.strip().lower() == "auto":  # a pixel's footprint at the isocentre (as synthex render's datasets)
+        bin_value = round(float(min(carm.pixel_size)) * carm.sid / carm.sdd, 4)
+    else:
+        try:
+            bin_value = float(bin_mm)
+        except ValueError:
+            raise click.BadParameter(f"expected auto, none or a size in mm, got {bin_mm!r}", param_hint="--bin-mm") from None
+
+    # -- CT and its preparation -------------------------------------------------------------
+    try:
+        vol = Volume.from_file(ct, labels=labels, label_names=label_names)
+        params = CTPrepParams(
+            isolate_body=not keep_outside,
+            blood=not keep_contrast,
+            metal=None if metal == "none" else metal,
+            metal_hu=metal_hu,
+            slice_mm=None if no_slice_interp else slice_mm,
+            bin_mm=bin_value,
+            coverage=not no_collimate,
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CTPrepWarning)
+            prep = prepare_ct(vol, params)
+        for w in caught:
+            click.echo(f"warning: {w.message}", err=True)
+    except (VolumeError, CTPrepError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    rec = prep.record
+    phase = rec.get("contrast", {})
+    click.echo(f"CT: {vol!r}; contrast: {phase.get('phase')} ({phase.get('detail')})"
+               + (f"; blood replaced: {phase['replaced']['labelled_ml']} mL labelled + "
+                  f"{phase['replaced']['unlabelled_followed_ml']} mL followed" if "replaced" in phase else "")
+               + (f"; metal: {rec['metal']['volume_ml']} mL as {rec['metal']['material']}" if rec.get("metal", {}).get("voxels") else "")
+               + (f"; voxels averaged in blocks of {'x'.join(map(str, rec['binning']['factors']))} (--bin-mm "
+                  f"{rec['binning']['bin_mm']:g})" if max(rec.get("binning", {}).get("factors", [1])) > 1 else ""))
+
     iso = tuple(centre) if centre is not None else aim_point(prep.volume, p.aim)
     physics = PhysicsParams.from_options(
         kvp=kvp if kvp is not None else p.kvp, mas=mas, air_kerma_ugy=None if mas else air_kerma,
