@@ -135,21 +135,14 @@ def regions(proj, which: str) -> dict[str, np.ndarray]:
 
 
 def mc_scene(volume, downsample: int = 2):
-    """Transport scene of a CT, block-averaged in-plane by ``downsample`` (scatter is smooth; the primary
-    comes from the projector at full resolution)."""
+    """Transport scene of a CT, voxels averaged in blocks of ``downsample`` in-plane pixels
+    (:func:`projectors.ct_prep.bin_voxels` at ``downsample`` x the in-plane spacing: every axis at least
+    that fine is averaged too). Scatter is smooth; the primary comes from the projector at full resolution."""
+    from projectors.ct_prep import bin_voxels
     from projectors.physics.scatter_mc import VoxelScene
-    from projectors.volume import Volume
 
-    f = int(downsample)
-    hu = volume.hu
-    if f > 1:
-        n0, n1 = (hu.shape[0] // f) * f, (hu.shape[1] // f) * f
-        hu = hu[:n0, :n1].reshape(n0 // f, f, n1 // f, f, hu.shape[2]).mean(axis=(1, 3))
-        M = volume.world_from_ijk.matrix.copy()
-        M[:3, 3] = M[:3, 3] + M[:3, :2] @ np.array([(f - 1) / 2, (f - 1) / 2])
-        M[:3, :2] *= f
-        volume = Volume(hu, Transform(M), name=volume.name)
-    return VoxelScene.from_volume(volume)
+    binned, _ = bin_voxels(volume, int(downsample) * float(min(volume.spacing[:2])))
+    return VoxelScene.from_volume(binned)
 
 
 def compare(geometry: str, n_photons: int, size: int = 64, seed: int = 0, downsample: int = 2, device: str = "cpu") -> dict:
