@@ -244,6 +244,27 @@ def test_kernel_contexts_blended_over_mean_energy_equal_direct_kernels(grid, mon
         assert blended["mu_water"] == pytest.approx(direct["mu_water"], rel=1e-4)
 
 
+def test_annulus_density_tails_are_numpys_least_squares_lines(rng):
+    """Every kernel's tail beyond the calibrated radius continues the least-squares line through its
+    outer third's log density: the fit over many kernels at once equals numpy.polyfit kernel by kernel
+    (a kernel with a zero in its outer third, whose log has no line, decays over 150 mm)."""
+    from projectors.physics.scatter_fast import _annulus_densities
+
+    edges = np.linspace(0.0, 400.0, 101)
+    r_mid = 0.5 * (edges[:-1] + edges[1:])
+    mass = np.exp(-r_mid / rng.uniform(40, 200, (3, 4, 1))) * rng.uniform(0.9, 1.1, (3, 4, 100))
+    mass[1, 2, 80] = 0.0
+    dens = _annulus_densities(edges, mass, 700.0)
+    outer = slice(2 * 100 // 3, None)
+    for j in range(3):
+        for g in range(4):
+            d0 = np.maximum(mass[j, g], 0.0) / (np.pi * np.diff(edges**2))
+            slope = np.polyfit(r_mid[outer], np.log(d0[outer]), 1)[0] if np.all(d0[outer] > 0) else -1.0 / 150.0
+            r_extra = edges[-1] + 4.0 * (np.arange(dens.shape[-1] - 100) + 0.5)
+            tail = d0[outer].mean() * np.exp(min(slope, -1e-3) * (r_extra - r_mid[outer].mean()))
+            np.testing.assert_allclose(dens[j, g], np.concatenate([d0, tail]), rtol=1e-10)
+
+
 def test_fast_scatter_trends():
     cam = CArm(size=(64, 64), pitch=1.164 * 4).camera(0, 0)
     spec = spectrum(preset("carm_80kv"))
