@@ -146,10 +146,10 @@ def _floats(value: str | None, n: tuple[int, ...], what: str):
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--slice-mm", type=click.FloatRange(0.2, 10), default=1.5, show_default=True,
               help="Interpolate (monotone cubic) along axes coarser than this.")
+@click.option("--no-slice-interp", is_flag=True, help="Keep the CT's slices.")
 @click.option("--bin-mm", default="auto", show_default=True,
               help="Average CT voxel blocks along axes finer than this, mm (auto: the detector pixel at the "
                    "isocentre, what one pixel integrates; none: keep the CT's voxels; CTs with metal are kept).")
-@click.option("--no-slice-interp", is_flag=True, help="Keep the CT's slices.")
 @click.option("--keep-contrast", is_flag=True, help="Render contrast-enhanced blood as scanned.")
 @click.option("--metal", type=click.Choice(CT_PREP_METALS), default="titanium_alloy", show_default=True,
               help="Material of metal (HU above --metal-hu, labels named like implants); none = as bone.")
