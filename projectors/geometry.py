@@ -497,6 +497,12 @@ class CArm:
         return float(self.pitch), float(self.pitch)
 
     @property
+    def isocentre_pixel_mm(self) -> float:
+        """The smaller detector pixel side projected to the isocentre, ``pitch x sid / sdd`` (mm): the patient
+        area one pixel integrates there (``bin_mm: auto`` of the CT preparation, rounded to 0.1 um)."""
+        return round(float(min(self.pixel_size)) * self.sid / self.sdd, 4)
+
+    @property
     def detector_mm(self) -> tuple[float, float]:
         """Detector width and height in mm."""
         du, dv = self.pixel_size

@@ -149,7 +149,7 @@ class Pipeline:
         self.arms_raised = geometry_preset(cfg.geometry.preset).arms_raised
         prep = CTPrepParams(**cfg.ct_prep.model_dump())
         if prep.bin_mm == "auto":  # a pixel's footprint at the isocentre: it averages any finer CT detail
-            prep = replace(prep, bin_mm=round(float(min(self.carm.pixel_size)) * self.carm.sid / self.carm.sdd, 4))
+            prep = replace(prep, bin_mm=self.carm.isocentre_pixel_mm)
         self.context = subject_sources.BuildContext(task=self.task, ct_prep=prep)
         self.n_subjects = subject_sources.count_subjects(cfg.subjects)
         self._cache: OrderedDict[int, tuple] = OrderedDict()

@@ -231,7 +231,7 @@ def drr(ct: Path, labels: Path | None, label_names: Path | None, out: Path, over
     if raw or bin_mm.strip().lower() == "none":
         bin_value = None
     elif bin_mm.strip().lower() == "auto":  # a pixel's footprint at the isocentre (as synthex render's datasets)
-        bin_value = round(float(min(carm.pixel_size)) * carm.sid / carm.sdd, 4)
+        bin_value = carm.isocentre_pixel_mm
     else:
         try:
             bin_value = float(bin_mm)
