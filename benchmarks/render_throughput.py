@@ -1,6 +1,8 @@
 """Throughput of ``synthex render``: labelled 256^2 images with full physics, written as complete
 datasets (shards, sha256, manifest, preview), reported as images/hour and extrapolated to SyntheX's
-10,000-image scale.
+10,000-image scale: the run's start-up (each worker imports, loads the kernels, reads and prepares its
+CT: ~10 s for the chest CT) once, plus 10,000 times the steady cost per image, read from the times the
+shards were completed (``time_render``). Both are in the JSON with the raw wall time.
 
     python benchmarks/render_throughput.py                       # every case, 1 and 2 workers
     python benchmarks/render_throughput.py --cases hip-ct --n 200 --workers 2
@@ -42,6 +44,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
@@ -76,14 +80,27 @@ def config(case: str, n: int, size: int):
     return resolve_config(data)
 
 
-def time_render(cfg, workers: int) -> float:
+def time_render(cfg, workers: int) -> dict:
+    """Wall seconds of a whole render and, from the times its shards were completed (their files'
+    modification times), the steady cost per image once every worker is running: the slope of
+    images completed against time over the shards after each worker's first, whose time also holds
+    the worker's start-up (imports, Warp kernels, reading and preparing the CT)."""
     out = Path(tempfile.mkdtemp(prefix="synthex-bench-")) / "ds"
     try:
-        t0 = time.perf_counter()
+        t0 = time.time()
         render_dataset(cfg, out, workers=workers, progress=False)
-        return time.perf_counter() - t0
+        seconds = time.time() - t0
+        done = sorted(p.stat().st_mtime for p in (out / "shards").glob("*.h5"))
     finally:
         shutil.rmtree(out.parent, ignore_errors=True)
+    size = cfg.dataset.shard_size
+    run = {"workers": workers, "images": cfg.n, "seconds": seconds}
+    later = np.asarray(done[workers:]) - t0  # (shards are equal but for the last, which is left out)
+    if len(later) >= 4 and cfg.n % size == 0:
+        steady = 1.0 / (np.polyfit(later, np.arange(len(later)) * size, 1)[0])
+        startup = max(seconds - cfg.n * steady, 0.0)
+        run.update({"steady_seconds_per_image": steady, "startup_seconds": startup})
+    return run
 
 
 def stage_profile(cfg, count: int) -> dict:
@@ -172,10 +189,15 @@ def main():
         load0 = os.getloadavg()
         runs = []
         for w in args.workers:
-            seconds = time_render(cfg, w)
-            runs.append({"workers": w, "images": args.n, "seconds": seconds, "images_per_hour": args.n / seconds * 3600,
-                         "minutes_for_10000": 10000 * seconds / args.n / 60})
-            print(f"{case}: {w} worker(s): {args.n} images in {seconds:.1f} s", file=sys.stderr)
+            run = time_render(cfg, w)
+            seconds = run["seconds"]
+            run["images_per_hour"] = args.n / seconds * 3600
+            # 10,000 images: the start-up once, then the steady cost per image (else n-fold as measured)
+            steady, startup = run.get("steady_seconds_per_image"), run.get("startup_seconds")
+            run["minutes_for_10000"] = ((startup + 10000 * steady) if steady else 10000 * seconds / args.n) / 60
+            runs.append(run)
+            print(f"{case}: {w} worker(s): {args.n} images in {seconds:.1f} s"
+                  + (f" (start-up {startup:.1f} s, then {steady * 1000:.0f} ms an image)" if steady else ""), file=sys.stderr)
         stages = stage_profile(cfg, args.stages)
         entry = {"case": case, "task": cfg.task, "classes": list(cfg.classes), "spectra_one_time": spectra, "runs": runs,
                  "stages_per_image": stages, "load_avg_1min": [load0[0], os.getloadavg()[0]],
@@ -189,11 +211,13 @@ def main():
 
     print(f"synthex render: labelled {args.size}^2 images, full physics (dataset defaults); "
           f"{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}: the machine is shared)")
-    print(f"{'case':<14}{'workers':>8}{'seconds':>9}{'images/h':>10}{'min for 10k':>13}")
+    print(f"{'case':<14}{'workers':>8}{'seconds':>9}{'images/h':>10}{'start-up s':>11}{'ms/image':>10}{'min for 10k':>13}")
     for e in results:
         for r in e["runs"]:
+            steady = r.get("steady_seconds_per_image")
             print(f"{e['case']:<14}{r['workers']:>8}{r['seconds']:>9.1f}{r['images_per_hour']:>10.0f}"
-                  f"{r['minutes_for_10000']:>13.1f}")
+                  + (f"{r['startup_seconds']:>11.1f}{steady * 1000:>10.0f}" if steady else f"{'-':>11}{'-':>10}")
+                  + f"{r['minutes_for_10000']:>13.1f}")
     print("\nper image, one process (CPU s, all threads / wall s):")
     for e in results:
         print(f"  {e['case']}: " + "; ".join(f"{k} {v['cpu_s']:.3f}/{v['wall_s']:.3f}"

@@ -868,16 +868,19 @@ class Coverage:
         ends = proj.path_length.get("uncovered_ends", zero)
         return ends + proj.path_length.get("uncovered_sides", zero) if sides else ends
 
-    #: masks are computed on a binned detector of at least this many pixels a side (the coverage grid is ~5 mm)
-    min_pixels = 128
+    #: masks are computed on a binned detector of at least this many pixels a side: a bin then spans
+    #: about the coverage grid (~5 mm) at the patient for the presets' 256^2 detectors
+    min_pixels = 64
 
     def mask(self, camera: Camera, sides: bool = True) -> np.ndarray:
         """(H, W) bool: True where the ray's whole path through the patient lies inside the CT.
 
         ``sides=False``: only the ends of the scan count (a lateral chest is taken with the arms raised:
         what a CT cuts off at its sides is mostly arm, which such a radiograph does not show either).
-        A large detector is binned (to at least :attr:`min_pixels` a side) and the uncovered region grown by
-        one bin before it is read back per pixel: covered pixels stay covered, at most two bins fewer.
+        A large detector is binned by f (to at least :attr:`min_pixels` a side), each bin's centre ray
+        read, and the uncovered pixels grown by f / 2: between the centre rays of a covered and an
+        uncovered bin the edge lies within half a bin of either block's border, so covered pixels stay
+        covered and at most f pixels more are lost at an edge.
         """
         f = 1
         while all(n % (2 * f) == 0 and n // (2 * f) >= self.min_pixels for n in camera.shape):
@@ -886,8 +889,9 @@ class Coverage:
             return self.missing_path_mm(camera, sides) <= self.threshold_mm
         from scipy.ndimage import binary_dilation
 
-        uncovered = binary_dilation(self.missing_path_mm(camera.binned(f), sides) > self.threshold_mm, np.ones((3, 3), bool))
-        return ~np.repeat(np.repeat(uncovered, f, axis=0), f, axis=1)
+        uncovered = self.missing_path_mm(camera.binned(f), sides) > self.threshold_mm
+        uncovered = np.repeat(np.repeat(uncovered, f, axis=0), f, axis=1)
+        return ~binary_dilation(uncovered, np.ones((f + 1, f + 1), bool))
 
 
 def largest_rectangle(mask: np.ndarray) -> tuple[int, int, int, int] | None:

@@ -17,7 +17,7 @@ In exact mode the hot loop reads, per voxel, a (density, material coordinate)
 pair and a structure channel that ``prepare_voxels_kernel`` computes once per
 volume from the HU lookup table and the label tables: the ray walk then does no
 table lookups. A scene of one volume (the common case) runs one of
-``EXACT_KERNELS``, the same walk without the event and overlap
+``SINGLE_KERNELS``, the same walk without the event and overlap
 machinery of ``project_kernel``: on the CPU that machinery's live state and
 calls slowed the voxel loop by 1.5-2x (a test checks both give the same images).
 
@@ -669,14 +669,18 @@ def _single_kernel(mode: int, indexed: bool, with_labels: bool, width: int):
     ``mode``: MODE_EXACT (Siddon/Jacobs) or MODE_MARCH (trilinear samples at step midpoints).
     ``indexed``: the volume's voxels are a 2-byte index ``HU - hu_min`` (integer-HU CTs) instead of
     float32 HU. ``with_labels``: a 2-byte label per voxel: structure path lengths, label materials.
+    An indexed labelled volume is one array of 4 bytes per voxel, ``index | label << 16`` (``vox``):
+    the walk then reads one cache line per voxel instead of two, ~25 % of a labelled exact walk on the
+    CPU (the chest CT: 127 -> 98 ms a 256^2 view on one core; 70 ms without labels).
     ``width``: material channels summed in registers (:data:`CHANNEL_WIDTHS`).
     """
     exact = mode == MODE_EXACT
+    packed = indexed and with_labels
     vt = VEC[width]
 
     def project_single(
         P: VolumeParams,
-        vox16: wp.array(dtype=wp.uint16),
+        vox: wp.array(dtype=wp.uint32 if packed else wp.uint16),
         vox32: wp.array(dtype=wp.float32),
         labels: wp.array(dtype=wp.uint16),
         table: wp.array(dtype=vt),
@@ -734,8 +738,13 @@ def _single_kernel(mode: int, indexed: bool, with_labels: bool, width: int):
                 # index past the box within float precision of t_end: the clamp keeps it in bounds.
                 v = wp.clamp(lin, 0, last)
                 w = vt()
-                if wp.static(indexed):
-                    w = table[int(vox16[v])]
+                lab = int(0)
+                if wp.static(packed):
+                    x = int(vox[v])  # (as int32 a label >= 32768 turns negative: the masks undo it)
+                    w = table[x & 65535]
+                    lab = (x >> 16) & 65535
+                elif wp.static(indexed):
+                    w = table[int(vox[v])]
                 else:
                     w = table_weights(quad, vox32[v] - hu_min)
                 tn = tz
@@ -757,7 +766,8 @@ def _single_kernel(mode: int, indexed: bool, with_labels: bool, width: int):
                 seg = tn - t
                 t = tn
                 if wp.static(with_labels):
-                    lab = int(labels[v])
+                    if wp.static(not packed):
+                        lab = int(labels[v])
                     if lab < n_lt:
                         li = label_info[lab]
                         if li[0] >= 0:  # a label material: all of the voxel's mass goes to channel li[0]
@@ -807,15 +817,15 @@ def _single_kernel(mode: int, indexed: bool, with_labels: bool, width: int):
                     jb = wp.clamp(j0 + 1, 0, ny - 1) * nz
                     ka = wp.clamp(k0, 0, nz - 1)
                     kb = wp.clamp(k0 + 1, 0, nz - 1)
-                    if wp.static(indexed):  # in index units: HU - hu_min
-                        v000 = float(vox16[ia + ja + ka])
-                        v001 = float(vox16[ia + ja + kb])
-                        v010 = float(vox16[ia + jb + ka])
-                        v011 = float(vox16[ia + jb + kb])
-                        v100 = float(vox16[ib + ja + ka])
-                        v101 = float(vox16[ib + ja + kb])
-                        v110 = float(vox16[ib + jb + ka])
-                        v111 = float(vox16[ib + jb + kb])
+                    if wp.static(indexed):  # in index units: HU - hu_min (the mask drops a packed label)
+                        v000 = float(int(vox[ia + ja + ka]) & 65535)
+                        v001 = float(int(vox[ia + ja + kb]) & 65535)
+                        v010 = float(int(vox[ia + jb + ka]) & 65535)
+                        v011 = float(int(vox[ia + jb + kb]) & 65535)
+                        v100 = float(int(vox[ib + ja + ka]) & 65535)
+                        v101 = float(int(vox[ib + ja + kb]) & 65535)
+                        v110 = float(int(vox[ib + jb + ka]) & 65535)
+                        v111 = float(int(vox[ib + jb + kb]) & 65535)
                     else:
                         v000 = vox32[ia + ja + ka]
                         v001 = vox32[ia + ja + kb]
@@ -835,7 +845,11 @@ def _single_kernel(mode: int, indexed: bool, with_labels: bool, width: int):
                 w = table_weights(quad, h)
                 if wp.static(with_labels):
                     ln = (wp.clamp(int(g[0]), 0, nx - 1) * ny + wp.clamp(int(g[1]), 0, ny - 1)) * nz
-                    lab = int(labels[ln + wp.clamp(int(g[2]), 0, nz - 1)])
+                    lab = int(0)
+                    if wp.static(packed):
+                        lab = (int(vox[ln + wp.clamp(int(g[2]), 0, nz - 1)]) >> 16) & 65535
+                    else:
+                        lab = int(labels[ln + wp.clamp(int(g[2]), 0, nz - 1)])
                     if lab < n_lt:
                         li = label_info[lab]
                         if li[0] >= 0:

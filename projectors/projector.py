@@ -11,7 +11,8 @@ Nothing is normalized: outputs are physical quantities of the scene.
 
 **Prepared volumes are cached.** What a scene needs on the device (a 2-byte
 index per voxel for integer-HU CTs, or the float32 HU, a 2-byte label per
-voxel, and small per-HU / per-label tables) is built once per (scene volumes,
+voxel (packed with the index in one 4-byte word), and small per-HU / per-label
+tables) is built once per (scene volumes,
 material models, device) and kept in a small cache keyed on the ``Volume``
 objects themselves: ``project(vol, cam)``, ``Projector(vol)`` and
 ``synthex.render(vol, cam)`` called in a loop over views of the same volume
@@ -321,8 +322,9 @@ class _Prepared:
         return self.structures.index(name)
 
     def _single_arrays(self, item: SceneVolume, wp, kernels) -> dict:
-        """What ``SINGLE_KERNELS`` read: the voxels (2-byte HU index, else float32 HU), 2-byte labels,
-        the per-HU channel-weight table and the per-label tables."""
+        """What ``SINGLE_KERNELS`` read: the voxels (2-byte HU index, else float32 HU) and 2-byte labels
+        (with an index: both in one 4-byte word, ``vox``), the per-HU channel-weight table and the
+        per-label tables."""
         d = self.device
         vol, mm = item.volume, item.materials
         hu_min, dens, q, names = self.luts[0]
@@ -343,27 +345,31 @@ class _Prepared:
         table = quad[:, 0]
         n_table, lint, lflt = self.label_tables[0]
         index = hu_index(vol.hu, hu_min, n)
+        labels = None if vol.labels is None else vol.labels.reshape(-1).astype(np.uint16)  # Volume checked 0..65535
         keep = []  # host arrays a CPU Warp array aliases
-        if index is not None:
+        vox = vox32 = lab = None
+        if index is not None and labels is not None:  # one 4-byte word a voxel: index | label << 16
+            packed = index.astype(np.uint32) | (labels.astype(np.uint32) << 16)
+            keep.append(packed)
+            vox = wp.array(packed, dtype=wp.uint32, device=d, copy=d != "cpu")
+        elif index is not None:
             keep.append(index)
-            vox16 = wp.array(index, dtype=wp.uint16, device=d, copy=d != "cpu")
-            vox32 = wp.zeros(1, dtype=wp.float32, device=d)
+            vox = wp.array(index, dtype=wp.uint16, device=d, copy=d != "cpu")
         else:
             flat = vol.hu.reshape(-1)  # C-contiguous float32 (Volume guarantees it): aliased on the CPU
             keep.append(flat)
             vox32 = wp.array(flat, dtype=wp.float32, device=d, copy=d != "cpu")
-            vox16 = wp.zeros(1, dtype=wp.uint16, device=d)
-        if vol.labels is not None:
-            labels = vol.labels.reshape(-1).astype(np.uint16)  # Volume checked 0..65535
-            keep.append(labels)
-            lab = wp.array(labels, dtype=wp.uint16, device=d, copy=d != "cpu")
-        else:
-            lab = wp.zeros(1, dtype=wp.uint16, device=d)
+            if labels is not None:
+                keep.append(labels)
+                lab = wp.array(labels, dtype=wp.uint16, device=d, copy=d != "cpu")
+        vox = wp.zeros(1, dtype=wp.uint16, device=d) if vox is None else vox  # (unread placeholders)
+        vox32 = wp.zeros(1, dtype=wp.float32, device=d) if vox32 is None else vox32
+        lab = wp.zeros(1, dtype=wp.uint16, device=d) if lab is None else lab
         label_density = np.where(lflt[:, 0] >= 0, lflt[:, 0] * 0.1, -1.0).astype(np.float32)
         return {
             "indexed": index is not None,
             "labelled": vol.labels is not None,
-            "vox16": vox16,
+            "vox": vox,
             "vox32": vox32,
             "labels": lab,
             "width": width,
@@ -627,7 +633,7 @@ class Projector:
         else:
             s = self._prep.single
             kernel = k.SINGLE_KERNELS[(mode, s["indexed"], s["labelled"], s["width"])]
-            head = [self._params[0], s["vox16"], s["vox32"], s["labels"], s["table"], s["quad"], s["label_info"],
+            head = [self._params[0], s["vox"], s["vox32"], s["labels"], s["table"], s["quad"], s["label_info"],
                     s["label_density"], s["onehot"], n_ch, *rays]
             tail = [self.step, out_mat, out_struct]
 

@@ -250,7 +250,9 @@ class Pipeline:
         if subject.coverage is not None:
             field = collimation_field(covered)
             areal = collimate(areal, field)
-            paths = {k: np.where(field, v, 0.0) for k, v in paths.items()}  # nothing is seen behind the collimator
+            # nothing is seen behind the collimator (only the structures of the task's classes are read)
+            wanted = {s for c in self.task.foreground for s in subject.structures.get(c, [c])}
+            paths = {k: np.where(field, v, 0.0) for k, v in paths.items() if k in wanted}
 
         # stage 4: physics
         physics = sim.sample_physics_params(rng, cfg.physics, pixel_mm=detector_pitch(camera))

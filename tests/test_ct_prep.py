@@ -397,8 +397,9 @@ def test_coverage_marks_rays_through_tissue_the_scan_cut_off():
 
 
 def test_coverage_mask_of_a_large_detector_is_read_from_bins_and_stays_inside_the_covered_pixels():
-    """At 256 px the mask comes from a 128 px binned detector: every pixel it calls covered is covered per
-    pixel (full resolution), and it loses at most two bins (4 px) at each edge of the uncovered region."""
+    """At 256 px the mask comes from a 64 px binned detector (bins of 4 px): every pixel it calls covered is
+    covered per pixel (full resolution), and it loses at most one bin (4 px) at each edge of the uncovered
+    region (half a bin either side of the bins' border)."""
     from scipy.ndimage import binary_erosion
 
     vol = _cylinder_cut_by_the_scan()
@@ -406,7 +407,7 @@ def test_coverage_mask_of_a_large_detector_is_read_from_bins_and_stays_inside_th
     cam = CArm(sdd=500.0, sid=250.0, size=(256, 256), pitch=3.0 * 100 / 256, isocenter=(0.0, 0.0, 0.0)).camera(0, 0)
     fast = coverage.mask(cam)
     exact = coverage.missing_path_mm(cam) <= coverage.threshold_mm
-    assert cam.binned(2).shape == (128, 128)
+    assert cam.binned(4).shape == (64, 64) and coverage.min_pixels == 64
     assert not (fast & ~exact).any()
     assert (binary_erosion(exact, np.ones((9, 9), bool), border_value=1) <= fast).all()
     assert 0.2 < exact.mean() < 0.9  # both covered and uncovered rows in view

@@ -331,8 +331,10 @@ def test_single_volume_kernel_equals_general_kernel(mode, labelled, label_materi
     hu = rng.uniform(-1100.0, 1600.0, (23, 19, 17)).astype(np.float32)
     if integer_hu:
         hu = np.rint(hu)
-    labels = rng.integers(0, 5 if label_materials != "many" else 9, hu.shape).astype(np.int16) if labelled else None
-    names = {1: "implant", 2: "cortex", 3: "liver"} if labelled else {}  # label 4: no name, no material
+    labels = rng.integers(0, 5 if label_materials != "many" else 9, hu.shape).astype(np.int32) if labelled else None
+    if labelled:  # a label value past 32767: the packed (index | label << 16) word's top bit set
+        labels[labels == 3] = 40000
+    names = {1: "implant", 2: "cortex", 40000: "liver"} if labelled else {}  # label 4: no name, no material
     vol = Volume.from_array(hu, spacing=(1.0, 1.3, 0.8), labels=labels, label_names=names)
     lm = {1: LabelMaterial("titanium", density=4.5), 2: LabelMaterial("bone_cortical")} if label_materials else {}
     if label_materials == "many":  # 6 HU materials + 5 new label materials: 11 channels, the 16-wide kernels

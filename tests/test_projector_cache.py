@@ -136,14 +136,15 @@ def test_cache_is_bounded(rng, monkeypatch):
 def test_projector_holds_two_bytes_per_voxel_for_integer_hu(rng):
     """Integer-HU CT: the projector holds the 2-byte index ``HU - hu_min`` and small tables, nothing
     volume-sized else; fractional HU: it reads the volume's own float32 array (no copy on the CPU);
-    labels add 2 bytes per voxel."""
+    labels add 2 bytes per voxel (with the index: one 4-byte word ``index | label << 16``, so that the
+    exact walk reads one cache line a voxel)."""
     vol = ct(rng, n=64)
     p = Projector(vol, device="cpu")
     assert p.kernel_path == "single-u16"
     s = p._prep.single
     n = vol.hu.size
-    assert s["vox16"].dtype.__name__ == "uint16" and s["vox16"].size == n and s["vox32"].size == 1
-    np.testing.assert_array_equal(s["vox16"].numpy().reshape(vol.shape).astype(np.float32) + p._params[0].lut_hu_min, vol.hu)
+    assert s["vox"].dtype.__name__ == "uint16" and s["vox"].size == n and s["vox32"].size == 1
+    np.testing.assert_array_equal(s["vox"].numpy().reshape(vol.shape).astype(np.float32) + p._params[0].lut_hu_min, vol.hu)
     table_bytes = s["table"].size * 64 + s["quad"].size * 64
     assert prepared_cache_info()["bytes"] <= 2 * n + table_bytes
 
@@ -154,7 +155,15 @@ def test_projector_holds_two_bytes_per_voxel_for_integer_hu(rng):
 
     lab = ct(rng, n=64, labels=True)
     pl = Projector(lab, device="cpu")
-    assert pl._prep.single["labels"].dtype.__name__ == "uint16" and pl._prep.single["labels"].size == lab.hu.size
+    s = pl._prep.single
+    assert s["vox"].dtype.__name__ == "uint32" and s["vox"].size == n and s["labels"].size == 1
+    word = s["vox"].numpy().reshape(lab.shape)
+    np.testing.assert_array_equal((word & 0xFFFF).astype(np.float32) + pl._params[0].lut_hu_min, lab.hu)
+    np.testing.assert_array_equal(word >> 16, lab.labels)
+
+    lf = Volume(f.hu, f.world_from_ijk, labels=lab.labels, label_names=lab.label_names)
+    s = Projector(lf, device="cpu")._prep.single
+    assert s["labels"].dtype.__name__ == "uint16" and s["labels"].size == n and s["vox"].size == 1
 
 
 def test_preparing_a_volume_makes_no_volume_sized_temporaries(rng):
