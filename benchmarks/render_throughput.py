@@ -172,8 +172,9 @@ def main():
     ap.add_argument("--n", type=int, default=300, help="images per dataset rendered")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--stages", type=int, default=20, help="images for the per-stage CPU profile")
+    ap.add_argument("--stages", type=int, default=20, help="images for the per-stage CPU profile (0: none)")
     ap.add_argument("--naive", type=int, default=10, help="images for the naive reference loop (phantom case)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "render_throughput.json", help="the JSON written")
     args = ap.parse_args()
 
     results = []
@@ -198,7 +199,7 @@ def main():
             runs.append(run)
             print(f"{case}: {w} worker(s): {args.n} images in {seconds:.1f} s"
                   + (f" (start-up {startup:.1f} s, then {steady * 1000:.0f} ms an image)" if steady else ""), file=sys.stderr)
-        stages = stage_profile(cfg, args.stages)
+        stages = stage_profile(cfg, args.stages) if args.stages > 0 else {}
         entry = {"case": case, "task": cfg.task, "classes": list(cfg.classes), "spectra_one_time": spectra, "runs": runs,
                  "stages_per_image": stages, "load_avg_1min": [load0[0], os.getloadavg()[0]],
                  "best_minutes_for_10000": min(r["minutes_for_10000"] for r in runs)}
@@ -220,12 +221,13 @@ def main():
                   + f"{r['minutes_for_10000']:>13.1f}")
     print("\nper image, one process (CPU s, all threads / wall s):")
     for e in results:
-        print(f"  {e['case']}: " + "; ".join(f"{k} {v['cpu_s']:.3f}/{v['wall_s']:.3f}"
-                                             for k, v in e["stages_per_image"].items()))
+        if e["stages_per_image"]:
+            print(f"  {e['case']}: " + "; ".join(f"{k} {v['cpu_s']:.3f}/{v['wall_s']:.3f}"
+                                                 for k, v in e["stages_per_image"].items()))
         if "naive_seconds_per_image" in e:
-            print(f"  naive loop (rebuild subject + projector per image): {e['naive_seconds_per_image']:.3f} s/image; "
+            print(f"  {e['case']}, naive loop (rebuild subject + projector per image): {e['naive_seconds_per_image']:.3f} s/image; "
                   f"the pipeline is {e['speedup_vs_naive']:.1f}x faster")
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     out = {
         "benchmark": "render_throughput",
         "command": "python benchmarks/render_throughput.py " + " ".join(sys.argv[1:]),
@@ -237,8 +239,8 @@ def main():
         "cases": results,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    (RESULTS / "render_throughput.json").write_text(json.dumps(out, indent=2))
-    print(f"wrote {RESULTS / 'render_throughput.json'}")
+    args.out.write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
