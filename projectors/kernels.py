@@ -671,7 +671,7 @@ def _single_kernel(mode: int, indexed: bool, with_labels: bool, width: int):
     float32 HU. ``with_labels``: a 2-byte label per voxel: structure path lengths, label materials.
     An indexed labelled volume is one array of 4 bytes per voxel, ``index | label << 16`` (``vox``):
     the walk then reads one cache line per voxel instead of two, ~25 % of a labelled exact walk on the
-    CPU (the chest CT: 127 -> 98 ms a 256^2 view on one core; 70 ms without labels).
+    CPU (the chest CT: 127 -> 96 ms a 256^2 view on one core; 70 ms without labels).
     ``width``: material channels summed in registers (:data:`CHANNEL_WIDTHS`).
     """
     exact = mode == MODE_EXACT
