@@ -186,7 +186,7 @@ def main():
         spectra = build_spectra(cfg)
         print(f"{case}: {spectra['tubes']} SpekPy tube tables ready in {spectra['seconds']:.1f} s "
               f"({spectra['tables_on_disk_before']} on disk before)", file=sys.stderr)
-        Pipeline(cfg).sample(0)  # compile / load the Warp kernels, prepare the CT once (cached on disk)
+        Pipeline(cfg).sample(0)  # compile the Warp kernels once (kept on disk); each worker still reads and prepares its CT
         load0 = os.getloadavg()
         runs = []
         for w in args.workers:

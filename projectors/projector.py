@@ -345,11 +345,12 @@ class _Prepared:
         table = quad[:, 0]
         n_table, lint, lflt = self.label_tables[0]
         index = hu_index(vol.hu, hu_min, n)
-        labels = None if vol.labels is None else vol.labels.reshape(-1).astype(np.uint16)  # Volume checked 0..65535
         keep = []  # host arrays a CPU Warp array aliases
         vox = vox32 = lab = None
-        if index is not None and labels is not None:  # one 4-byte word a voxel: index | label << 16
-            packed = index.astype(np.uint32) | (labels.astype(np.uint32) << 16)
+        if index is not None and vol.labels is not None:  # one 4-byte word a voxel: index | label << 16
+            packed = vol.labels.reshape(-1).astype(np.uint32)  # (Volume checked 0..65535; in place from here)
+            packed <<= 16
+            packed |= index
             keep.append(packed)
             vox = wp.array(packed, dtype=wp.uint32, device=d, copy=d != "cpu")
         elif index is not None:
@@ -359,7 +360,8 @@ class _Prepared:
             flat = vol.hu.reshape(-1)  # C-contiguous float32 (Volume guarantees it): aliased on the CPU
             keep.append(flat)
             vox32 = wp.array(flat, dtype=wp.float32, device=d, copy=d != "cpu")
-            if labels is not None:
+            if vol.labels is not None:
+                labels = vol.labels.reshape(-1).astype(np.uint16)  # Volume checked 0..65535
                 keep.append(labels)
                 lab = wp.array(labels, dtype=wp.uint16, device=d, copy=d != "cpu")
         vox = wp.zeros(1, dtype=wp.uint16, device=d) if vox is None else vox  # (unread placeholders)

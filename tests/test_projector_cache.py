@@ -166,12 +166,16 @@ def test_projector_holds_two_bytes_per_voxel_for_integer_hu(rng):
     assert s["labels"].dtype.__name__ == "uint16" and s["labels"].size == n and s["vox"].size == 1
 
 
-def test_preparing_a_volume_makes_no_volume_sized_temporaries(rng):
+@pytest.mark.parametrize("labelled", [False, True])
+def test_preparing_a_volume_makes_no_volume_sized_temporaries(labelled, rng):
     """Peak host memory while preparing a 256^3 integer-HU volume: the 2-byte index plus slabs of
-    4 M voxels (64 MB of float32 HU would be one volume-sized temporary too many)."""
+    4 M voxels (64 MB of float32 HU would be one volume-sized temporary too many); with labels, also
+    the 4-byte packed word, built in place (packing with temporaries would hold ~20 bytes a voxel)."""
     hu = np.rint(rng.normal(0.0, 200.0, (256, 256, 256))).astype(np.float32)
-    vol = Volume.from_array(hu, spacing=1.0)
-    del hu
+    labels = rng.integers(0, 3, hu.shape).astype(np.int32) if labelled else None
+    vol = Volume.from_array(hu, spacing=1.0, labels=labels, label_names={1: "a", 2: "b"} if labelled else {})
+    del hu, labels
+    project(ct(rng, n=8, labels=labelled), CArm(size=(4, 4), pitch=3.0).camera(0, 0), device="cpu")  # Warp loaded first
     tracemalloc.start()
     try:
         Projector(vol, device="cpu", cache=False)
@@ -179,7 +183,8 @@ def test_preparing_a_volume_makes_no_volume_sized_temporaries(rng):
     finally:
         tracemalloc.stop()
     n = 256**3
-    assert peak < 2 * n + 2 * 4 * (1 << 22) + 8e6, peak / 1e6  # index + two float32 slabs + tables
+    words = 4 * n if labelled else 0
+    assert peak < 2 * n + words + 2 * 4 * (1 << 22) + 8e6, peak / 1e6  # index (+ word) + two float32 slabs + tables
 
 
 @pytest.mark.parametrize("mode", ["exact", "trilinear"])
