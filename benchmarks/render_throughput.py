@@ -95,8 +95,8 @@ def time_render(cfg, workers: int) -> dict:
         shutil.rmtree(out.parent, ignore_errors=True)
     size = cfg.dataset.shard_size
     run = {"workers": workers, "images": cfg.n, "seconds": seconds}
-    later = np.asarray(done[workers:]) - t0  # (shards are equal but for the last, which is left out)
-    if len(later) >= 4 and cfg.n % size == 0:
+    later = np.asarray(done[workers:]) - t0
+    if len(later) >= 4 and cfg.n % size == 0:  # (every shard then holds `size` images)
         steady = 1.0 / (np.polyfit(later, np.arange(len(later)) * size, 1)[0])
         startup = max(seconds - cfg.n * steady, 0.0)
         run.update({"steady_seconds_per_image": steady, "startup_seconds": startup})

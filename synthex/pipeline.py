@@ -56,6 +56,12 @@ class PipelineError(ValueError):
 # labels (projectors.labels does the work; this arranges it into the dataset's arrays)
 
 
+def class_structures(task, structures: dict) -> set[str]:
+    """The structure names whose path lengths make the task's foreground classes (``structures`` maps a
+    class to its structures; a class without an entry is its own structure, as in :func:`make_labels`)."""
+    return {s for c in task.foreground for s in structures.get(c, [c])}
+
+
 def make_labels(path_length: dict, structures: dict, task, camera: Camera, landmarks: dict, min_path_mm: float,
                 field=None) -> dict:
     """The dataset's label arrays of one view.
@@ -180,8 +186,7 @@ class Pipeline:
             scene.append(SceneVolume(v.volume, replace(v.materials, hu_map=hu_map), v.priority))
         subject.scene = scene
         projector = Projector(scene, device=self.cfg.projector.device, mode=self.cfg.projector.mode)
-        wanted = [s for c in self.task.foreground for s in subject.structures.get(c, [c])]
-        if subject.place is None and not any(s in projector.structures for s in wanted):
+        if subject.place is None and not class_structures(self.task, subject.structures) & set(projector.structures):
             raise PipelineError(
                 f"subject {subject.name!r} has none of the structures of the classes {list(self.task.foreground)}"
             )
@@ -233,7 +238,10 @@ class Pipeline:
 
         # stage 3: projection (volumes, then meshes), collimated to what the CT covers
         proj = projector.project(camera)
-        areal, paths, landmarks = dict(proj.areal_density), dict(proj.path_length), dict(subject.landmarks)
+        # only the structures of the task's classes are labelled (a TotalSegmentator map has ~120)
+        wanted = class_structures(self.task, subject.structures)
+        paths = {k: v for k, v in proj.path_length.items() if k in wanted}
+        areal, landmarks = dict(proj.areal_density), dict(subject.landmarks)
         if placement is not None and placement.meshes:
             from projectors.mesh import displaced_areal_density, mesh_path_lengths
 
@@ -250,9 +258,7 @@ class Pipeline:
         if subject.coverage is not None:
             field = collimation_field(covered)
             areal = collimate(areal, field)
-            # nothing is seen behind the collimator (only the structures of the task's classes are read)
-            wanted = {s for c in self.task.foreground for s in subject.structures.get(c, [c])}
-            paths = {k: np.where(field, v, 0.0) for k, v in paths.items() if k in wanted}
+            paths = {k: np.where(field, v, 0.0) for k, v in paths.items()}  # nothing is seen behind the collimator
 
         # stage 4: physics
         physics = sim.sample_physics_params(rng, cfg.physics, pixel_mm=detector_pitch(camera))
